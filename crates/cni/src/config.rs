@@ -1,0 +1,159 @@
+//! The network configuration a plugin receives on stdin.
+
+use crate::error::CniError;
+use crate::result::{CniResult, Dns};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The well-known keys of a plugin's configuration. Keys a plugin defines itself stay in
+/// `extra` (nothing is dropped); a plugin reads them with `Request::plugin_config`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetConf {
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub capabilities: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    #[serde(rename = "runtimeConfig", default, skip_serializing_if = "Map::is_empty")]
+    pub runtime_config: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub args: Map<String, Value>,
+    #[serde(rename = "prevResult", default, skip_serializing_if = "Option::is_none")]
+    pub prev_result: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One (container, interface) pair a runtime still uses, from `cni.dev/valid-attachments` (GC).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Key under which GC receives the attachments that must be kept.
+pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
+
+/// Network names: an alphanumeric first character, then alphanumerics, `_`, `.` or `-`.
+pub fn valid_network_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl NetConf {
+    /// Parses stdin. Invalid JSON is code 6; structural problems are code 7.
+    pub fn parse(stdin: &[u8]) -> Result<(NetConf, Value), CniError> {
+        let raw: Value = serde_json::from_slice(stdin)
+            .map_err(|e| CniError::decode(format!("decoding network config from stdin: {e}")))?;
+        if !raw.is_object() {
+            return Err(CniError::decode("decoding network config from stdin: not a JSON object"));
+        }
+        let de = raw.clone();
+        let conf: NetConf = serde_path_to_error::deserialize(de)
+            .map_err(|e| CniError::config(format!("network config: {}: {}", e.path(), e.inner())))?;
+        Ok((conf, raw))
+    }
+
+    /// Name checks shared by every verb that acts on a network.
+    pub fn validate_name(&self) -> Result<(), CniError> {
+        if self.name.is_empty() {
+            return Err(CniError::config("network config: missing required field \"name\""));
+        }
+        if !valid_network_name(&self.name) {
+            return Err(CniError::bad_value(
+                "name",
+                format!("{:?}", self.name),
+                "must start with a letter or digit, followed by letters, digits, '_', '.' or '-'",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The previous plugin's result (chained plugins), in canonical form.
+    pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
+        match &self.prev_result {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => CniResult::from_version(v, &self.cni_version)
+                .map(Some)
+                .map_err(|e| CniError::decode(format!("decoding prevResult: {e}"))),
+        }
+    }
+
+    /// Attachments from a GC request.
+    pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
+        match self.extra.get(VALID_ATTACHMENTS_KEY) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| CniError::decode(format!("decoding {VALID_ATTACHMENTS_KEY}: {e}"))),
+        }
+    }
+
+    /// A capability argument from `runtimeConfig` (e.g. "portMappings", "ips", "mac", "aliases").
+    pub fn runtime(&self, key: &str) -> Option<&Value> {
+        self.runtime_config.get(key).filter(|v| !v.is_null())
+    }
+
+    /// `args.cni.<key>` (the conventional place for per-container arguments in config).
+    pub fn args_cni(&self, key: &str) -> Option<&Value> {
+        self.args.get("cni").and_then(|c| c.get(key)).filter(|v| !v.is_null())
+    }
+}
+
+/// Deserializes a plugin's own config struct from the raw stdin JSON; a bad key gives code 7
+/// naming the key path and the problem.
+pub fn parse_plugin_config<T: DeserializeOwned>(raw: &Value) -> Result<T, CniError> {
+    serde_path_to_error::deserialize(raw.clone())
+        .map_err(|e| CniError::config(format!("invalid network config key {}: {}", e.path(), e.inner())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_keys_are_kept() {
+        let (conf, _) = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"bridge","bridge":"br9","mtu":1400}"#).unwrap();
+        assert_eq!(conf.extra.get("bridge"), Some(&json!("br9")));
+        let back = serde_json::to_value(&conf).unwrap();
+        assert_eq!(back["mtu"], json!(1400));
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_network_name("my-net_1.x"));
+        assert!(!valid_network_name("-bad"));
+        assert!(!valid_network_name("a b"));
+        assert!(!valid_network_name(""));
+    }
+
+    #[test]
+    fn bad_plugin_key_names_the_path() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct C { vlan: Option<u16> }
+        let e = parse_plugin_config::<C>(&json!({"vlan": 70000})).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("vlan"), "{}", e.msg);
+        assert!(e.msg.contains("70000"), "{}", e.msg);
+    }
+
+    #[test]
+    fn valid_attachments_parse() {
+        let (conf, _) = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"x","cni.dev/valid-attachments":[{"containerID":"abc","ifname":"eth0"}]}"#).unwrap();
+        assert_eq!(conf.valid_attachments().unwrap(), vec![Attachment { container_id: "abc".into(), ifname: "eth0".into() }]);
+    }
+}

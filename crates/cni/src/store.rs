@@ -1,0 +1,98 @@
+//! Where the suite keeps state, and the two primitives every writer of shared state uses:
+//! an exclusive flock and an atomic replace (write temp file, fsync, rename).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Environment variable that redirects all runtime state (tests point it at a temp dir).
+pub const STATE_DIR_ENV: &str = "CNI_SUITE_STATE_DIR";
+
+/// Root of the suite's runtime state: `$CNI_SUITE_STATE_DIR` or /run/cni-suite.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os(STATE_DIR_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/run/cni-suite"),
+    }
+}
+
+/// Default IPAM lease directory, the reference host-local's (/var/lib/cni/networks) unless
+/// state is redirected.
+pub fn default_ipam_data_dir() -> PathBuf {
+    match std::env::var_os(STATE_DIR_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("networks"),
+        _ => PathBuf::from("/var/lib/cni/networks"),
+    }
+}
+
+/// An exclusive advisory lock held until dropped.
+pub struct FileLock {
+    file: File,
+}
+
+impl FileLock {
+    /// Creates parent directories and the lock file if needed, then blocks until locked.
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        file.lock()?;
+        Ok(FileLock { file })
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Replaces `path` with `data` so a reader sees either the old or the new content, never a mix,
+/// even if the process dies between any two steps.
+pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Removes a file; a file that is already gone is not an error.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a directory if it is empty (ignores "not empty" and "not found").
+pub fn remove_dir_if_empty(path: &Path) {
+    let _ = fs::remove_dir(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("cni-store-test-{}", std::process::id()));
+        let p = dir.join("a").join("f");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        {
+            let _l = FileLock::exclusive(&dir.join("lock")).unwrap();
+        }
+        remove_if_exists(&p).unwrap();
+        remove_if_exists(&p).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
