@@ -1,0 +1,32 @@
+//! Synchronous rtnetlink for the CNI plugins: links, addresses, routes, bridge
+//! ports and VLANs, plus network namespace handling and per-namespace sysctls.
+//!
+//! Built on `netlink-packet-route` and `netlink-sys` without an async runtime:
+//! each request is sent on a blocking socket and its ACK (or dump) is read back
+//! before returning. Kernel refusals become [`Error`]s carrying the errno.
+//!
+//! Namespaces: `setns` only moves the calling thread, and a netlink socket stays
+//! in the namespace it was opened in. So open a [`Handle`] with
+//! [`Handle::new_in`] for a container namespace and use it from anywhere; use
+//! [`NetnsGuard`] / [`with_netns`] for things that go by the thread's namespace
+//! (sysctls, opening sockets).
+
+mod addr;
+mod bridge;
+mod error;
+mod handle;
+mod link;
+mod mac;
+mod netns;
+mod route;
+mod socket;
+mod sysctl;
+
+pub use bridge::{BridgePort, BridgeVlan};
+pub use error::{Error, Result};
+pub use handle::Handle;
+pub use link::{check_ifname, Link, MacvlanMode, MAX_IFNAME_LEN};
+pub use mac::{format_mac, parse_mac, random_mac};
+pub use netns::{with_netns, Netns, NetnsGuard};
+pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
+pub use sysctl::{sysctl_get, sysctl_set};

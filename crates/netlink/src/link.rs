@@ -1,0 +1,504 @@
+//! Links: listing, creating (bridge, veth, macvlan, vlan), changing and deleting.
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::mac::format_mac;
+use crate::netns::Netns;
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// A network interface as reported by RTM_GETLINK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index in its namespace.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Link kind from IFLA_INFO_KIND ("veth", "bridge", "macvlan", ...); None for e.g. loopback.
+    pub kind: Option<String>,
+    /// Hardware address, when it is a 6-byte Ethernet address.
+    pub mac: Option<[u8; 6]>,
+    /// MTU.
+    pub mtu: u32,
+    /// Ifindex of the master (bridge) this link is enslaved to.
+    pub master: Option<u32>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// IFLA_LINK: veth peer / macvlan parent ifindex (in the namespace named by `link_netnsid`, if set).
+    pub link: Option<u32>,
+    /// IFLA_LINK_NETNSID: set when the peer/parent lives in another namespace.
+    pub link_netnsid: Option<i32>,
+    /// Macvlan mode, for macvlan links.
+    pub macvlan_mode: Option<MacvlanMode>,
+    /// Promiscuous mode requested by user space (IFF_PROMISC; not bridge-port promiscuity).
+    pub promisc: bool,
+}
+
+/// Macvlan modes (IFLA_MACVLAN_MODE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacvlanMode {
+    /// No traffic between macvlans on the same parent.
+    Private,
+    /// Traffic between macvlans goes out to the adjacent switch.
+    Vepa,
+    /// Macvlans on the same parent talk directly (the usual mode).
+    Bridge,
+    /// A single macvlan takes over the parent.
+    Passthru,
+    /// Only frames from listed source MACs are accepted.
+    Source,
+}
+
+impl MacvlanMode {
+    /// Parses the names used by `ip link` and CNI configs ("bridge", "private", "vepa", "passthru", "source").
+    pub fn parse(s: &str) -> Option<MacvlanMode> {
+        Some(match s {
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "bridge" => MacvlanMode::Bridge,
+            "passthru" => MacvlanMode::Passthru,
+            "source" => MacvlanMode::Source,
+            _ => return None,
+        })
+    }
+
+    /// The mode's name as `ip link` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Passthru => "passthru",
+            MacvlanMode::Source => "source",
+        }
+    }
+
+    fn to_packet(self) -> netlink_packet_route::link::MacVlanMode {
+        use netlink_packet_route::link::MacVlanMode as M;
+        match self {
+            MacvlanMode::Private => M::Private,
+            MacvlanMode::Vepa => M::Vepa,
+            MacvlanMode::Bridge => M::Bridge,
+            MacvlanMode::Passthru => M::Passthrough,
+            MacvlanMode::Source => M::Source,
+        }
+    }
+
+    fn from_packet(mode: netlink_packet_route::link::MacVlanMode) -> Option<MacvlanMode> {
+        use netlink_packet_route::link::MacVlanMode as M;
+        Some(match mode {
+            M::Private => MacvlanMode::Private,
+            M::Vepa => MacvlanMode::Vepa,
+            M::Bridge => MacvlanMode::Bridge,
+            M::Passthrough => MacvlanMode::Passthru,
+            M::Source => MacvlanMode::Source,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks an interface name before sending it, so a bad name gets a clear message.
+pub fn check_ifname(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > MAX_IFNAME_LEN
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
+    if bad {
+        return Err(Error::from_errno(
+            format!("invalid interface name {name:?}"),
+            libc::EINVAL,
+        ));
+    }
+    Ok(())
+}
+
+impl Link {
+    fn from_message(msg: LinkMessage) -> Link {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mac: None,
+            mtu: 0,
+            master: None,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            link: None,
+            link_netnsid: None,
+            macvlan_mode: None,
+            promisc: msg.header.flags.contains(LinkFlags::Promisc),
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => link.name = name,
+                LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+                LinkAttribute::Address(bytes) => link.mac = bytes.try_into().ok(),
+                LinkAttribute::Controller(master) if master != 0 => link.master = Some(master),
+                LinkAttribute::Link(index) if index != 0 => link.link = Some(index),
+                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+                            LinkInfo::Data(InfoData::MacVlan(data)) => {
+                                for item in data {
+                                    if let InfoMacVlan::Mode(mode) = item {
+                                        link.macvlan_mode = MacvlanMode::from_packet(mode);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// A link message addressed to an existing interface.
+pub(crate) fn link_message(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg
+}
+
+impl Handle {
+    /// Lists every link in this handle's namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self
+            .sock
+            .dump(RouteNetlinkMessage::GetLink(msg), "listing links")?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(m) => Some(Link::from_message(m)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Looks a link up by name; Ok(None) when there is none.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        check_ifname(name)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        self.get_link(msg, &format!("looking up link {name}"))
+    }
+
+    /// Looks a link up by ifindex; Ok(None) when there is none.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        let mut msg = link_message(index);
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        self.get_link(msg, &format!("looking up link #{index}"))
+    }
+
+    /// Like `link_by_name`, but a missing link is an ENODEV error.
+    pub fn require_link(&mut self, name: &str) -> Result<Link> {
+        self.link_by_name(name)?
+            .ok_or_else(|| Error::from_errno(format!("looking up link {name}"), libc::ENODEV))
+    }
+
+    fn get_link(&mut self, msg: LinkMessage, ctx: &str) -> Result<Option<Link>> {
+        match self.sock.get(RouteNetlinkMessage::GetLink(msg), ctx) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(m) => Some(Link::from_message(m)),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a link with RTM_NEWLINK and NLM_F_CREATE | NLM_F_EXCL.
+    fn new_link(&mut self, msg: LinkMessage, ctx: &str) -> Result<()> {
+        self.sock.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            ctx,
+        )
+    }
+
+    /// Changes an existing link with RTM_SETLINK.
+    pub(crate) fn set_link(&mut self, msg: LinkMessage, ctx: &str) -> Result<()> {
+        self.sock.request(RouteNetlinkMessage::SetLink(msg), 0, ctx)
+    }
+
+    /// Creates a Linux bridge, optionally with an MTU and VLAN filtering; EEXIST surfaces as is_exists().
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> Result<Link> {
+        let ctx = format!("creating bridge {name}");
+        check_ifname(name)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
+        if vlan_filtering {
+            info.push(LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::VlanFiltering(true),
+            ])));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(info));
+        self.new_link(msg, &ctx)?;
+        self.created_link(name, &ctx)
+    }
+
+    /// Creates a veth pair: `name` in this handle's namespace, `peer_name` created directly inside `peer_ns`
+    /// (IFLA_NET_NS_FD on the peer) with its final name, mtu on both ends, optional peer MAC. Returns the host-side Link.
+    pub fn create_veth(
+        &mut self,
+        name: &str,
+        peer_name: &str,
+        peer_ns: Option<&Netns>,
+        mtu: Option<u32>,
+        peer_mac: Option<[u8; 6]>,
+    ) -> Result<Link> {
+        let ctx = format!("creating veth {name} (peer {peer_name})");
+        check_ifname(name)?;
+        check_ifname(peer_name)?;
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(peer_name.to_string()));
+        if let Some(mtu) = mtu {
+            peer.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(ns) = peer_ns {
+            peer.attributes.push(LinkAttribute::NetNsFd(ns.fd()));
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        self.new_link(msg, &ctx)?;
+        self.created_link(name, &ctx)
+    }
+
+    /// Creates a macvlan on `parent` (ifindex in this namespace), placed directly in `target_ns` with final name.
+    pub fn create_macvlan(
+        &mut self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        target_ns: Option<&Netns>,
+    ) -> Result<()> {
+        let ctx = format!("creating macvlan {name} on link #{parent}");
+        check_ifname(name)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(ns) = target_ns {
+            msg.attributes.push(LinkAttribute::NetNsFd(ns.fd()));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode.to_packet())])),
+        ]));
+        self.new_link(msg, &ctx)
+    }
+
+    /// Creates an 802.1q VLAN link on `parent`; a kernel without 8021q gives an EOPNOTSUPP error.
+    pub fn create_vlan(&mut self, name: &str, parent: u32, vlan_id: u16) -> Result<()> {
+        let ctx = format!("creating vlan {name} (id {vlan_id}) on link #{parent}");
+        check_ifname(name)?;
+        if vlan_id == 0 || vlan_id > 4094 {
+            return Err(Error::from_errno(
+                format!("{ctx}: vlan id must be 1-4094"),
+                libc::EINVAL,
+            ));
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(vlan_id)])),
+        ]));
+        self.new_link(msg, &ctx)
+    }
+
+    /// Reads back a link just created (the kernel does not return it with the ACK).
+    fn created_link(&mut self, name: &str, ctx: &str) -> Result<Link> {
+        self.link_by_name(name)?.ok_or_else(|| {
+            Error::from_errno(format!("{ctx}: link vanished after creation"), libc::ENODEV)
+        })
+    }
+
+    /// Deletes a link (and, for a veth, its peer); a missing link gives is_not_found().
+    pub fn delete_link(&mut self, index: u32) -> Result<()> {
+        let ctx = format!("deleting link #{index}");
+        self.sock
+            .request(RouteNetlinkMessage::DelLink(link_message(index)), 0, &ctx)
+    }
+
+    /// Sets IFF_UP.
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        self.set_flag(
+            index,
+            LinkFlags::Up,
+            true,
+            format!("setting link #{index} up"),
+        )
+    }
+
+    /// Clears IFF_UP.
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        self.set_flag(
+            index,
+            LinkFlags::Up,
+            false,
+            format!("setting link #{index} down"),
+        )
+    }
+
+    /// Turns user-requested promiscuous mode (IFF_PROMISC) on or off.
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        let state = if on { "on" } else { "off" };
+        self.set_flag(
+            index,
+            LinkFlags::Promisc,
+            on,
+            format!("setting promisc {state} on link #{index}"),
+        )
+    }
+
+    /// Changes one IFF_* flag through the header's change mask.
+    fn set_flag(&mut self, index: u32, flag: LinkFlags, on: bool, ctx: String) -> Result<()> {
+        let mut msg = link_message(index);
+        msg.header.change_mask = flag;
+        if on {
+            msg.header.flags = flag;
+        }
+        self.set_link(msg, &ctx)
+    }
+
+    /// Enslaves the link to a bridge (`Some(master)`) or releases it (`None`).
+    pub fn set_master(&mut self, index: u32, master: Option<u32>) -> Result<()> {
+        let ctx = match master {
+            Some(m) => format!("attaching link #{index} to master #{m}"),
+            None => format!("detaching link #{index} from its master"),
+        };
+        let mut msg = link_message(index);
+        msg.attributes
+            .push(LinkAttribute::Controller(master.unwrap_or(0)));
+        self.set_link(msg, &ctx)
+    }
+
+    /// Sets the MTU.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        let mut msg = link_message(index);
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.set_link(msg, &format!("setting mtu {mtu} on link #{index}"))
+    }
+
+    /// Sets the hardware address.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let mut msg = link_message(index);
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.set_link(
+            msg,
+            &format!("setting mac {} on link #{index}", format_mac(&mac)),
+        )
+    }
+
+    /// Renames the link (the kernel refuses with EBUSY while it is up).
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        check_ifname(name)?;
+        let mut msg = link_message(index);
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(msg, &format!("renaming link #{index} to {name}"))
+    }
+
+    /// Moves the link into another namespace (it keeps its name there; its index may change).
+    pub fn set_netns(&mut self, index: u32, ns: &Netns) -> Result<()> {
+        let mut msg = link_message(index);
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.fd()));
+        self.set_link(
+            msg,
+            &format!("moving link #{index} to {}", ns.path().display()),
+        )
+    }
+
+    /// Sets the transmit queue length.
+    pub fn set_txqueuelen(&mut self, index: u32, qlen: u32) -> Result<()> {
+        let mut msg = link_message(index);
+        msg.attributes.push(LinkAttribute::TxQueueLen(qlen));
+        self.set_link(msg, &format!("setting txqueuelen {qlen} on link #{index}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_rules() {
+        assert!(check_ifname("eth0").is_ok());
+        assert!(check_ifname("a23456789012345").is_ok());
+        assert!(check_ifname("a234567890123456").is_err());
+        assert!(check_ifname("").is_err());
+        assert!(check_ifname("a/b").is_err());
+        assert!(check_ifname("a b").is_err());
+        assert!(check_ifname("..").is_err());
+    }
+
+    #[test]
+    fn macvlan_mode_names_round_trip() {
+        for mode in [
+            MacvlanMode::Private,
+            MacvlanMode::Vepa,
+            MacvlanMode::Bridge,
+            MacvlanMode::Passthru,
+            MacvlanMode::Source,
+        ] {
+            assert_eq!(MacvlanMode::parse(mode.as_str()), Some(mode));
+            assert_eq!(MacvlanMode::from_packet(mode.to_packet()), Some(mode));
+        }
+        assert_eq!(MacvlanMode::parse("bogus"), None);
+    }
+}
