@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// `NS_GET_NSTYPE` ioctl (`_IO(0xb7, 0x3)`): returns the CLONE_NEW* type of a namespace file.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
-/// A handle on a network namespace, opened from a path such as /var/run/netns/x or /proc/<pid>/ns/net.
+/// A handle on a network namespace, opened from a path such as /var/run/netns/x or `/proc/<pid>/ns/net`.
 #[derive(Debug)]
 pub struct Netns {
     file: File,

@@ -3,7 +3,7 @@
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS,
-    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_REQUEST,
+    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Size of `struct nlmsghdr`.
 const NLMSG_HDR_LEN: usize = 16;
+/// How often a dump is retried when the kernel says it was interrupted.
+const DUMP_ATTEMPTS: u32 = 5;
 /// `NLMSGERR_ATTR_MSG`: the extended-ack text attribute in an NLMSG_ERROR.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
@@ -72,7 +74,17 @@ impl RtSocket {
         msg: RouteNetlinkMessage,
         ctx: &str,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.exchange(msg, NLM_F_REQUEST | NLM_F_DUMP, ctx)
+        // A dump that raced with a change is flagged NLM_F_DUMP_INTR and may be
+        // inconsistent: run it again (a few times, then take what we got).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (replies, interrupted) =
+                self.exchange_raw(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, ctx)?;
+            if !interrupted || attempts == DUMP_ATTEMPTS {
+                return Ok(replies);
+            }
+        }
     }
 
     fn exchange(
@@ -81,6 +93,18 @@ impl RtSocket {
         flags: u16,
         ctx: &str,
     ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.exchange_raw(msg, flags, ctx)
+            .map(|(replies, _)| replies)
+    }
+
+    /// Sends one request and collects its replies; the flag tells whether the
+    /// kernel marked the dump as interrupted (NLM_F_DUMP_INTR).
+    fn exchange_raw(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        ctx: &str,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -95,40 +119,42 @@ impl RtSocket {
         let is_dump = flags & NLM_F_DUMP != 0;
         let wants_ack = flags & NLM_F_ACK != 0;
         let mut replies = Vec::new();
+        let mut interrupted = false;
         loop {
             let len = self.recv(ctx)?;
             let mut offset = 0;
             while offset + NLMSG_HDR_LEN <= len {
                 let bytes = &self.buf[offset..len];
-                let msg_len = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|e| Error::msg(ctx, format!("malformed netlink reply: {e}")))?
-                    .length() as usize;
+                let header = NetlinkBuffer::new_checked(bytes)
+                    .map_err(|e| Error::msg(ctx, format!("malformed netlink reply: {e}")))?;
+                let msg_len = header.length() as usize;
                 if msg_len < NLMSG_HDR_LEN || msg_len > bytes.len() {
                     return Err(Error::msg(ctx, "malformed netlink reply length"));
                 }
                 offset += (msg_len + 3) & !3;
+                if header.sequence_number() != seq {
+                    continue; // a late reply to an earlier request
+                }
+                interrupted |= header.flags() & NLM_F_DUMP_INTR != 0;
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..msg_len])
                     .map_err(|e| {
                     Error::msg(ctx, format!("cannot decode netlink reply: {e}"))
                 })?;
-                if reply.header.sequence_number != seq {
-                    continue; // a late reply to an earlier request
-                }
                 let reply_flags = reply.header.flags;
                 match reply.payload {
                     NetlinkPayload::Error(err) => match err.code {
-                        None => return Ok(replies), // the ACK: end of a request
+                        None => return Ok((replies, interrupted)), // the ACK: end of a request
                         Some(code) => {
                             let detail = ext_ack_message(reply_flags, &err.header);
                             return Err(Error::from_errno(ctx, -code.get()).with_detail(detail));
                         }
                     },
-                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Done(_) => return Ok((replies, interrupted)),
                     NetlinkPayload::InnerMessage(inner) => {
                         replies.push(inner);
                         // A single-object GET without ACK ends with its one reply.
                         if !is_dump && !wants_ack {
-                            return Ok(replies);
+                            return Ok((replies, interrupted));
                         }
                     }
                     _ => {} // NOOP / OVERRUN: nothing to keep

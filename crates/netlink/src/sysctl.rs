@@ -27,7 +27,7 @@ fn sysctl_path(path: &str) -> Result<String> {
     Ok(format!("/proc/sys/{path}"))
 }
 
-/// Reads /proc/sys/<path> as seen by the current thread's namespace ("net/ipv4/ip_forward"), trimmed.
+/// Reads `/proc/sys/<path>` as seen by the current thread's namespace ("net/ipv4/ip_forward"), trimmed.
 pub fn sysctl_get(path: &str) -> Result<String> {
     let file = sysctl_path(path)?;
     let value = fs::read_to_string(&file)
@@ -35,7 +35,7 @@ pub fn sysctl_get(path: &str) -> Result<String> {
     Ok(value.trim().to_string())
 }
 
-/// Writes /proc/sys/<path> in the current thread's namespace; no write when the value already matches.
+/// Writes `/proc/sys/<path>` in the current thread's namespace; no write when the value already matches.
 pub fn sysctl_set(path: &str, value: &str) -> Result<()> {
     if sysctl_get(path)? == value.trim() {
         return Ok(());
