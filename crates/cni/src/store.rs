@@ -31,6 +31,15 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// Locks a directory (created if missing) rather than a lock file: the directory stays,
+    /// so no lock file is left behind after the last DEL, and none is deleted while held.
+    pub fn directory(path: &Path) -> io::Result<FileLock> {
+        fs::create_dir_all(path)?;
+        let file = File::open(path)?;
+        file.lock()?;
+        Ok(FileLock { file })
+    }
+
     /// Creates parent directories and the lock file if needed, then blocks until locked.
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
         if let Some(parent) = path.parent() {
@@ -90,6 +99,7 @@ mod tests {
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
         {
             let _l = FileLock::exclusive(&dir.join("lock")).unwrap();
+            let _d = FileLock::directory(&dir.join("d")).unwrap();
         }
         remove_if_exists(&p).unwrap();
         remove_if_exists(&p).unwrap();
