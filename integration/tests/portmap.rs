@@ -1,0 +1,194 @@
+//! `portmap`: Docker's `-p`, chained after our `bridge`, driven by the real cnitool in
+//! private namespaces. Every scenario runs on both firewall backends.
+
+use integration::*;
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+
+const HOST: &str = "192.0.2.1";
+const OUTSIDE: &str = "192.0.2.2";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn first_ip(result: &Value) -> IpAddr {
+    let cidr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
+    cidr.split('/').next().unwrap().parse().unwrap()
+}
+
+/// A bridge + portmap network on `backend`, and an "outside" namespace on the host's uplink.
+fn setup(env: &TestEnv, backend: &str, subnet: &str) -> Netns {
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "web",
+        "plugins": [
+            {"type": "bridge", "bridge": "br-web", "isGateway": true, "isDefaultGateway": true, "ipMasq": true,
+             "hairpinMode": true, "firewallBackend": backend,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": env.ipam_dir()}},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "backend": backend}
+        ]
+    });
+    env.write_conflist("web", &conf);
+    let out = Netns::new("out");
+    env.host().veth_to("uplink", &out, "eth0");
+    env.host().ip_ok(&["addr", "add", &format!("{HOST}/24"), "dev", "uplink"]);
+    out.ip_ok(&["addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
+    out
+}
+
+fn ports(list: Value) -> CniOpts {
+    CniOpts::ours().cap_args(json!({ "portMappings": list }))
+}
+
+fn nothing_left(env: &TestEnv) {
+    let rules = nft_ruleset(env.host());
+    // iptables-nft creates its own built-in tables; ours are the cni_* ones.
+    assert!(!rules.contains("cni_"), "nft rules left: {rules}");
+    let ipt = iptables_save(env.host());
+    assert!(!ipt.contains("CNI-SUITE"), "iptables chains left: {ipt}");
+    let state: Vec<_> = files_under(&env.state_dir())
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().contains("/ipam/"))
+        .collect();
+    assert!(state.is_empty(), "state left: {state:?}");
+    let links: Vec<_> = links(env.host()).into_iter().filter(|l| l != "lo" && l != "uplink").collect();
+    assert!(links.is_empty(), "links left: {links:?}");
+}
+
+fn published_port_answers_everywhere(backend: &str) {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new(&format!("pm{}", &backend[..3]));
+    let out = setup(&env, backend, "10.20.1.0/24");
+    let (web, other) = (env.container("web"), env.container("oth"));
+    let mappings = json!([
+        {"hostPort": 8001, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8002, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"},
+        {"hostPort": 5301, "containerPort": 53, "protocol": "udp"}
+    ]);
+    let web_ip = first_ip(env.cnitool("add", "web", &web, &ports(mappings.clone())).expect_ok().result());
+    env.cnitool("add", "web", &other, &CniOpts::ours()).expect_ok();
+    let _tcp = EchoServer::tcp(&web, SocketAddr::new(web_ip, 80));
+    let _udp = EchoServer::udp(&web, SocketAddr::new(web_ip, 53));
+
+    // From another machine, via the host's address.
+    assert_eq!(tcp_echo(&out, ip(HOST), 8001, "outside").as_deref(), Some("outside"), "outside -> host:8001");
+    // From the host itself: its own address and 127.0.0.1.
+    assert_eq!(tcp_echo(env.host(), ip(HOST), 8001, "self").as_deref(), Some("self"), "host -> own address:8001");
+    assert_eq!(tcp_echo(env.host(), ip("127.0.0.1"), 8001, "lo").as_deref(), Some("lo"), "host -> 127.0.0.1:8001");
+    // Hairpin: a container on the same bridge, via the host's address.
+    assert_eq!(tcp_echo(&other, ip(HOST), 8001, "hairpin").as_deref(), Some("hairpin"), "container -> host:8001");
+    // UDP.
+    assert_eq!(udp_echo(&out, ip(HOST), 5301, "dns?").as_deref(), Some("dns?"), "outside -> host:5301/udp");
+    // hostIP 127.0.0.1: answers locally, not from outside.
+    assert_eq!(tcp_echo(env.host(), ip("127.0.0.1"), 8002, "local").as_deref(), Some("local"), "host -> 127.0.0.1:8002");
+    assert!(!tcp_connect(&out, ip(HOST), 8002), "127.0.0.1-only port must not answer from outside");
+
+    env.cnitool("check", "web", &web, &ports(mappings.clone())).expect_ok();
+    env.cnitool("del", "web", &web, &ports(mappings.clone())).expect_ok();
+    assert!(!tcp_connect(&out, ip(HOST), 8001), "port closed after DEL");
+    env.cnitool("del", "web", &other, &CniOpts::ours()).expect_ok();
+    nothing_left(&env);
+}
+
+fn conflicts_are_refused(backend: &str) {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new(&format!("pc{}", &backend[..3]));
+    let out = setup(&env, backend, "10.20.2.0/24");
+    let (first, second) = (env.container("one"), env.container("two"));
+    let m = json!([{"hostPort": 8003, "containerPort": 80, "protocol": "tcp"}]);
+    let first_ip = first_ip(env.cnitool("add", "web", &first, &ports(m.clone())).expect_ok().result());
+    let _srv = EchoServer::tcp(&first, SocketAddr::new(first_ip, 80));
+    // The same container adding the same mapping again is not a conflict.
+    env.cnitool("add", "web", &first, &ports(m.clone())).expect_err(); // eth0 exists: bridge refuses, portmap never runs
+    let add = env.cnitool("add", "web", &second, &ports(m.clone()));
+    add.expect_err();
+    assert!(add.stderr.contains("Bind for 0.0.0.0:8003 failed: port is already allocated"), "{}", add.stderr);
+    // The failed ADD was rolled back by the runtime; the first container still answers.
+    env.cnitool("del", "web", &second, &ports(m.clone())).expect_ok();
+    assert_eq!(tcp_echo(&out, ip(HOST), 8003, "still").as_deref(), Some("still"));
+
+    // A specific hostIP overlapping the wildcard mapping conflicts too.
+    let specific = json!([{"hostPort": 8003, "containerPort": 80, "protocol": "tcp", "hostIP": HOST}]);
+    let add = env.cnitool("add", "web", &second, &ports(specific));
+    assert!(add.stderr.contains("Bind for 192.0.2.1:8003 failed: port is already allocated"), "{}", add.stderr);
+    env.cnitool("del", "web", &second, &CniOpts::ours()).expect_ok();
+
+    // A host process listening on a port: refused the same way.
+    let _host_listener = EchoServer::tcp(env.host(), "0.0.0.0:8004".parse().unwrap());
+    let add = env.cnitool("add", "web", &second, &ports(json!([{"hostPort": 8004, "containerPort": 80}])));
+    assert!(add.stderr.contains("Bind for 0.0.0.0:8004 failed: port is already allocated"), "{}", add.stderr);
+    env.cnitool("del", "web", &second, &CniOpts::ours()).expect_ok();
+
+    // The error code is ours (110), seen when the plugin is called directly.
+    let prev = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": second.path()}],
+        "ips": [{"address": "10.20.2.50/24", "interface": 0}]});
+    let conf = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": backend,
+        "runtimeConfig": {"portMappings": m}, "prevResult": prev});
+    let path = second.path().display().to_string();
+    let our_path = env.our_plugin_dir().display().to_string();
+    let direct = env.exec_plugin(
+        "portmap",
+        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "direct1"), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0"), ("CNI_PATH", &our_path)],
+        &conf.to_string(),
+    );
+    assert_eq!(direct.error_code(), Some(110), "{}", direct.stdout);
+
+    env.cnitool("del", "web", &first, &ports(m)).expect_ok();
+    nothing_left(&env);
+}
+
+#[test]
+fn nftables_published_port_answers_everywhere() {
+    published_port_answers_everywhere("nftables");
+}
+
+#[test]
+fn iptables_published_port_answers_everywhere() {
+    published_port_answers_everywhere("iptables");
+}
+
+#[test]
+fn nftables_conflicts_are_refused() {
+    conflicts_are_refused("nftables");
+}
+
+#[test]
+fn iptables_conflicts_are_refused() {
+    conflicts_are_refused("iptables");
+}
+
+#[test]
+fn portmap_refuses_host_networking_and_bad_mappings() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("pmbad");
+    let host_path = env.host().path().display().to_string();
+    let our_path = env.our_plugin_dir().display().to_string();
+    let prev = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0"}], "ips": [{"address": "192.0.2.9/24", "interface": 0}]});
+    let run = |mappings: Value, netns: &str| {
+        let conf = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "runtimeConfig": {"portMappings": mappings}, "prevResult": prev});
+        env.exec_plugin(
+            "portmap",
+            &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "h1"), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0"), ("CNI_PATH", &our_path)],
+            &conf.to_string(),
+        )
+    };
+    let out = run(json!([{"hostPort": 8080, "containerPort": 80}]), &host_path);
+    assert_eq!(out.error_code(), Some(7), "{}", out.stdout);
+    assert!(out.stdout.contains("host networking"), "{}", out.stdout);
+    let c = env.container("c");
+    let cpath = c.path().display().to_string();
+    let out = run(json!([{"hostPort": 70000, "containerPort": 80}]), &cpath);
+    assert_eq!(out.error_code(), Some(7));
+    assert!(out.stdout.contains("hostPort") && out.stdout.contains("70000"), "{}", out.stdout);
+    let out = run(json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]), &cpath);
+    assert_eq!(out.error_code(), Some(7));
+    assert!(out.stdout.contains("icmp"), "{}", out.stdout);
+    assert!(!nft_ruleset(env.host()).contains("cni_"), "nothing programmed");
+}
