@@ -101,6 +101,7 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     let name = &req.conf.name;
     let Some(store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))? else { return Ok(()) };
     store.release_owner(&owner(req)).map_err(|e| io_error(&store, e))?;
+    store.forget_cursors_if_empty().map_err(|e| io_error(&store, e))?;
     Ok(())
 }
 
@@ -141,6 +142,7 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
         valid.iter().any(|a| a.container_id == h.id && h.ifname.as_deref().is_none_or(|i| i == a.ifname))
     };
     store.gc(&keep).map_err(|e| io_error(&store, e))?;
+    store.forget_cursors_if_empty().map_err(|e| io_error(&store, e))?;
     Ok(())
 }
 

@@ -5,6 +5,16 @@
 //! [`status`] in-process: when `ipam.type` is `host-local` or `static` no extra process runs;
 //! any other type is executed from CNI_PATH through [`cni::delegate::delegate`].
 //! The `host-local` and `static` binaries are [`HostLocal`] and [`Static`] run by [`cni::run`].
+//!
+//! For a calling plugin:
+//! ```ignore
+//! let mut result = ipam::add(req)?;            // addresses, gateway, routes, dns; interface unset
+//! if let Err(e) = configure(&mut result) {     // set ips[i].interface, create links, ...
+//!     let _ = ipam::del(req);                  // an ADD that fails undoes what it did
+//!     return Err(e);
+//! }
+//! ```
+//! `ipam::del` is idempotent and needs only `ipam.type` and `ipam.dataDir` from the config.
 
 pub mod addr;
 pub mod alloc;

@@ -158,6 +158,34 @@ impl Store {
         &self.dir
     }
 
+    /// True when at least one address is leased. Stops at the first lease file, so it costs
+    /// the same with 1 lease or 60,000 (only a handful of non-lease names exist).
+    pub fn has_leases(&self) -> io::Result<bool> {
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            if name.to_str().is_some_and(|n| n.parse::<IpAddr>().is_ok()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// After the last lease is gone: drops the round-robin cursors and the empty index, so
+    /// nothing but the `lock` file (shared with the reference host-local, which must keep
+    /// finding the same file to exclude us) is left behind.
+    pub fn forget_cursors_if_empty(&self) -> io::Result<()> {
+        if self.has_leases()? {
+            return Ok(());
+        }
+        for e in fs::read_dir(&self.dir)?.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(LAST_RESERVED_PREFIX)) {
+                cni::store::remove_if_exists(&e.path())?;
+            }
+        }
+        cni::store::remove_dir_if_empty(&self.dir.join(INDEX_DIR));
+        Ok(())
+    }
+
     pub fn lease_path(&self, ip: IpAddr) -> PathBuf {
         self.dir.join(ip.to_string())
     }

@@ -135,7 +135,7 @@ impl Plugin for BridgePlugin {
                 if has_ipam(req) {
                     let _ = ipam::del(req);
                 }
-                if state.attachments().is_empty() && state.network().is_none() {
+                if !state.has_attachments() && state.network().is_none() {
                     let _ = fw.remove_network(&req.conf.name);
                     state.remove_network();
                 }
@@ -158,7 +158,7 @@ impl Plugin for BridgePlugin {
             ipam::del(req)?;
         }
         state.remove_attachment(&req.env.container_id, &req.env.ifname)?;
-        if state.attachments().is_empty() {
+        if !state.has_attachments() {
             teardown_network(req, &conf, &state)?;
         }
         Ok(())
@@ -206,7 +206,7 @@ impl Plugin for BridgePlugin {
         if has_ipam(req) {
             ipam::gc(req, valid)?;
         }
-        if state.attachments().is_empty() && state.network().is_some() {
+        if !state.has_attachments() && state.network().is_some() {
             teardown_network(req, &conf, &state)?;
         }
         Ok(())
@@ -224,7 +224,7 @@ impl Plugin for BridgePlugin {
         }
         let state = NetworkState::new(&req.conf.name);
         if let Some(rec) = state.network() {
-            if !state.attachments().is_empty() {
+            if state.has_attachments() {
                 let mut host = Handle::new().map_err(kernel)?;
                 if host.link_by_name(&rec.bridge).map_err(kernel)?.is_none() {
                     return Err(CniError::new(

@@ -82,6 +82,17 @@ impl NetworkState {
         remove_if_exists(&path).map_err(|e| io_err("removing", &path, e))
     }
 
+    /// True when any attachment is recorded. Stops at the first one, so DEL's "was this the
+    /// last container?" costs the same at 1 or 1000 containers.
+    pub fn has_attachments(&self) -> bool {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return false };
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".json") && name != "network.json"
+        })
+    }
+
     /// Every attachment recorded for this network.
     pub fn attachments(&self) -> Vec<AttachmentRecord> {
         let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
