@@ -10,14 +10,26 @@
 use crate::{run_tool, PortMapping, Protocol};
 
 fn family_args(m: &PortMapping) -> [&'static str; 2] {
-    ["-f", if m.container_ip.is_ipv4() { "ipv4" } else { "ipv6" }]
+    [
+        "-f",
+        if m.container_ip.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        },
+    ]
 }
 
 /// `conntrack` arguments deleting the flows DNATed to this mapping's container port.
 pub fn removed_mapping_args(m: &PortMapping) -> Vec<String> {
     let mut a: Vec<String> = vec!["-D".into()];
     a.extend(family_args(m).iter().map(|s| s.to_string()));
-    a.extend(["-p".into(), "udp".into(), "--orig-port-dst".into(), m.host_port.to_string()]);
+    a.extend([
+        "-p".into(),
+        "udp".into(),
+        "--orig-port-dst".into(),
+        m.host_port.to_string(),
+    ]);
     if let Some(h) = m.specific_host_ip() {
         a.extend(["--orig-dst".into(), h.to_string()]);
     }
@@ -35,14 +47,23 @@ pub fn removed_mapping_args(m: &PortMapping) -> Vec<String> {
 pub fn new_mapping_args(m: &PortMapping) -> Vec<String> {
     let mut a: Vec<String> = vec!["-D".into()];
     a.extend(family_args(m).iter().map(|s| s.to_string()));
-    a.extend(["-p".into(), "udp".into(), "--orig-port-dst".into(), m.host_port.to_string()]);
+    a.extend([
+        "-p".into(),
+        "udp".into(),
+        "--orig-port-dst".into(),
+        m.host_port.to_string(),
+    ]);
     if let Some(h) = m.specific_host_ip() {
         a.extend(["--orig-dst".into(), h.to_string()]);
     }
     a
 }
 
-fn run_all(program: &str, mappings: &[PortMapping], args: fn(&PortMapping) -> Vec<String>) -> usize {
+fn run_all(
+    program: &str,
+    mappings: &[PortMapping],
+    args: fn(&PortMapping) -> Vec<String>,
+) -> usize {
     let mut deleted = 0;
     for m in mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
         let a = args(m);
@@ -86,8 +107,15 @@ mod tests {
             removed_mapping_args(&m).join(" "),
             "-D -f ipv4 -p udp --orig-port-dst 53 --orig-dst 192.168.1.1 --reply-src 10.88.0.5 --reply-port-src 5353"
         );
-        let m6 = PortMapping { host_ip: None, container_ip: "fd00::5".parse().unwrap(), ..m };
-        assert_eq!(new_mapping_args(&m6).join(" "), "-D -f ipv6 -p udp --orig-port-dst 53");
+        let m6 = PortMapping {
+            host_ip: None,
+            container_ip: "fd00::5".parse().unwrap(),
+            ..m
+        };
+        assert_eq!(
+            new_mapping_args(&m6).join(" "),
+            "-D -f ipv6 -p udp --orig-port-dst 53"
+        );
     }
 
     #[test]
@@ -99,8 +127,17 @@ mod tests {
             container_port: 80,
             protocol: Protocol::Tcp,
         };
-        assert_eq!(run_all("/nonexistent/conntrack", &[m], removed_mapping_args), 0);
-        let u = PortMapping { protocol: Protocol::Udp, ..m };
-        assert_eq!(run_all("/nonexistent/conntrack", &[u], removed_mapping_args), 0);
+        assert_eq!(
+            run_all("/nonexistent/conntrack", &[m], removed_mapping_args),
+            0
+        );
+        let u = PortMapping {
+            protocol: Protocol::Udp,
+            ..m
+        };
+        assert_eq!(
+            run_all("/nonexistent/conntrack", &[u], removed_mapping_args),
+            0
+        );
     }
 }

@@ -112,7 +112,11 @@ pub struct NetworkRules {
 
 impl NetworkRules {
     /// Defaults: masquerade, no isolation, not internal, icc allowed.
-    pub fn new(network: impl Into<String>, bridge: impl Into<String>, subnets: Vec<ipnet::IpNet>) -> Self {
+    pub fn new(
+        network: impl Into<String>,
+        bridge: impl Into<String>,
+        subnets: Vec<ipnet::IpNet>,
+    ) -> Self {
         NetworkRules {
             network: network.into(),
             bridge: bridge.into(),
@@ -204,12 +208,18 @@ impl PortMapping {
             IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
-        format!("{host}{}->{cont}:{}/{}", self.host_port, self.container_port, self.protocol)
+        format!(
+            "{host}{}->{cont}:{}/{}",
+            self.host_port, self.container_port, self.protocol
+        )
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.host_port == 0 {
-            return Err(Error::new(format!("port mapping {}: hostPort must not be 0", self.describe())));
+            return Err(Error::new(format!(
+                "port mapping {}: hostPort must not be 0",
+                self.describe()
+            )));
         }
         if self.container_port == 0 {
             return Err(Error::new(format!(
@@ -256,7 +266,11 @@ pub struct ContainerPorts {
 }
 
 impl ContainerPorts {
-    pub fn new(network: impl Into<String>, container_id: impl Into<String>, ifname: impl Into<String>) -> Self {
+    pub fn new(
+        network: impl Into<String>,
+        container_id: impl Into<String>,
+        ifname: impl Into<String>,
+    ) -> Self {
         ContainerPorts {
             network: network.into(),
             container_id: container_id.into(),
@@ -324,7 +338,9 @@ pub trait Firewall: Send + Sync {
     /// container id + ifname. Fails when another container already publishes a host port.
     fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
     /// Removes exactly these mappings of this container interface; no error if already
-    /// gone. Port tables/chains are removed once no mapping is left.
+    /// gone. Port tables/chains are removed once no mapping is left. With no mappings
+    /// given, removes everything the container interface has (like `remove_port_owner`).
+    /// Conntrack is not touched: call [`conntrack::flush_removed_udp`] afterwards.
     fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
     /// Verifies that the network's rules are present.
     fn check_network(&self, net: &NetworkRules) -> Result<(), Error>;
@@ -343,7 +359,11 @@ pub trait Firewall: Send + Sync {
         let keep: Vec<String> = valid.iter().map(|(c, i)| owner_key(c, i)).collect();
         let mut removed = Vec::new();
         for (c, i) in self.list_port_owners()? {
-            let k = if i.is_empty() && c.starts_with('#') { c.clone() } else { owner_key(&c, &i) };
+            let k = if i.is_empty() && c.starts_with('#') {
+                c.clone()
+            } else {
+                owner_key(&c, &i)
+            };
             if !keep.contains(&k) {
                 self.remove_port_owner(&c, &i)?;
                 removed.push((c, i));
@@ -377,8 +397,13 @@ pub(crate) fn stable_hash(data: &str) -> u64 {
 pub(crate) fn network_id(network: &str) -> String {
     let plain = !network.is_empty()
         && network.len() <= 32
-        && network.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && network.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && network
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && network
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain {
         network.to_string()
     } else {
@@ -388,8 +413,9 @@ pub(crate) fn network_id(network: &str) -> String {
 
 fn owner_part_ok(s: &str) -> bool {
     !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '@' | '+' | '='))
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '@' | '+' | '=')
+        })
 }
 
 /// The stored owner tag of a container interface: `<container id>/<ifname>` when short
@@ -399,7 +425,11 @@ pub fn owner_key(container_id: &str, ifname: &str) -> String {
     if k.len() <= 120 && owner_part_ok(container_id) && owner_part_ok(ifname) {
         k
     } else {
-        format!("#{:016x}{:016x}", stable_hash(&k), stable_hash(&format!("cni-suite:{k}")))
+        format!(
+            "#{:016x}{:016x}",
+            stable_hash(&k),
+            stable_hash(&format!("cni-suite:{k}"))
+        )
     }
 }
 
@@ -429,7 +459,9 @@ pub(crate) fn validate_ifname(what: &str, name: &str) -> Result<(), Error> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '"' | '\\' | '\'' | ':'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '"' | '\\' | '\'' | ':'));
     if ok {
         Ok(())
     } else {
@@ -451,7 +483,11 @@ pub(crate) struct Run {
 pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Result<Run, Error> {
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
@@ -491,8 +527,14 @@ mod tests {
     #[test]
     fn backend_kind_parses() {
         assert_eq!("nft".parse::<BackendKind>().unwrap(), BackendKind::Nftables);
-        assert_eq!("nftables".parse::<BackendKind>().unwrap(), BackendKind::Nftables);
-        assert_eq!("IPTables".parse::<BackendKind>().unwrap(), BackendKind::Iptables);
+        assert_eq!(
+            "nftables".parse::<BackendKind>().unwrap(),
+            BackendKind::Nftables
+        );
+        assert_eq!(
+            "IPTables".parse::<BackendKind>().unwrap(),
+            BackendKind::Iptables
+        );
         let e = "ebtables".parse::<BackendKind>().unwrap_err();
         assert!(e.msg.contains("\"ebtables\""), "{e}");
     }
@@ -541,7 +583,11 @@ mod tests {
             protocol: Protocol::Tcp,
         };
         assert!(m.validate().unwrap_err().msg.contains("families"));
-        let m = PortMapping { host_ip: Some("0.0.0.0".parse().unwrap()), host_port: 0, ..m };
+        let m = PortMapping {
+            host_ip: Some("0.0.0.0".parse().unwrap()),
+            host_port: 0,
+            ..m
+        };
         assert!(m.validate().unwrap_err().msg.contains("hostPort"));
     }
 
@@ -549,8 +595,17 @@ mod tests {
     fn hairpin_sources_default_to_the_container() {
         let mut p = ContainerPorts::new("n", "c", "eth0");
         let ip: IpAddr = "10.88.0.5".parse().unwrap();
-        assert_eq!(p.hairpin_sources(ip), vec!["10.88.0.5/32".parse::<ipnet::IpNet>().unwrap()]);
-        p.container_nets = vec!["10.88.0.5/16".parse().unwrap(), "fd00::5/64".parse().unwrap()];
-        assert_eq!(p.hairpin_sources(ip), vec!["10.88.0.0/16".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(
+            p.hairpin_sources(ip),
+            vec!["10.88.0.5/32".parse::<ipnet::IpNet>().unwrap()]
+        );
+        p.container_nets = vec![
+            "10.88.0.5/16".parse().unwrap(),
+            "fd00::5/64".parse().unwrap(),
+        ];
+        assert_eq!(
+            p.hairpin_sources(ip),
+            vec!["10.88.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 }

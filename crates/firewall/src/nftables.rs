@@ -12,6 +12,12 @@
 //! - `set bridges` (every managed bridge, for isolation), `set icc_off` (bridges with
 //!   icc=false), interval sets `nets4`/`nets6` (every network's subnets; overlapping
 //!   subnets of two networks are refused). Element comments hold the network id.
+//! - `map live` (bridge -> `jump br_anchor`): while any network is left, `br_anchor`
+//!   cannot be deleted, so the last network's "delete everything" transaction is refused
+//!   by the kernel (and retried after listing again) if another network appeared
+//!   concurrently.
+//! - A network whose `from_br` element carries the fingerprint of the same config is left
+//!   alone: re-applying an unchanged network is one listing, no transaction.
 //!
 //! `table bridge cni_icc` — icc=false: bridged (port to port) IP traffic from the
 //! network's subnets is dropped (`ip saddr vmap @icc4` / `ip6 saddr vmap @icc6`). The
@@ -23,7 +29,8 @@
 //!   local`), used by `chain pm_dnat`, jumped from `pm_pre` (prerouting) and `pm_out`
 //!   (output, so the host itself and 127.0.0.1 reach published ports).
 //! - `chain pm_post` (postrouting): masquerade DNATed connections from 127.0.0.0/8, from
-//!   a hairpin source (`hairpin4`/`hairpin6`: `container addr . source net`), or to a
+//!   a hairpin source (`hairpin4`/`hairpin6`: container addr -> `jump pm_hp4_<prefix len>`,
+//!   which matches `daddr . saddr & mask` in `hpnet4`/`hpnet6`), or to a
 //!   `masqall4`/`masqall6` container.
 //! - ownership: `map live` (owner hash -> `jump pm_anchor`) and `owners4`/`owners6`
 //!   (container address -> owner hash). Every element's comment is its owner
@@ -64,17 +71,23 @@ impl Default for Nftables {
 
 impl Nftables {
     pub fn new() -> Self {
-        Nftables { nft: "nft".to_string() }
+        Nftables {
+            nft: "nft".to_string(),
+        }
     }
 
     /// Uses another `nft` binary (path or name).
     pub fn with_program(program: impl Into<String>) -> Self {
-        Nftables { nft: program.into() }
+        Nftables {
+            nft: program.into(),
+        }
     }
 
     /// `nft` can be executed.
     pub fn runnable(&self) -> bool {
-        run_tool(&self.nft, &["--version"], None).map(|r| r.ok).unwrap_or(false)
+        run_tool(&self.nft, &["--version"], None)
+            .map(|r| r.ok)
+            .unwrap_or(false)
     }
 
     /// Runs one script as one transaction.
@@ -83,7 +96,10 @@ impl Nftables {
         if r.ok {
             Ok(())
         } else {
-            Err(Error::new(format!("nft failed ({what}): {}", r.stderr.trim())))
+            Err(Error::new(format!(
+                "nft failed ({what}): {}",
+                r.stderr.trim()
+            )))
         }
     }
 
@@ -118,7 +134,11 @@ impl Nftables {
 
     /// Deletes the portmap table when no owner is left (fails harmlessly otherwise).
     fn drop_portmap_if_empty(&self) {
-        let _ = run_tool(&self.nft, &["-f", "-"], Some(&portmap_drop_if_empty_script()));
+        let _ = run_tool(
+            &self.nft,
+            &["-f", "-"],
+            Some(&portmap_drop_if_empty_script()),
+        );
     }
 }
 
@@ -158,7 +178,11 @@ impl Listing {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| Error::new(format!("cannot parse nft JSON output: {e}")))?;
         let mut out = Listing::default();
-        let items = v.get("nftables").and_then(|x| x.as_array()).cloned().unwrap_or_default();
+        let items = v
+            .get("nftables")
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default();
         for item in items {
             if let Some(c) = item.get("chain") {
                 out.chains.push(ChainInfo {
@@ -176,10 +200,17 @@ impl Listing {
                 let key_quoted = s.get("type").and_then(|t| t.as_str()) == Some("ifname");
                 let data_quoted = s.get("map").and_then(|t| t.as_str()) == Some("ifname");
                 let mut elems = Vec::new();
-                for e in s.get("elem").and_then(|x| x.as_array()).cloned().unwrap_or_default() {
+                for e in s
+                    .get("elem")
+                    .and_then(|x| x.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+                {
                     let (k, d) = if is_map {
                         match e.as_array() {
-                            Some(pair) if pair.len() == 2 => (pair[0].clone(), Some(pair[1].clone())),
+                            Some(pair) if pair.len() == 2 => {
+                                (pair[0].clone(), Some(pair[1].clone()))
+                            }
                             _ => (e.clone(), None),
                         }
                     } else {
@@ -188,7 +219,10 @@ impl Listing {
                     let (kv, comment) = match k.get("elem") {
                         Some(inner) => (
                             inner.get("val").cloned().unwrap_or(Value::Null),
-                            inner.get("comment").and_then(|c| c.as_str()).map(str::to_string),
+                            inner
+                                .get("comment")
+                                .and_then(|c| c.as_str())
+                                .map(str::to_string),
                         ),
                         None => (k.clone(), None),
                     };
@@ -218,7 +252,10 @@ impl Listing {
 }
 
 fn str_of(v: &Value, k: &str) -> String {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(|x| x.as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Renders a JSON value of nft's output back in nft's input syntax.
@@ -234,18 +271,30 @@ fn json_to_nft(v: &Value, quote: bool) -> String {
         Value::Number(n) => n.to_string(),
         Value::Object(o) => {
             if let Some(c) = o.get("concat").and_then(|c| c.as_array()) {
-                return c.iter().map(|x| json_to_nft(x, false)).collect::<Vec<_>>().join(" . ");
+                return c
+                    .iter()
+                    .map(|x| json_to_nft(x, false))
+                    .collect::<Vec<_>>()
+                    .join(" . ");
             }
             if let Some(p) = o.get("prefix") {
                 return format!(
                     "{}/{}",
-                    p.get("addr").map(|a| json_to_nft(a, false)).unwrap_or_default(),
-                    p.get("len").map(|a| json_to_nft(a, false)).unwrap_or_default()
+                    p.get("addr")
+                        .map(|a| json_to_nft(a, false))
+                        .unwrap_or_default(),
+                    p.get("len")
+                        .map(|a| json_to_nft(a, false))
+                        .unwrap_or_default()
                 );
             }
             if let Some(r) = o.get("range").and_then(|r| r.as_array()) {
                 if r.len() == 2 {
-                    return format!("{}-{}", json_to_nft(&r[0], false), json_to_nft(&r[1], false));
+                    return format!(
+                        "{}-{}",
+                        json_to_nft(&r[0], false),
+                        json_to_nft(&r[1], false)
+                    );
                 }
             }
             for verdict in ["jump", "goto"] {
@@ -275,7 +324,13 @@ fn q(s: &str) -> String {
 fn comment_text(s: &str) -> String {
     let t: String = s
         .chars()
-        .map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     t.chars().take(100).collect()
 }
@@ -289,7 +344,12 @@ struct NetNames {
 
 fn net_names(network: &str) -> NetNames {
     let id = network_id(network);
-    NetNames { from: format!("nf_{id}"), to: format!("nt_{id}"), masq: format!("nm_{id}"), id }
+    NetNames {
+        from: format!("nf_{id}"),
+        to: format!("nt_{id}"),
+        masq: format!("nm_{id}"),
+        id,
+    }
 }
 
 /// Is this chain name one of a network's chains?
@@ -305,9 +365,11 @@ fn bridge_base_script(chains: &[(&str, &str)]) -> String {
     let t = format!("inet {BRIDGE_TABLE}");
     let mut s = String::new();
     s += &format!("add table {t}\n");
+    s += &format!("add chain {t} br_anchor\n");
     for (c, comment) in chains {
         s += &format!("add chain {t} {c} {{ comment {}; }}\n", q(comment));
     }
+    s += &format!("add map {t} live {{ type ifname : verdict; }}\n");
     s += &format!("add set {t} bridges {{ type ifname; }}\n");
     s += &format!("add set {t} icc_off {{ type ifname; }}\n");
     s += &format!("add set {t} nets4 {{ type ipv4_addr; flags interval; }}\n");
@@ -316,11 +378,15 @@ fn bridge_base_script(chains: &[(&str, &str)]) -> String {
     s += &format!("add map {t} to_br {{ type ifname : verdict; }}\n");
     s += &format!("add map {t} masq4 {{ type ipv4_addr : verdict; flags interval; }}\n");
     s += &format!("add map {t} masq6 {{ type ipv6_addr : verdict; flags interval; }}\n");
-    s += &format!("add chain {t} br_forward {{ type filter hook forward priority filter; policy accept; }}\n");
+    s += &format!(
+        "add chain {t} br_forward {{ type filter hook forward priority filter; policy accept; }}\n"
+    );
     s += &format!("flush chain {t} br_forward\n");
     s += &format!("add rule {t} br_forward iifname vmap @from_br\n");
     s += &format!("add rule {t} br_forward oifname vmap @to_br\n");
-    s += &format!("add chain {t} br_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n");
+    s += &format!(
+        "add chain {t} br_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
+    );
     s += &format!("flush chain {t} br_post\n");
     s += &format!("add rule {t} br_post ip saddr vmap @masq4\n");
     s += &format!("add rule {t} br_post ip6 saddr vmap @masq6\n");
@@ -416,7 +482,11 @@ fn network_comment(net: &NetworkRules) -> String {
         normalized(&net.subnets),
         net.icc
     );
-    comment_text(&format!("cni network {} cfg={:016x}", net.network, stable_hash(&fp)))
+    comment_text(&format!(
+        "cni network {} cfg={:016x}",
+        net.network,
+        stable_hash(&fp)
+    ))
 }
 
 /// True when the listing already has exactly this network's rules (nothing to do).
@@ -436,7 +506,10 @@ pub(crate) fn network_up_to_date(net: &NetworkRules, cur: &Listing) -> bool {
 }
 
 /// The transaction of `apply_network`, given the current `cni_bridge` table.
-pub(crate) fn apply_network_script(net: &NetworkRules, cur: Option<&Listing>) -> Result<String, Error> {
+pub(crate) fn apply_network_script(
+    net: &NetworkRules,
+    cur: Option<&Listing>,
+) -> Result<String, Error> {
     net.validate()?;
     let names = net_names(&net.network);
     let t = format!("inet {BRIDGE_TABLE}");
@@ -495,10 +568,10 @@ pub(crate) fn apply_network_script(net: &NetworkRules, cur: Option<&Listing>) ->
             }
         }
     }
-    for set in ["bridges", "icc_off"] {
+    for set in ["bridges", "icc_off", "live"] {
         for e in cur.elems(set) {
             if e.comment.as_deref() == Some(names.id.as_str()) {
-                if set == "bridges" && e.key != bq {
+                if (set == "bridges" || set == "live") && e.key != bq {
                     s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
                 }
                 if set == "icc_off" && (e.key != bq || net.icc) {
@@ -565,14 +638,26 @@ pub(crate) fn apply_network_script(net: &NetworkRules, cur: Option<&Listing>) ->
     // Elements.
     let idq = q(&names.id);
     s += &format!("add element {t} bridges {{ {bq} comment {idq} }}\n");
+    s += &format!("add element {t} live {{ {bq} comment {idq} : jump br_anchor }}\n");
     for n in &subnets {
-        s += &format!("add element {t} {} {{ {} comment {idq} }}\n", fam_set("nets", n), net_key(n));
+        s += &format!(
+            "add element {t} {} {{ {} comment {idq} }}\n",
+            fam_set("nets", n),
+            net_key(n)
+        );
     }
-    s += &format!("add element {t} from_br {{ {bq} comment {} : {jump_from} }}\n", q(&comment));
+    s += &format!(
+        "add element {t} from_br {{ {bq} comment {} : {jump_from} }}\n",
+        q(&comment)
+    );
     s += &format!("add element {t} to_br {{ {bq} : {jump_to} }}\n");
     if want_masq {
         for n in &subnets {
-            s += &format!("add element {t} {} {{ {} : {jump_masq} }}\n", fam_set("masq", n), net_key(n));
+            s += &format!(
+                "add element {t} {} {{ {} : {jump_masq} }}\n",
+                fam_set("masq", n),
+                net_key(n)
+            );
         }
     }
     if !net.icc {
@@ -606,10 +691,23 @@ pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<Stri
     let present = cur.has_chain(&names.from)
         || cur.has_chain(&names.to)
         || cur.has_chain(&names.masq)
-        || cur.sets.values().flatten().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
+        || cur
+            .sets
+            .values()
+            .flatten()
+            .any(|e| e.comment.as_deref() == Some(names.id.as_str()));
     let mut s = String::new();
     if !others_left {
-        // Last network: everything goes.
+        // Last network: everything goes. Every network's `live` element references
+        // br_anchor, so if another network was applied since the listing, deleting
+        // br_anchor fails (EBUSY), the whole transaction is refused and the caller lists
+        // again.
+        for e in cur.elems("live") {
+            if e.comment.as_deref() == Some(names.id.as_str()) {
+                s += &format!("delete element {t} live {{ {} }}\n", e.key);
+            }
+        }
+        s += &format!("delete chain {t} br_anchor\n");
         s += &format!("delete table {t}\n");
         s += &format!("add table bridge {ICC_TABLE}\ndelete table bridge {ICC_TABLE}\n");
         return Some(s);
@@ -630,14 +728,20 @@ pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<Stri
         }
     }
     let mut icc = String::new();
-    for set in ["bridges", "icc_off", "nets4", "nets6"] {
+    for set in ["bridges", "icc_off", "nets4", "nets6", "live"] {
         for e in cur.elems(set) {
             if e.comment.as_deref() == Some(names.id.as_str()) {
                 s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
                 if had_icc_off && set.starts_with("nets") {
                     let icc_set = if set == "nets4" { "icc4" } else { "icc6" };
-                    icc += &format!("add element bridge {ICC_TABLE} {icc_set} {{ {} : drop }}\n", e.key);
-                    icc += &format!("delete element bridge {ICC_TABLE} {icc_set} {{ {} }}\n", e.key);
+                    icc += &format!(
+                        "add element bridge {ICC_TABLE} {icc_set} {{ {} : drop }}\n",
+                        e.key
+                    );
+                    icc += &format!(
+                        "delete element bridge {ICC_TABLE} {icc_set} {{ {} }}\n",
+                        e.key
+                    );
                 }
             }
         }
@@ -656,7 +760,11 @@ pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<Stri
 }
 
 /// Differences between the wanted network rules and the listing (empty = all present).
-pub(crate) fn check_network_listing(net: &NetworkRules, cur: &Listing, icc: Option<&Listing>) -> Vec<String> {
+pub(crate) fn check_network_listing(
+    net: &NetworkRules,
+    cur: &Listing,
+    icc: Option<&Listing>,
+) -> Vec<String> {
     let names = net_names(&net.network);
     let mut missing = Vec::new();
     let (from_rules, to_rules, masq_rules) = network_chain_rules(net);
@@ -680,18 +788,41 @@ pub(crate) fn check_network_listing(net: &NetworkRules, cur: &Listing, icc: Opti
         }
     }
     let bq = q(&net.bridge);
-    let want = |set: &str, key: &str, data: Option<String>, missing: &mut Vec<String>| match cur.find(set, key) {
+    let want = |set: &str, key: &str, data: Option<String>, missing: &mut Vec<String>| match cur
+        .find(set, key)
+    {
         Some(e) if data.is_none() || e.data == data => {}
         _ => missing.push(format!("element {key} in {set}")),
     };
-    want("from_br", &bq, Some(format!("jump {}", names.from)), &mut missing);
-    want("to_br", &bq, Some(format!("jump {}", names.to)), &mut missing);
+    want(
+        "from_br",
+        &bq,
+        Some(format!("jump {}", names.from)),
+        &mut missing,
+    );
+    want(
+        "to_br",
+        &bq,
+        Some(format!("jump {}", names.to)),
+        &mut missing,
+    );
     want("bridges", &bq, None, &mut missing);
+    want(
+        "live",
+        &bq,
+        Some("jump br_anchor".to_string()),
+        &mut missing,
+    );
     let subnets = normalized(&net.subnets);
     for n in &subnets {
         want(&fam_set("nets", n), &net_key(n), None, &mut missing);
         if !masq_rules.is_empty() {
-            want(&fam_set("masq", n), &net_key(n), Some(format!("jump {}", names.masq)), &mut missing);
+            want(
+                &fam_set("masq", n),
+                &net_key(n),
+                Some(format!("jump {}", names.masq)),
+                &mut missing,
+            );
         }
     }
     if !net.icc {
@@ -728,36 +859,92 @@ fn portmap_base_script() -> String {
     s += &format!("add map {t} owners4 {{ type ipv4_addr : ifname; }}\n");
     s += &format!("add map {t} owners6 {{ type ipv6_addr : ifname; }}\n");
     s += &format!("add map {t} hp4 {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n");
-    s += &format!("add map {t} ap4 {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n");
+    s += &format!(
+        "add map {t} ap4 {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n"
+    );
     s += &format!("add map {t} hp6 {{ type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }}\n");
-    s += &format!("add map {t} ap6 {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n");
-    s += &format!("add set {t} hairpin4 {{ type ipv4_addr . ipv4_addr; flags interval; }}\n");
-    s += &format!("add set {t} hairpin6 {{ type ipv6_addr . ipv6_addr; flags interval; }}\n");
+    s += &format!(
+        "add map {t} ap6 {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n"
+    );
+    s += &format!("add map {t} hairpin4 {{ type ipv4_addr : verdict; }}\n");
+    s += &format!("add map {t} hairpin6 {{ type ipv6_addr : verdict; }}\n");
+    s += &format!("add set {t} hpnet4 {{ type ipv4_addr . ipv4_addr; }}\n");
+    s += &format!("add set {t} hpnet6 {{ type ipv6_addr . ipv6_addr; }}\n");
     s += &format!("add set {t} masqall4 {{ type ipv4_addr; }}\n");
     s += &format!("add set {t} masqall6 {{ type ipv6_addr; }}\n");
     s += &format!("add chain {t} pm_dnat\n");
     s += &format!("flush chain {t} pm_dnat\n");
     s += &format!("add rule {t} pm_dnat dnat ip to ip daddr . meta l4proto . th dport map @hp4\n");
-    s += &format!("add rule {t} pm_dnat dnat ip6 to ip6 daddr . meta l4proto . th dport map @hp6\n");
-    s += &format!("add rule {t} pm_dnat fib daddr type local dnat ip to meta l4proto . th dport map @ap4\n");
-    s += &format!("add rule {t} pm_dnat fib daddr type local dnat ip6 to meta l4proto . th dport map @ap6\n");
-    s += &format!("add chain {t} pm_pre {{ type nat hook prerouting priority dstnat; policy accept; }}\n");
+    s +=
+        &format!("add rule {t} pm_dnat dnat ip6 to ip6 daddr . meta l4proto . th dport map @hp6\n");
+    s += &format!(
+        "add rule {t} pm_dnat fib daddr type local dnat ip to meta l4proto . th dport map @ap4\n"
+    );
+    s += &format!(
+        "add rule {t} pm_dnat fib daddr type local dnat ip6 to meta l4proto . th dport map @ap6\n"
+    );
+    s += &format!(
+        "add chain {t} pm_pre {{ type nat hook prerouting priority dstnat; policy accept; }}\n"
+    );
     s += &format!("flush chain {t} pm_pre\n");
     s += &format!("add rule {t} pm_pre jump pm_dnat\n");
-    s += &format!("add chain {t} pm_out {{ type nat hook output priority -100; policy accept; }}\n");
+    s +=
+        &format!("add chain {t} pm_out {{ type nat hook output priority -100; policy accept; }}\n");
     s += &format!("flush chain {t} pm_out\n");
     s += &format!("add rule {t} pm_out jump pm_dnat\n");
-    s += &format!("add chain {t} pm_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n");
+    s += &format!(
+        "add chain {t} pm_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
+    );
     s += &format!("flush chain {t} pm_post\n");
-    s += &format!("add rule {t} pm_post ct status dnat oifname != \"lo\" ip saddr 127.0.0.0/8 masquerade\n");
-    s += &format!("add rule {t} pm_post ct status dnat ip daddr . ip saddr @hairpin4 masquerade\n");
+    s += &format!(
+        "add rule {t} pm_post ct status dnat oifname != \"lo\" ip saddr 127.0.0.0/8 masquerade\n"
+    );
+    s += &format!("add rule {t} pm_post ct status dnat ip daddr vmap @hairpin4\n");
     s += &format!("add rule {t} pm_post ct status dnat ip daddr @masqall4 masquerade\n");
-    s += &format!("add rule {t} pm_post ct status dnat ip6 daddr . ip6 saddr @hairpin6 masquerade\n");
+    s += &format!("add rule {t} pm_post ct status dnat ip6 daddr vmap @hairpin6\n");
     s += &format!("add rule {t} pm_post ct status dnat ip6 daddr @masqall6 masquerade\n");
     s
 }
 
-const PORTMAP_BASE_RULES: [(&str, usize); 4] = [("pm_dnat", 4), ("pm_pre", 1), ("pm_out", 1), ("pm_post", 5)];
+/// Name of the hairpin chain of one prefix length.
+fn hairpin_chain(v6: bool, len: u8) -> String {
+    format!("pm_hp{}_{len}", if v6 { 6 } else { 4 })
+}
+
+/// A hairpin chain: masquerade when the source is in the container's own network, i.e.
+/// `daddr . (saddr & mask)` is a (container address . network address) element of
+/// `hpnet4`/`hpnet6`. One chain per prefix length in use; containers reach theirs through
+/// the `hairpin4`/`hairpin6` verdict maps keyed by their address. (A concatenated
+/// interval set would do this in one lookup, but deleting from it costs the kernel time
+/// proportional to its size.)
+fn hairpin_chain_script(v6: bool, len: u8) -> String {
+    let t = format!("inet {PORTMAP_TABLE}");
+    let c = hairpin_chain(v6, len);
+    let rule = if v6 {
+        let mask = ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, len)
+            .map(|n| n.netmask())
+            .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+        format!("ip6 daddr . ip6 saddr & {mask} @hpnet6 masquerade")
+    } else {
+        let mask = ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, len)
+            .map(|n| n.netmask())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        format!("ip daddr . ip saddr & {mask} @hpnet4 masquerade")
+    };
+    format!("add chain {t} {c}\nflush chain {t} {c}\nadd rule {t} {c} {rule}\n")
+}
+
+/// The base script plus the hairpin chains this owner needs.
+fn portmap_base_for(p: &ContainerPorts) -> String {
+    let mut s = portmap_base_script();
+    for (v6, len) in owner_elems(p).chains {
+        s += &hairpin_chain_script(v6, len);
+    }
+    s
+}
+
+const PORTMAP_BASE_RULES: [(&str, usize); 4] =
+    [("pm_dnat", 4), ("pm_pre", 1), ("pm_out", 1), ("pm_post", 5)];
 
 fn portmap_drop_if_empty_script() -> String {
     // Fails with EBUSY while any `live` element references pm_anchor.
@@ -778,7 +965,11 @@ pub(crate) fn mapping_element(m: &PortMapping) -> (String, String, String) {
     let proto = m.protocol.as_str();
     let data = format!("{} . {}", m.container_ip, m.container_port);
     match m.specific_host_ip() {
-        Some(h) => (format!("hp{f}"), format!("{h} . {proto} . {}", m.host_port), data),
+        Some(h) => (
+            format!("hp{f}"),
+            format!("{h} . {proto} . {}", m.host_port),
+            data,
+        ),
         None => (format!("ap{f}"), format!("{proto} . {}", m.host_port), data),
     }
 }
@@ -789,6 +980,8 @@ struct OwnerElems {
     owners: Vec<(String, String, String)>,
     maps: Vec<(String, String, String)>,
     sets: Vec<(String, String)>,
+    /// Hairpin chains (v6, prefix length) the elements jump to.
+    chains: Vec<(bool, u8)>,
 }
 
 fn owner_elems(p: &ContainerPorts) -> OwnerElems {
@@ -796,25 +989,41 @@ fn owner_elems(p: &ContainerPorts) -> OwnerElems {
     let h = owner_hash(&o);
     let mut owners = Vec::new();
     let mut sets = Vec::new();
+    let mut maps: Vec<(String, String, String)> = Vec::new();
+    let mut chains = Vec::new();
     for ip in p.container_ips() {
         owners.push((format!("owners{}", v(ip)), ip.to_string(), q(&h)));
         if p.masquerade_hairpin {
-            for n in p.hairpin_sources(ip) {
-                sets.push((format!("hairpin{}", v(ip)), format!("{ip} . {}", net_key(&n))));
+            let nets = p.hairpin_sources(ip);
+            let n = nets.iter().find(|n| n.contains(&ip)).unwrap_or(&nets[0]);
+            let chain = (ip.is_ipv6(), n.prefix_len());
+            maps.push((
+                format!("hairpin{}", v(ip)),
+                ip.to_string(),
+                format!("jump {}", hairpin_chain(chain.0, chain.1)),
+            ));
+            sets.push((format!("hpnet{}", v(ip)), format!("{ip} . {}", n.network())));
+            if !chains.contains(&chain) {
+                chains.push(chain);
             }
         }
         if p.masq_all {
             sets.push((format!("masqall{}", v(ip)), ip.to_string()));
         }
     }
-    let mut maps: Vec<(String, String, String)> = Vec::new();
     for m in &p.mappings {
         let e = mapping_element(m);
         if !maps.contains(&e) {
             maps.push(e);
         }
     }
-    OwnerElems { live: (q(&h), "jump pm_anchor".to_string()), owners, maps, sets }
+    OwnerElems {
+        live: (q(&h), "jump pm_anchor".to_string()),
+        owners,
+        maps,
+        sets,
+        chains,
+    }
 }
 
 /// Refuses a request that maps one host port twice to different targets.
@@ -845,7 +1054,10 @@ pub(crate) fn add_ports_script(p: &ContainerPorts) -> Result<String, Error> {
     let oq = q(&owner_key(&p.container_id, &p.ifname));
     let e = owner_elems(p);
     let mut s = String::new();
-    s += &format!("add element {t} live {{ {} comment {oq} : {} }}\n", e.live.0, e.live.1);
+    s += &format!(
+        "add element {t} live {{ {} comment {oq} : {} }}\n",
+        e.live.0, e.live.1
+    );
     for (set, k, d) in &e.owners {
         s += &format!("add element {t} {set} {{ {k} comment {oq} : {d} }}\n");
     }
@@ -866,13 +1078,15 @@ pub(crate) fn remove_ports_script(p: &ContainerPorts) -> Result<String, Error> {
     let e = owner_elems(p);
     let mut s = String::new();
     for (set, k, d) in &e.maps {
-        s += &format!("add element {t} {set} {{ {k} : {d} }}\ndelete element {t} {set} {{ {k} }}\n");
+        s +=
+            &format!("add element {t} {set} {{ {k} : {d} }}\ndelete element {t} {set} {{ {k} }}\n");
     }
     for (set, k) in &e.sets {
         s += &format!("add element {t} {set} {{ {k} }}\ndelete element {t} {set} {{ {k} }}\n");
     }
     for (set, k, d) in &e.owners {
-        s += &format!("add element {t} {set} {{ {k} : {d} }}\ndelete element {t} {set} {{ {k} }}\n");
+        s +=
+            &format!("add element {t} {set} {{ {k} : {d} }}\ndelete element {t} {set} {{ {k} }}\n");
     }
     s += &format!(
         "add element {t} live {{ {} : {} }}\ndelete element {t} live {{ {} }}\n",
@@ -881,20 +1095,30 @@ pub(crate) fn remove_ports_script(p: &ContainerPorts) -> Result<String, Error> {
     Ok(s)
 }
 
-const OWNED_SETS: [&str; 11] = [
-    "hp4", "ap4", "hp6", "ap6", "hairpin4", "hairpin6", "masqall4", "masqall6", "owners4", "owners6", "live",
+const OWNED_SETS: [&str; 13] = [
+    "hp4", "ap4", "hp6", "ap6", "hairpin4", "hairpin6", "hpnet4", "hpnet6", "masqall4", "masqall6",
+    "owners4", "owners6", "live",
 ];
 
 /// Delete lines for everything that belongs to the owners whose hashes are given.
-fn purge_lines(cur: &Listing, hashes: &HashSet<String>, done: &mut HashSet<(String, String)>) -> String {
+fn purge_lines(
+    cur: &Listing,
+    hashes: &HashSet<String>,
+    done: &mut HashSet<(String, String)>,
+) -> String {
     let t = format!("inet {PORTMAP_TABLE}");
     let mut s = String::new();
     for set in OWNED_SETS {
         for e in cur.elems(set) {
-            let by_comment = e.comment.as_deref().is_some_and(|c| hashes.contains(&owner_hash(c)));
+            let by_comment = e
+                .comment
+                .as_deref()
+                .is_some_and(|c| hashes.contains(&owner_hash(c)));
             let by_key = set == "live" && hashes.contains(e.key.trim_matches('"'));
             let by_data = set.starts_with("owners")
-                && e.data.as_deref().is_some_and(|d| hashes.contains(d.trim_matches('"')));
+                && e.data
+                    .as_deref()
+                    .is_some_and(|d| hashes.contains(d.trim_matches('"')));
             if (by_comment || by_key || by_data) && done.insert((set.to_string(), e.key.clone())) {
                 s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
             }
@@ -905,14 +1129,26 @@ fn purge_lines(cur: &Listing, hashes: &HashSet<String>, done: &mut HashSet<(Stri
 
 /// The recovery transaction of `add_ports` when the fast one aborted: stale owners of our
 /// addresses and stale holders of our host ports are purged; a live holder is a conflict.
-pub(crate) fn add_ports_recovery_script(p: &ContainerPorts, cur: &Listing) -> Result<String, Error> {
+pub(crate) fn add_ports_recovery_script(
+    p: &ContainerPorts,
+    cur: &Listing,
+) -> Result<String, Error> {
     let o = owner_key(&p.container_id, &p.ifname);
     let h = owner_hash(&o);
-    let live: HashSet<String> = cur.elems("live").iter().map(|e| e.key.trim_matches('"').to_string()).collect();
+    let live: HashSet<String> = cur
+        .elems("live")
+        .iter()
+        .map(|e| e.key.trim_matches('"').to_string())
+        .collect();
     let mut stale: HashSet<String> = HashSet::new();
     for ip in p.container_ips() {
         if let Some(e) = cur.find(&format!("owners{}", v(ip)), &ip.to_string()) {
-            let holder = e.data.as_deref().unwrap_or("").trim_matches('"').to_string();
+            let holder = e
+                .data
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_string();
             if holder != h {
                 // Our address (IPAM gave it to us): the previous holder is gone.
                 stale.insert(holder);
@@ -924,7 +1160,9 @@ pub(crate) fn add_ports_recovery_script(p: &ContainerPorts, cur: &Listing) -> Re
     let mut purge = purge_lines(cur, &stale, &mut done);
     for m in &p.mappings {
         let (map, key, data) = mapping_element(m);
-        let Some(e) = cur.find(&map, &key) else { continue };
+        let Some(e) = cur.find(&map, &key) else {
+            continue;
+        };
         if e.data.as_deref() == Some(data.as_str()) {
             continue;
         }
@@ -934,11 +1172,20 @@ pub(crate) fn add_ports_recovery_script(p: &ContainerPorts, cur: &Listing) -> Re
             continue;
         }
         // Does the holder still own the address it maps to?
-        let holder_ip = e.data.as_deref().unwrap_or("").split(" . ").next().unwrap_or("").to_string();
+        let holder_ip = e
+            .data
+            .as_deref()
+            .unwrap_or("")
+            .split(" . ")
+            .next()
+            .unwrap_or("")
+            .to_string();
         let fam = if holder_ip.contains(':') { '6' } else { '4' };
         let holds_ip = cur
             .find(&format!("owners{fam}"), &holder_ip)
-            .is_some_and(|x| x.data.as_deref().map(|d| d.trim_matches('"')) == Some(holder.as_str()));
+            .is_some_and(|x| {
+                x.data.as_deref().map(|d| d.trim_matches('"')) == Some(holder.as_str())
+            });
         if live.contains(&holder) && holds_ip && holder != h {
             let (c, i) = split_owner_key(&holder_owner);
             return Err(Error::new(format!(
@@ -953,11 +1200,15 @@ pub(crate) fn add_ports_recovery_script(p: &ContainerPorts, cur: &Listing) -> Re
     }
     let add = add_ports_script(p)?;
     // Base first (it only adds what is missing), then the purge, then our elements.
-    Ok(format!("{}{purge}{add}", portmap_base_script()))
+    Ok(format!("{}{purge}{add}", portmap_base_for(p)))
 }
 
 /// Removes everything of one owner, found by listing (the slow path).
-pub(crate) fn remove_owner_script(owner: &str, p: Option<&ContainerPorts>, cur: &Listing) -> String {
+pub(crate) fn remove_owner_script(
+    owner: &str,
+    p: Option<&ContainerPorts>,
+    cur: &Listing,
+) -> String {
     let h = owner_hash(owner);
     let mut hashes = HashSet::new();
     hashes.insert(h.clone());
@@ -965,7 +1216,11 @@ pub(crate) fn remove_owner_script(owner: &str, p: Option<&ContainerPorts>, cur: 
     let mut s = purge_lines(cur, &hashes, &mut done);
     // Elements with our exact data whose recorded owner is no longer live (orphans).
     if let Some(p) = p {
-        let live: HashSet<String> = cur.elems("live").iter().map(|e| e.key.trim_matches('"').to_string()).collect();
+        let live: HashSet<String> = cur
+            .elems("live")
+            .iter()
+            .map(|e| e.key.trim_matches('"').to_string())
+            .collect();
         let t = format!("inet {PORTMAP_TABLE}");
         for m in &p.mappings {
             let (map, key, data) = mapping_element(m);
@@ -998,7 +1253,10 @@ pub(crate) fn check_ports_listing(p: &ContainerPorts, cur: &Listing) -> Vec<Stri
     for (set, k, d) in e.owners.iter().chain(e.maps.iter()) {
         match cur.find(set, k) {
             Some(x) if x.data.as_deref() == Some(d.as_str()) => {}
-            Some(x) => missing.push(format!("{set} element {k} maps to {} instead of {d}", x.data.as_deref().unwrap_or("?"))),
+            Some(x) => missing.push(format!(
+                "{set} element {k} maps to {} instead of {d}",
+                x.data.as_deref().unwrap_or("?")
+            )),
             None => missing.push(format!("{set} element {k} : {d}")),
         }
     }
@@ -1044,11 +1302,15 @@ impl Firewall for Nftables {
                 let _ = run_tool(
                     &self.nft,
                     &["-f", "-"],
-                    Some(&format!("add table bridge {ICC_TABLE}\ndelete table bridge {ICC_TABLE}\n")),
+                    Some(&format!(
+                        "add table bridge {ICC_TABLE}\ndelete table bridge {ICC_TABLE}\n"
+                    )),
                 );
                 return Ok(());
             };
-            let Some(script) = remove_network_script(network, &cur) else { return Ok(()) };
+            let Some(script) = remove_network_script(network, &cur) else {
+                return Ok(());
+            };
             match self.apply(&format!("remove network {network}"), &script) {
                 Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
@@ -1068,22 +1330,26 @@ impl Firewall for Nftables {
         if self.apply(&what, &script).is_ok() {
             return Ok(());
         }
-        let Err(first) = self.apply(&what, &format!("{}{script}", portmap_base_script())) else {
+        let Err(first) = self.apply(&what, &format!("{}{script}", portmap_base_for(ports))) else {
             return Ok(());
         };
-        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else { return Err(first) };
+        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else {
+            return Err(first);
+        };
         let recovery = add_ports_recovery_script(ports, &cur)?;
         self.apply(&what, &recovery)
             .map_err(|e| Error::new(format!("{} (first attempt: {})", e.msg, first.msg)))
     }
 
     fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        if ports.mappings.is_empty() {
+            // Nothing named: remove whatever this owner has.
+            ports.validate()?;
+            return self.remove_port_owner(&ports.container_id, &ports.ifname);
+        }
         let script = remove_ports_script(ports)?;
         let what = format!("remove ports of {}/{}", ports.container_id, ports.ifname);
-        if let Err(e) = self.apply(&what, &script) {
-            if std::env::var_os("CNI_FIREWALL_DEBUG").is_some() {
-                eprintln!("remove_ports fast path failed: {e}");
-            }
+        if self.apply(&what, &script).is_err() {
             // Someone else holds one of the keys: remove exactly what is ours.
             if let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? {
                 let o = owner_key(&ports.container_id, &ports.ifname);
@@ -1094,7 +1360,6 @@ impl Firewall for Nftables {
             }
         }
         self.drop_portmap_if_empty();
-        crate::conntrack::flush_removed_udp(&ports.mappings);
         Ok(())
     }
 
@@ -1106,7 +1371,11 @@ impl Firewall for Nftables {
                 net.network
             )));
         };
-        let icc = if net.icc { None } else { self.list_table("bridge", ICC_TABLE)? };
+        let icc = if net.icc {
+            None
+        } else {
+            self.list_table("bridge", ICC_TABLE)?
+        };
         let missing = check_network_listing(net, &cur, icc.as_ref());
         if missing.is_empty() {
             Ok(())
@@ -1144,7 +1413,9 @@ impl Firewall for Nftables {
     }
 
     fn list_port_owners(&self) -> Result<Vec<(String, String)>, Error> {
-        let Some(l) = self.list_map("inet", PORTMAP_TABLE, "live")? else { return Ok(Vec::new()) };
+        let Some(l) = self.list_map("inet", PORTMAP_TABLE, "live")? else {
+            return Ok(Vec::new());
+        };
         let mut out: BTreeSet<(String, String)> = BTreeSet::new();
         for e in l.elems("live") {
             if let Some(c) = &e.comment {
@@ -1167,8 +1438,13 @@ impl Firewall for Nftables {
     }
 
     fn gc_ports(&self, valid: &[(String, String)]) -> Result<Vec<(String, String)>, Error> {
-        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else { return Ok(Vec::new()) };
-        let keep: HashSet<String> = valid.iter().map(|(c, i)| owner_hash(&owner_key(c, i))).collect();
+        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else {
+            return Ok(Vec::new());
+        };
+        let keep: HashSet<String> = valid
+            .iter()
+            .map(|(c, i)| owner_hash(&owner_key(c, i)))
+            .collect();
         let mut stale = HashSet::new();
         let mut removed = BTreeSet::new();
         for e in cur.elems("live") {
@@ -1193,12 +1469,20 @@ impl Firewall for Nftables {
     fn is_available(&self) -> Result<(), Error> {
         // A check-only transaction of our base tables: the kernel validates it (nf_tables,
         // nat, fib, bridge family) without committing.
-        let script = format!("{}{}{}", bridge_base_script(&[]), icc_base_script(), portmap_base_script());
+        let script = format!(
+            "{}{}{}",
+            bridge_base_script(&[]),
+            icc_base_script(),
+            portmap_base_script()
+        );
         let r = run_tool(&self.nft, &["-c", "-f", "-"], Some(&script))?;
         if r.ok {
             Ok(())
         } else {
-            Err(Error::new(format!("nftables cannot be programmed: {}", r.stderr.trim())))
+            Err(Error::new(format!(
+                "nftables cannot be programmed: {}",
+                r.stderr.trim()
+            )))
         }
     }
 
@@ -1241,7 +1525,14 @@ mod tests {
     use crate::Protocol;
 
     fn net() -> NetworkRules {
-        NetworkRules::new("podman", "cni-podman0", vec!["10.88.0.1/16".parse().unwrap(), "fd00::/64".parse().unwrap()])
+        NetworkRules::new(
+            "podman",
+            "cni-podman0",
+            vec![
+                "10.88.0.1/16".parse().unwrap(),
+                "fd00::/64".parse().unwrap(),
+            ],
+        )
     }
 
     fn ports() -> ContainerPorts {
@@ -1269,7 +1560,10 @@ mod tests {
     #[test]
     fn network_script_fresh() {
         let s = apply_network_script(&net(), None).unwrap();
-        assert!(s.contains("add chain inet cni_bridge nf_podman { comment \"cni network podman cfg="), "{s}");
+        assert!(
+            s.contains("add chain inet cni_bridge nf_podman { comment \"cni network podman cfg="),
+            "{s}"
+        );
         assert!(s.contains("add element inet cni_bridge from_br { \"cni-podman0\" comment \"cni network podman cfg="));
         assert!(s.contains("add element inet cni_bridge masq4 { 10.88.0.0/16 : jump nm_podman }"));
         assert!(s.contains("add element inet cni_bridge masq6 { fd00::/64 : jump nm_podman }"));
@@ -1285,7 +1579,13 @@ mod tests {
         n.isolate = true;
         n.icc = false;
         let (from, to, masq) = network_chain_rules(&n);
-        assert_eq!(from, vec!["oifname != \"cni-podman0\" oifname @bridges drop", "oifname \"cni-podman0\" drop"]);
+        assert_eq!(
+            from,
+            vec![
+                "oifname != \"cni-podman0\" oifname @bridges drop",
+                "oifname \"cni-podman0\" drop"
+            ]
+        );
         assert_eq!(to, vec!["iifname != \"cni-podman0\" iifname @bridges drop"]);
         assert_eq!(masq.last().unwrap(), "masquerade");
         n.internal = true;
@@ -1294,7 +1594,12 @@ mod tests {
         assert_eq!(to[0], "iifname != \"cni-podman0\" drop");
         assert!(masq.is_empty());
         let s = apply_network_script(&n, None).unwrap();
-        assert!(s.contains("add element bridge cni_icc icc4 { 10.88.0.0/16 comment \"podman\" : drop }"), "{s}");
+        assert!(
+            s.contains(
+                "add element bridge cni_icc icc4 { 10.88.0.0/16 comment \"podman\" : drop }"
+            ),
+            "{s}"
+        );
     }
 
     const LISTING: &str = r#"{"nftables": [{"metainfo": {}},
@@ -1313,7 +1618,10 @@ mod tests {
     fn network_script_replaces_old_elements() {
         let l = Listing::parse(LISTING).unwrap();
         let s = apply_network_script(&net(), Some(&l)).unwrap();
-        assert!(s.contains("delete element inet cni_bridge from_br { \"oldbr\" }"), "{s}");
+        assert!(
+            s.contains("delete element inet cni_bridge from_br { \"oldbr\" }"),
+            "{s}"
+        );
         assert!(s.contains("delete element inet cni_bridge bridges { \"oldbr\" }"));
         assert!(s.contains("delete element inet cni_bridge masq4 { 10.77.0.0/16 }"));
         assert!(s.contains("delete element inet cni_bridge nets4 { 10.77.0.0/16 }"));
@@ -1342,7 +1650,16 @@ mod tests {
         assert!(!s.contains("nt_podman"));
         assert!(!s.contains("delete table"));
         // The last network takes the tables with it.
-        let s = remove_network_script("other", &Listing::parse(&LISTING.replace("nf_podman", "x_podman").replace("nm_podman", "y_podman")).unwrap()).unwrap();
+        let s = remove_network_script(
+            "other",
+            &Listing::parse(
+                &LISTING
+                    .replace("nf_podman", "x_podman")
+                    .replace("nm_podman", "y_podman"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert!(s.contains("delete table inet cni_bridge"));
         assert!(remove_network_script("absent", &l).is_none());
     }
@@ -1353,13 +1670,23 @@ mod tests {
         let s = add_ports_script(&p).unwrap();
         assert!(s.contains("add element inet cni_portmap ap4 { tcp . 8080 comment \"abc/eth0\" : 10.88.0.5 . 80 }"), "{s}");
         assert!(s.contains("add element inet cni_portmap hp4 { 192.168.1.1 . udp . 53 comment \"abc/eth0\" : 10.88.0.5 . 53 }"));
-        assert!(s.contains("add element inet cni_portmap hairpin4 { 10.88.0.5 . 10.88.0.0/16 comment \"abc/eth0\" }"));
+        assert!(s.contains("add element inet cni_portmap hairpin4 { 10.88.0.5 comment \"abc/eth0\" : jump pm_hp4_16 }"), "{s}");
+        assert!(s.contains(
+            "add element inet cni_portmap hpnet4 { 10.88.0.5 . 10.88.0.0 comment \"abc/eth0\" }"
+        ));
+        assert!(portmap_base_for(&p).contains("add rule inet cni_portmap pm_hp4_16 ip daddr . ip saddr & 255.255.0.0 @hpnet4 masquerade"));
         let h = owner_hash("abc/eth0");
-        assert!(s.contains(&format!("add element inet cni_portmap owners4 {{ 10.88.0.5 comment \"abc/eth0\" : \"{h}\" }}")));
-        assert!(s.contains(&format!("live {{ \"{h}\" comment \"abc/eth0\" : jump pm_anchor }}")));
+        assert!(s.contains(&format!(
+            "add element inet cni_portmap owners4 {{ 10.88.0.5 comment \"abc/eth0\" : \"{h}\" }}"
+        )));
+        assert!(s.contains(&format!(
+            "live {{ \"{h}\" comment \"abc/eth0\" : jump pm_anchor }}"
+        )));
         let r = remove_ports_script(&p).unwrap();
         assert!(r.contains("add element inet cni_portmap ap4 { tcp . 8080 : 10.88.0.5 . 80 }\ndelete element inet cni_portmap ap4 { tcp . 8080 }"), "{r}");
-        assert!(r.contains(&format!("delete element inet cni_portmap live {{ \"{h}\" }}")));
+        assert!(r.contains(&format!(
+            "delete element inet cni_portmap live {{ \"{h}\" }}"
+        )));
         // The script size depends on the request only.
         let mut p2 = p.clone();
         p2.container_id = "def".into();
@@ -1372,7 +1699,10 @@ mod tests {
         let mut m = p.mappings[0];
         m.container_port = 81;
         p.mappings.push(m);
-        assert!(add_ports_script(&p).unwrap_err().msg.contains("same host port"));
+        assert!(add_ports_script(&p)
+            .unwrap_err()
+            .msg
+            .contains("same host port"));
     }
 
     #[test]
@@ -1389,14 +1719,26 @@ mod tests {
         let l = Listing::parse(&listing).unwrap();
         let p = ports();
         let s = add_ports_recovery_script(&p, &l).unwrap();
-        assert!(s.contains("delete element inet cni_portmap ap4 { tcp . 8080 }"), "{s}");
+        assert!(
+            s.contains("delete element inet cni_portmap ap4 { tcp . 8080 }"),
+            "{s}"
+        );
         assert!(s.contains("delete element inet cni_portmap owners4 { 10.88.0.5 }"));
-        assert!(s.contains(&format!("delete element inet cni_portmap live {{ \"{h_old}\" }}")));
-        assert!(s.find("delete element").unwrap() < s.find("add element inet cni_portmap live").unwrap());
+        assert!(s.contains(&format!(
+            "delete element inet cni_portmap live {{ \"{h_old}\" }}"
+        )));
+        assert!(
+            s.find("delete element").unwrap()
+                < s.find("add element inet cni_portmap live").unwrap()
+        );
         let mut p2 = ports();
         p2.mappings[0].host_port = 9090;
         let e = add_ports_recovery_script(&p2, &l).unwrap_err();
-        assert!(e.msg.contains("already published by container live interface eth0"), "{e}");
+        assert!(
+            e.msg
+                .contains("already published by container live interface eth0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use firewall::{
-    iptables::Iptables, nftables::Nftables, ContainerPorts, Firewall, NetworkRules, PortMapping, Protocol,
+    iptables::Iptables, nftables::Nftables, ContainerPorts, Firewall, NetworkRules, PortMapping,
+    Protocol,
 };
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -21,8 +22,15 @@ struct Netns {
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!("fwtest-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip");
+        let name = format!(
+            "fwtest-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip");
         assert!(st.success(), "ip netns add {name}");
         let ns = Netns { name };
         ns.sh("ip link set lo up");
@@ -70,12 +78,18 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn can_run(tools: &[&str]) -> bool {
@@ -96,7 +110,13 @@ fn net(name: &str, bridge: &str, subnet: &str) -> NetworkRules {
     NetworkRules::new(name, bridge, vec![subnet.parse().unwrap()])
 }
 
-fn mapping(host_ip: Option<&str>, host_port: u16, cip: &str, cport: u16, proto: Protocol) -> PortMapping {
+fn mapping(
+    host_ip: Option<&str>,
+    host_port: u16,
+    cip: &str,
+    cport: u16,
+    proto: Protocol,
+) -> PortMapping {
     PortMapping {
         host_ip: host_ip.map(|h| h.parse().unwrap()),
         host_port,
@@ -130,8 +150,11 @@ fn ipt_ours(ns: &Netns) -> String {
     s
 }
 
-fn backends() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Firewall> + Send + Sync>)> {
-    let mut v: Vec<(&'static str, Box<dyn Fn() -> Box<dyn Firewall> + Send + Sync>)> = Vec::new();
+/// Makes a backend.
+type Maker = Box<dyn Fn() -> Box<dyn Firewall> + Send + Sync>;
+
+fn backends() -> Vec<(&'static str, Maker)> {
+    let mut v: Vec<(&'static str, Maker)> = Vec::new();
     if have("nft") {
         v.push(("nftables", Box::new(|| Box::new(Nftables::new()))));
     }
@@ -183,9 +206,16 @@ fn network_rules_are_idempotent_and_removed() {
         });
         println!("{kind}: apply_network of an unchanged network: {took:?}");
         let second = dump(&ns, kind);
-        assert_eq!(first.lines().count(), second.lines().count(), "{kind}: not idempotent\n{first}\n---\n{second}");
+        assert_eq!(
+            first.lines().count(),
+            second.lines().count(),
+            "{kind}: not idempotent\n{first}\n---\n{second}"
+        );
         assert_eq!(first, second, "{kind}: not idempotent");
-        println!("{kind}: two networks applied twice, {} lines both times", second.lines().count());
+        println!(
+            "{kind}: two networks applied twice, {} lines both times",
+            second.lines().count()
+        );
 
         // Changing a network replaces its rules.
         let mut a3 = a.clone();
@@ -195,7 +225,10 @@ fn network_rules_are_idempotent_and_removed() {
         let a3c = a3.clone();
         ns.run(move || fw4.apply_network(&a3c).unwrap());
         let changed = dump(&ns, kind);
-        assert!(!changed.contains("10.77.1.0/24") && changed.contains("10.77.3.0/24"), "{kind}:\n{changed}");
+        assert!(
+            !changed.contains("10.77.1.0/24") && changed.contains("10.77.3.0/24"),
+            "{kind}:\n{changed}"
+        );
 
         // CHECK detects a missing rule.
         if kind == "nftables" {
@@ -222,7 +255,10 @@ fn network_rules_are_idempotent_and_removed() {
             fw7.remove_network("alpha").unwrap();
         });
         let left = dump(&ns, kind);
-        assert!(!left.contains("10.77.3.0/24") && left.contains("10.77.2.0/24"), "{kind}:\n{left}");
+        assert!(
+            !left.contains("10.77.3.0/24") && left.contains("10.77.2.0/24"),
+            "{kind}:\n{left}"
+        );
         let fw8 = mk();
         ns.run(move || {
             fw8.remove_network("beta net").unwrap();
@@ -230,7 +266,11 @@ fn network_rules_are_idempotent_and_removed() {
         });
         let end = dump(&ns, kind);
         if kind == "nftables" {
-            assert_eq!(end.trim(), "", "nftables: ruleset not empty after removal:\n{end}");
+            assert_eq!(
+                end.trim(),
+                "",
+                "nftables: ruleset not empty after removal:\n{end}"
+            );
         } else {
             assert_eq!(end.trim(), "", "iptables: CNI-SUITE chains left:\n{end}");
         }
@@ -252,10 +292,16 @@ fn nft_icc_false_and_iptables_refusal() {
         fw.apply_network(&n2).unwrap();
         fw.check_network(&n2).unwrap();
         let e = Iptables::new().apply_network(&n2).unwrap_err();
-        assert!(e.msg.contains("icc=false needs the nftables backend"), "{e}");
+        assert!(
+            e.msg.contains("icc=false needs the nftables backend"),
+            "{e}"
+        );
     });
     let rs = nft_ruleset(&ns);
-    assert!(rs.contains("table bridge cni_icc") && rs.contains("10.78.0.0/24 comment \"noicc\" : drop"), "{rs}");
+    assert!(
+        rs.contains("table bridge cni_icc") && rs.contains("10.78.0.0/24 comment \"noicc\" : drop"),
+        "{rs}"
+    );
     // icc back on: the drop goes.
     let mut n3 = n.clone();
     n3.icc = true;
@@ -298,23 +344,40 @@ fn ports_add_remove_exact() {
             fw.check_ports(&q2).unwrap();
             let mut owners = fw.list_port_owners().unwrap();
             owners.sort();
-            assert_eq!(owners, vec![("c1".to_string(), "eth0".to_string()), ("c2".to_string(), "eth0".to_string())]);
+            assert_eq!(
+                owners,
+                vec![
+                    ("c1".to_string(), "eth0".to_string()),
+                    ("c2".to_string(), "eth0".to_string())
+                ]
+            );
             // Another container may not take a published host port.
-            let thief = ports("c3", vec![mapping(None, 8080, "10.77.0.9", 80, Protocol::Tcp)]);
+            let thief = ports(
+                "c3",
+                vec![mapping(None, 8080, "10.77.0.9", 80, Protocol::Tcp)],
+            );
             let e = fw.add_ports(&thief).unwrap_err();
             assert!(e.msg.contains("already published by container c1"), "{e}");
         });
         let d = dump(&ns, kind);
         println!("{kind} with two containers:\n{d}");
-        assert!(d.contains("8080") && d.contains("5353") && d.contains("9090") && d.contains("fd77::3"));
-        assert!(!d.contains("10.77.0.9"), "{kind}: failed add left state:\n{d}");
+        assert!(
+            d.contains("8080") && d.contains("5353") && d.contains("9090") && d.contains("fd77::3")
+        );
+        assert!(
+            !d.contains("10.77.0.9"),
+            "{kind}: failed add left state:\n{d}"
+        );
 
         // CHECK detects a missing mapping.
         if kind == "nftables" {
             ns.sh("nft delete element inet cni_portmap ap4 '{ tcp . 8080 }'");
         } else {
             let dn = ns.sh("iptables-save -t nat | grep -- '--dport 8080' | head -1");
-            ns.sh(&format!("iptables -t nat {}", dn.trim().replacen("-A", "-D", 1)));
+            ns.sh(&format!(
+                "iptables -t nat {}",
+                dn.trim().replacen("-A", "-D", 1)
+            ));
         }
         let fw = mk();
         let q1 = p1.clone();
@@ -335,10 +398,16 @@ fn ports_add_remove_exact() {
             fw.remove_ports(&q1).unwrap(); // already gone
             fw.check_ports(&q2).unwrap();
             assert!(fw.check_ports(&q1).is_err());
-            assert_eq!(fw.list_port_owners().unwrap(), vec![("c2".to_string(), "eth0".to_string())]);
+            assert_eq!(
+                fw.list_port_owners().unwrap(),
+                vec![("c2".to_string(), "eth0".to_string())]
+            );
         });
         let d = dump(&ns, kind);
-        assert!(!d.contains("8080") && !d.contains("5353") && d.contains("9090"), "{kind}:\n{d}");
+        assert!(
+            !d.contains("8080") && !d.contains("5353") && d.contains("9090"),
+            "{kind}:\n{d}"
+        );
 
         // GC removes every owner not listed; the port tables go with the last one.
         let fw = mk();
@@ -356,8 +425,17 @@ fn stale_owner_of_an_address_is_replaced() {
     }
     for (kind, mk) in backends() {
         let ns = Netns::new();
-        let old = ports("old", vec![mapping(None, 8080, "10.77.0.2", 80, Protocol::Tcp)]);
-        let new = ports("new", vec![mapping(None, 8080, "10.77.0.2", 80, Protocol::Tcp), mapping(None, 8081, "10.77.0.2", 81, Protocol::Tcp)]);
+        let old = ports(
+            "old",
+            vec![mapping(None, 8080, "10.77.0.2", 80, Protocol::Tcp)],
+        );
+        let new = ports(
+            "new",
+            vec![
+                mapping(None, 8080, "10.77.0.2", 80, Protocol::Tcp),
+                mapping(None, 8081, "10.77.0.2", 81, Protocol::Tcp),
+            ],
+        );
         let fw = mk();
         ns.run(move || {
             fw.add_ports(&old).unwrap();
@@ -378,7 +456,9 @@ fn stale_owner_of_an_address_is_replaced() {
 fn children_cpu() -> Duration {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
@@ -436,7 +516,14 @@ fn scale(kind: &str, mk: &(dyn Fn() -> Box<dyn Firewall> + Send + Sync), n: usiz
     for l in report {
         println!("{l}");
     }
-    let d = dump(&ns, if kind == "nftables" { "nftables" } else { "iptables" });
+    let d = dump(
+        &ns,
+        if kind == "nftables" {
+            "nftables"
+        } else {
+            "iptables"
+        },
+    );
     assert_eq!(d.trim(), "", "left after removing all mappings:\n{d}");
 }
 
@@ -466,24 +553,32 @@ fn echo_peer_server(ns: &Netns, port: u16) {
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
         use std::os::fd::AsRawFd;
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
         tx.send(()).unwrap();
         // Serves until the namespace goes away (the process ends with the test binary).
         for s in l.incoming().flatten() {
             let mut s: TcpStream = s;
-            let peer = s.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
+            let peer = s
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
             let _ = s.write_all(peer.as_bytes());
         }
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("server started");
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server started");
 }
 
 /// Connects from inside `ns` and returns what the server said (its view of our address).
 fn fetch(ns: &Netns, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok();
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(|e| e.to_string())?;
@@ -506,18 +601,29 @@ fn topo() -> Topo {
     host.sh("sysctl -qw net.ipv4.ip_forward=1");
     host.sh("ip link add br-e2e type bridge && ip addr add 10.79.0.1/24 dev br-e2e && ip link set br-e2e up");
     for (i, c) in [(2, &c1), (3, &c2)] {
-        host.sh(&format!("ip link add vh{i} type veth peer name eth0 netns {}", c.name));
+        host.sh(&format!(
+            "ip link add vh{i} type veth peer name eth0 netns {}",
+            c.name
+        ));
         host.sh(&format!("ip link set vh{i} master br-e2e up"));
         // Hairpin mode lets a container reach itself through the host (bridge plugin's
         // hairpinMode).
         host.sh(&format!("ip link set vh{i} type bridge_slave hairpin on"));
         c.sh(&format!("ip addr add 10.79.0.{i}/24 dev eth0 && ip link set eth0 up && ip route add default via 10.79.0.1"));
     }
-    host.sh(&format!("ip link add up0 type veth peer name eth0 netns {}", client.name));
+    host.sh(&format!(
+        "ip link add up0 type veth peer name eth0 netns {}",
+        client.name
+    ));
     host.sh("ip addr add 10.80.0.1/24 dev up0 && ip link set up0 up");
     client.sh("ip addr add 10.80.0.2/24 dev eth0 && ip link set eth0 up");
     host.sh("sysctl -qw net.ipv4.conf.br-e2e.route_localnet=1");
-    Topo { host, client, c1, c2 }
+    Topo {
+        host,
+        client,
+        c1,
+        c2,
+    }
 }
 
 #[test]
@@ -530,7 +636,13 @@ fn end_to_end_published_port() {
         echo_peer_server(&t.c1, 80);
         echo_peer_server(&t.c2, 80);
         let n = net("e2e", "br-e2e", "10.79.0.0/24");
-        let mut p = ports("c1", vec![mapping(None, 8080, "10.79.0.2", 80, Protocol::Tcp), mapping(Some("10.80.0.1"), 8081, "10.79.0.2", 80, Protocol::Tcp)]);
+        let mut p = ports(
+            "c1",
+            vec![
+                mapping(None, 8080, "10.79.0.2", 80, Protocol::Tcp),
+                mapping(Some("10.80.0.1"), 8081, "10.79.0.2", 80, Protocol::Tcp),
+            ],
+        );
         p.container_nets = vec!["10.79.0.2/24".parse().unwrap()];
         let fw = mk();
         let (n2, p2) = (n.clone(), p.clone());
@@ -539,20 +651,52 @@ fn end_to_end_published_port() {
             fw.add_ports(&p2).unwrap();
         });
         // From outside: DNAT, client address preserved.
-        assert_eq!(fetch(&t.client, "10.80.0.1:8080").unwrap(), "10.80.0.2", "{kind}: outside -> published port");
-        assert_eq!(fetch(&t.client, "10.80.0.1:8081").unwrap(), "10.80.0.2", "{kind}: outside -> host-ip port");
+        assert_eq!(
+            fetch(&t.client, "10.80.0.1:8080").unwrap(),
+            "10.80.0.2",
+            "{kind}: outside -> published port"
+        );
+        assert_eq!(
+            fetch(&t.client, "10.80.0.1:8081").unwrap(),
+            "10.80.0.2",
+            "{kind}: outside -> host-ip port"
+        );
         // From the host itself (its own address is the source, reachable from the
         // container), also via 127.0.0.1 (masqueraded to the bridge address).
-        assert_eq!(fetch(&t.host, "10.80.0.1:8080").unwrap(), "10.80.0.1", "{kind}: host -> own address");
-        assert_eq!(fetch(&t.host, "127.0.0.1:8080").unwrap(), "10.79.0.1", "{kind}: host -> 127.0.0.1");
+        assert_eq!(
+            fetch(&t.host, "10.80.0.1:8080").unwrap(),
+            "10.80.0.1",
+            "{kind}: host -> own address"
+        );
+        assert_eq!(
+            fetch(&t.host, "127.0.0.1:8080").unwrap(),
+            "10.79.0.1",
+            "{kind}: host -> 127.0.0.1"
+        );
         // Hairpin: a container on the same bridge through the host address.
-        assert_eq!(fetch(&t.c2, "10.80.0.1:8080").unwrap(), "10.79.0.1", "{kind}: hairpin from c2");
-        assert_eq!(fetch(&t.c1, "10.80.0.1:8080").unwrap(), "10.79.0.1", "{kind}: hairpin to itself");
+        assert_eq!(
+            fetch(&t.c2, "10.80.0.1:8080").unwrap(),
+            "10.79.0.1",
+            "{kind}: hairpin from c2"
+        );
+        assert_eq!(
+            fetch(&t.c1, "10.80.0.1:8080").unwrap(),
+            "10.79.0.1",
+            "{kind}: hairpin to itself"
+        );
         // Masquerade towards the outside.
         echo_peer_server(&t.client, 7000);
-        assert_eq!(fetch(&t.c1, "10.80.0.2:7000").unwrap(), "10.80.0.1", "{kind}: outbound masquerade");
+        assert_eq!(
+            fetch(&t.c1, "10.80.0.2:7000").unwrap(),
+            "10.80.0.1",
+            "{kind}: outbound masquerade"
+        );
         // Containers reach each other directly (icc).
-        assert_eq!(fetch(&t.c1, "10.79.0.3:80").unwrap(), "10.79.0.2", "{kind}: icc");
+        assert_eq!(
+            fetch(&t.c1, "10.79.0.3:80").unwrap(),
+            "10.79.0.2",
+            "{kind}: icc"
+        );
         println!("{kind}: end to end DNAT/hairpin/localhost/masquerade ok");
 
         // Removal: the port is closed again and nothing is left.
@@ -562,7 +706,10 @@ fn end_to_end_published_port() {
             fw.remove_ports(&p2).unwrap();
             fw.remove_network("e2e").unwrap();
         });
-        assert!(fetch(&t.client, "10.80.0.1:8080").is_err(), "{kind}: port still published");
+        assert!(
+            fetch(&t.client, "10.80.0.1:8080").is_err(),
+            "{kind}: port still published"
+        );
         assert_eq!(dump(&t.host, kind).trim(), "");
     }
 }
@@ -578,17 +725,30 @@ fn end_to_end_icc_internal_isolation_nft() {
     let mut n = net("e2e", "br-e2e", "10.79.0.0/24");
     n.icc = false;
     let n2 = n.clone();
-    t.host.run(move || Nftables::new().apply_network(&n2).unwrap());
+    t.host
+        .run(move || Nftables::new().apply_network(&n2).unwrap());
     let e = fetch(&t.c1, "10.79.0.3:80");
     assert!(e.is_err(), "icc=false: c1 reached c2: {e:?}");
-    assert_eq!(fetch(&t.c1, "10.80.0.2:7000").unwrap(), "10.80.0.1", "icc=false still routes out");
+    assert_eq!(
+        fetch(&t.c1, "10.80.0.2:7000").unwrap(),
+        "10.80.0.1",
+        "icc=false still routes out"
+    );
 
     n.icc = true;
     n.internal = true;
     let n2 = n.clone();
-    t.host.run(move || Nftables::new().apply_network(&n2).unwrap());
-    assert_eq!(fetch(&t.c1, "10.79.0.3:80").unwrap(), "10.79.0.2", "internal: icc restored");
-    assert!(fetch(&t.c1, "10.80.0.2:7000").is_err(), "internal: reached the outside");
+    t.host
+        .run(move || Nftables::new().apply_network(&n2).unwrap());
+    assert_eq!(
+        fetch(&t.c1, "10.79.0.3:80").unwrap(),
+        "10.79.0.2",
+        "internal: icc restored"
+    );
+    assert!(
+        fetch(&t.c1, "10.80.0.2:7000").is_err(),
+        "internal: reached the outside"
+    );
 
     // Isolation: a second network on another bridge (the client link stands in for it).
     n.internal = false;
@@ -600,10 +760,19 @@ fn end_to_end_icc_internal_isolation_nft() {
         fw.apply_network(&n2).unwrap();
         fw.apply_network(&other).unwrap();
     });
-    assert!(fetch(&t.c1, "10.80.0.2:7000").is_err(), "isolated: reached another managed bridge");
-    t.host.run(|| Nftables::new().remove_network("other").unwrap());
-    assert_eq!(fetch(&t.c1, "10.80.0.2:7000").unwrap(), "10.80.0.1", "isolation lifted with the other network");
-    t.host.run(|| Nftables::new().remove_network("e2e").unwrap());
+    assert!(
+        fetch(&t.c1, "10.80.0.2:7000").is_err(),
+        "isolated: reached another managed bridge"
+    );
+    t.host
+        .run(|| Nftables::new().remove_network("other").unwrap());
+    assert_eq!(
+        fetch(&t.c1, "10.80.0.2:7000").unwrap(),
+        "10.80.0.1",
+        "isolation lifted with the other network"
+    );
+    t.host
+        .run(|| Nftables::new().remove_network("e2e").unwrap());
     assert_eq!(nft_ruleset(&t.host).trim(), "");
 }
 
@@ -630,4 +799,30 @@ fn status_and_foreign_drop() {
     }
     let _ = ns.sh_any("true");
     let _: Option<IpAddr> = None;
+}
+
+/// Prints the nftables layout of one network and two mappings (documentation aid).
+#[test]
+fn layout_one_network_two_mappings() {
+    if !can_run(&["nft"]) {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(|| {
+        let fw = Nftables::new();
+        let mut n = net("podman", "cni-podman0", "10.88.0.0/16");
+        n.isolate = true;
+        fw.apply_network(&n).unwrap();
+        let mut p = ports(
+            "3f2a9c",
+            vec![
+                mapping(None, 8080, "10.88.0.5", 80, Protocol::Tcp),
+                mapping(Some("127.0.0.1"), 5353, "10.88.0.5", 53, Protocol::Udp),
+            ],
+        );
+        p.network = "podman".into();
+        p.container_nets = vec!["10.88.0.5/16".parse().unwrap()];
+        fw.add_ports(&p).unwrap();
+    });
+    println!("{}", nft_ruleset(&ns));
 }

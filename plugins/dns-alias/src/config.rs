@@ -1,0 +1,216 @@
+//! The plugin's own config keys, and the names a container gets on a network.
+
+use cni::{CniError, Request};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+
+/// Keys of the `dns-alias` entry in a conflist.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsConf {
+    /// Turns name resolution off for this network (Docker's default bridge has none).
+    #[serde(default)]
+    pub disable_dns: bool,
+    /// Search domain: names answer with and without it, and it goes into `dns.search`.
+    #[serde(default)]
+    pub domain_name: Option<String>,
+    /// Where other names are forwarded ("10.0.0.1", "10.0.0.1:5353", "[fd00::1]:53");
+    /// default: the host's /etc/resolv.conf nameservers.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// TTL of local answers in seconds (0: clients do not cache, round-robin stays fresh).
+    #[serde(default)]
+    pub ttl: u32,
+}
+
+impl DnsConf {
+    pub fn from_request(req: &Request) -> Result<DnsConf, CniError> {
+        let mut c: DnsConf = req.plugin_config()?;
+        if let Some(d) = &c.domain_name {
+            let d = normalize(d);
+            if d.is_empty() {
+                c.domain_name = None;
+            } else {
+                validate_name(&d).map_err(|why| CniError::bad_value("domainName", format!("{d:?}"), why))?;
+                c.domain_name = Some(d);
+            }
+        }
+        for u in &c.upstreams {
+            parse_upstream(u).ok_or_else(|| {
+                CniError::bad_value("upstreams", format!("{u:?}"), "expected an IP address, optionally with :port")
+            })?;
+        }
+        if c.ttl > 86400 {
+            return Err(CniError::bad_value("ttl", c.ttl, "must be at most 86400 seconds"));
+        }
+        Ok(c)
+    }
+}
+
+/// "10.0.0.1" (port 53), "10.0.0.1:5353", "fd00::1", "[fd00::1]:53".
+pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// Lowercase, without a trailing dot.
+pub fn normalize(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A name we can serve: dot-separated labels of 1-63 letters, digits, '-' or '_', at most
+/// 253 characters. Returns why not.
+pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty label");
+        }
+        if label.len() > 63 {
+            return Err("a label is longer than 63 characters");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err("only letters, digits, '-', '_' and '.' are allowed");
+        }
+    }
+    Ok(())
+}
+
+/// The names a container answers to on this network, primary first: its name (CNI_ARGS
+/// `K8S_POD_NAME`, as podman and Kubernetes pass it, else `args.cni.name`), its aliases
+/// (`runtimeConfig.aliases`, a list or podman's `{network: [aliases]}` map), and the short
+/// container id (first 12 characters, like Docker).
+pub fn container_names(req: &Request) -> Result<Vec<String>, CniError> {
+    let mut raw: Vec<(String, String)> = Vec::new();
+    if let Some(n) = req.env.arg("K8S_POD_NAME").filter(|n| !n.is_empty()) {
+        raw.push(("CNI_ARGS K8S_POD_NAME".into(), n.to_string()));
+    } else if let Some(v) = req.conf.args_cni("name") {
+        let n = v.as_str().ok_or_else(|| CniError::bad_value("args.cni.name", v, "must be a string"))?;
+        raw.push(("args.cni.name".into(), n.to_string()));
+    }
+    if let Some(v) = req.conf.runtime("aliases") {
+        let list = match v {
+            serde_json::Value::Array(a) => Some(a),
+            serde_json::Value::Object(m) => match m.get(&req.conf.name) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::Array(a)) => Some(a),
+                Some(other) => {
+                    return Err(CniError::bad_value(
+                        &format!("runtimeConfig.aliases.{}", req.conf.name),
+                        other,
+                        "must be a list of names",
+                    ))
+                }
+            },
+            other => {
+                return Err(CniError::bad_value(
+                    "runtimeConfig.aliases",
+                    other,
+                    "must be a list of names or a map of network name to a list of names",
+                ))
+            }
+        };
+        for a in list.into_iter().flatten() {
+            let s = a.as_str().ok_or_else(|| CniError::bad_value("runtimeConfig.aliases", a, "each alias must be a string"))?;
+            raw.push(("runtimeConfig.aliases".into(), s.to_string()));
+        }
+    }
+    let cid = &req.env.container_id;
+    let short: String = cid.chars().take(12).collect();
+    raw.push(("CNI_CONTAINERID".into(), short));
+
+    let mut names: Vec<String> = Vec::new();
+    for (source, n) in raw {
+        let norm = normalize(&n);
+        validate_name(&norm).map_err(|why| CniError::bad_value(&source, format!("{n:?}"), why))?;
+        if !names.contains(&norm) {
+            names.push(norm);
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::Env;
+
+    fn req(args: &str, conf: serde_json::Value) -> Request {
+        let env = Env::from_lookup(&|k| match k {
+            "CNI_COMMAND" => Some("ADD".into()),
+            "CNI_CONTAINERID" => Some("ABCDEF0123456789".into()),
+            "CNI_NETNS" => Some("/var/run/netns/x".into()),
+            "CNI_IFNAME" => Some("eth0".into()),
+            "CNI_PATH" => Some("/opt/cni/bin".into()),
+            "CNI_ARGS" => Some(args.into()),
+            _ => None,
+        })
+        .unwrap();
+        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn names_from_args_aliases_and_id() {
+        let r = req(
+            "IgnoreUnknown=1;K8S_POD_NAME=Web_1",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias",
+                "runtimeConfig": {"aliases": {"net1": ["tg-net", "WEB_1"], "other": ["nope"]}}}),
+        );
+        assert_eq!(container_names(&r).unwrap(), vec!["web_1", "tg-net", "abcdef012345"]);
+    }
+
+    #[test]
+    fn plain_alias_list_and_args_cni_name() {
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias",
+                "args": {"cni": {"name": "db"}}, "runtimeConfig": {"aliases": ["db.", "pg"]}}),
+        );
+        assert_eq!(container_names(&r).unwrap(), vec!["db", "pg", "abcdef012345"]);
+    }
+
+    #[test]
+    fn bad_alias_names_the_source() {
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias",
+                "runtimeConfig": {"aliases": ["has space"]}}),
+        );
+        let e = container_names(&r).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("runtimeConfig.aliases") && e.msg.contains("has space"), "{}", e.msg);
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias",
+                "runtimeConfig": {"aliases": 5}}),
+        );
+        assert_eq!(container_names(&r).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn conf_keys() {
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias",
+                "domainName": "Dns.Test.", "upstreams": ["10.9.0.1", "10.9.0.2:5353", "fd00::1"], "ttl": 5}),
+        );
+        let c = DnsConf::from_request(&r).unwrap();
+        assert_eq!(c.domain_name.as_deref(), Some("dns.test"));
+        assert_eq!(c.ttl, 5);
+        assert_eq!(parse_upstream("10.9.0.2:5353"), Some("10.9.0.2:5353".parse().unwrap()));
+        assert_eq!(parse_upstream("fd00::1"), Some("[fd00::1]:53".parse().unwrap()));
+        let r = req("", serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "upstreams": ["dns.google"]}));
+        let e = DnsConf::from_request(&r).unwrap_err();
+        assert!(e.msg.contains("upstreams") && e.msg.contains("dns.google"), "{}", e.msg);
+        let r = req("", serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "disableDns": "yes"}));
+        assert_eq!(DnsConf::from_request(&r).unwrap_err().code, 7);
+    }
+}
