@@ -26,6 +26,9 @@ PACKAGES=(
     busybox-static                 # tiny rootfs / nc / httpd for tests
     dpkg-dev                       # dpkg-source, to unpack the cnitool source
     hyperfine                      # benchmarks
+    podman                         # e2e tests: real runtime, CNI backend (pulls conmon, containers-common)
+    runc                           # e2e tests: OCI runtime for podman and containerd (crun refuses this host's hybrid cgroups)
+    containerd                     # e2e tests: `ctr run --cni` (pulls containerd-shim-runc-v2)
 )
 
 export DEBIAN_FRONTEND=noninteractive

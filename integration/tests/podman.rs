@@ -1,0 +1,352 @@
+//! End to end with a real runtime: podman 4 (Debian) with its CNI backend and only this
+//! workspace's plugins in `cni_plugin_dirs`. What a Docker user does:
+//!
+//! ```text
+//! docker network create mynet                      (a conflist: bridge + portmap + dns-alias)
+//! docker run -d --name web --network mynet --network-alias webalias -p 18080:80 busybox httpd
+//! docker run --rm --network mynet busybox nslookup web 127.0.0.11     (and webalias)
+//! curl http://127.0.0.1:18080/   curl http://<host address>:18080/    (and from outside)
+//! docker run -p 18080:80 ...     -> "port is already allocated"
+//! docker rm -f ...               -> nothing left behind
+//! ```
+//!
+//! podman runs inside the test's private host network namespace and a private mount
+//! namespace (see `common/runtime.rs`); all its state, config and storage live in the
+//! test's temp dir (`--root`, `--runroot`, `--tmpdir`, `CONTAINERS_CONF`,
+//! `CONTAINERS_STORAGE_CONF`, and `/var/lib/containers`, where containers/image keeps a
+//! cache whatever `--root` says); the image is a busybox-static rootfs, `podman import`ed.
+//!
+//! podman hands its own environment to the plugins (libcni passes it through), so
+//! `CNI_SUITE_STATE_DIR` reaches ADD and the DELs podman itself makes. The DEL that runs
+//! when a container stops comes from `podman container cleanup`, which conmon starts with
+//! only `conmon_env_vars` from containers.conf: the state dir is listed there too (without
+//! it that DEL looks in `/run/cni-suite`, finds nothing, and the bridge, its nftables table
+//! and the attachment record stay behind).
+
+#[path = "common/runtime.rs"]
+mod runtime;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use integration::*;
+use runtime::*;
+use serde_json::json;
+
+const IMAGE: &str = "localhost/cni-suite-busybox:latest";
+const NET: &str = "mynet";
+const SUBNET: &str = "10.89.70.0/24";
+const HOST_CIDR: &str = "198.51.100.1/24";
+const HOST_ADDR: &str = "198.51.100.1";
+const OUTSIDE_CIDR: &str = "198.51.100.2/24";
+/// Budget for one podman command.
+const PODMAN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// podman with every path redirected into the test's temp dir.
+struct Podman<'a> {
+    holder: &'a Holder,
+    env: Vec<(String, String)>,
+    global: Vec<String>,
+    cgroup_parent: String,
+}
+
+impl<'a> Podman<'a> {
+    fn new(env: &TestEnv, holder: &'a Holder, plugins: &Path, cg: &CgroupGuard) -> Podman<'a> {
+        let d = env.dir().join("podman");
+        let p = |s: &str| -> PathBuf { d.join(s) };
+        for s in ["root", "runroot", "tmp", "vartmp", "volumes", "libpod", "net.d", "home"] {
+            fs::create_dir_all(p(s)).unwrap();
+        }
+        let state = env.state_dir().display().to_string();
+        let conf = p("containers.conf");
+        let storage = p("storage.conf");
+        // conmon starts `podman container cleanup` (network teardown) with only
+        // conmon_env_vars: the plugins' state dir and our config must be among them.
+        let conmon_env = [
+            format!("PATH={PATH}"),
+            format!("CNI_SUITE_STATE_DIR={state}"),
+            format!("CONTAINERS_CONF={}", conf.display()),
+            format!("CONTAINERS_STORAGE_CONF={}", storage.display()),
+            format!("TMPDIR={}", p("vartmp").display()),
+        ];
+        let conmon_env: Vec<String> = conmon_env.iter().map(|s| format!("{s:?}")).collect();
+        fs::write(
+            &conf,
+            format!(
+                r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{events}"
+tmp_dir = "{tmp}"
+volume_path = "{volumes}"
+static_dir = "{libpod}"
+conmon_env_vars = [{conmon_env}]
+
+[network]
+network_backend = "cni"
+network_config_dir = "{netd}"
+cni_plugin_dirs = ["{plugins}"]
+"#,
+                events = p("events.log").display(),
+                tmp = p("tmp").display(),
+                volumes = p("volumes").display(),
+                libpod = p("libpod").display(),
+                conmon_env = conmon_env.join(", "),
+                netd = p("net.d").display(),
+                plugins = plugins.display(),
+            ),
+        )
+        .unwrap();
+        fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                p("root").display(),
+                p("runroot").display()
+            ),
+        )
+        .unwrap();
+        let env_vars = vec![
+            ("CNI_SUITE_STATE_DIR".to_string(), state),
+            ("CONTAINERS_CONF".to_string(), conf.display().to_string()),
+            ("CONTAINERS_STORAGE_CONF".to_string(), storage.display().to_string()),
+            ("TMPDIR".to_string(), p("vartmp").display().to_string()),
+            ("HOME".to_string(), p("home").display().to_string()),
+        ];
+        let global = vec![
+            format!("--root={}", p("root").display()),
+            format!("--runroot={}", p("runroot").display()),
+            format!("--tmpdir={}", p("tmp").display()),
+            format!("--network-config-dir={}", p("net.d").display()),
+            "--storage-driver=vfs".to_string(),
+            "--cgroup-manager=cgroupfs".to_string(),
+            "--runtime=runc".to_string(),
+            "--events-backend=file".to_string(),
+        ];
+        Podman {
+            holder,
+            env: env_vars,
+            global,
+            cgroup_parent: cg.parent(),
+        }
+    }
+
+    fn net_dir(env: &TestEnv) -> PathBuf {
+        env.dir().join("podman/net.d")
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let mut argv: Vec<&str> = vec!["podman"];
+        argv.extend(self.global.iter().map(String::as_str));
+        argv.extend_from_slice(args);
+        self.holder.run(&argv, &self.env, PODMAN_TIMEOUT)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.run(args).expect_ok().to_string()
+    }
+
+    /// `podman run` with the test's cgroup parent and no pulling.
+    fn run_container(&self, args: &[&str]) -> Run {
+        let parent = format!("--cgroup-parent={}", self.cgroup_parent);
+        let mut full = vec!["run", "--pull=never", parent.as_str()];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+}
+
+/// Removes every container on drop (also when the test panics).
+struct RemoveAll<'a>(&'a Podman<'a>);
+
+impl Drop for RemoveAll<'_> {
+    fn drop(&mut self) {
+        let out = self.0.run(&["rm", "--all", "--force", "--time", "0"]);
+        if !out.ok() {
+            eprintln!("cleanup: podman rm -af failed:\n{out}");
+        }
+    }
+}
+
+fn conflist() -> serde_json::Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": NET,
+        "plugins": [
+            {"type": "bridge", "bridge": "cni-mynet", "isGateway": true, "isDefaultGateway": true,
+             "ipMasq": true, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "dns-alias", "capabilities": {"aliases": true}}
+        ]
+    })
+}
+
+/// The answer lines of a busybox `nslookup` (after the server block).
+fn answer_addresses(out: &str) -> Vec<String> {
+    let mut seen_name = false;
+    let mut addrs = Vec::new();
+    for line in out.lines() {
+        if line.starts_with("Name:") {
+            seen_name = true;
+        } else if seen_name && line.starts_with("Address") {
+            if let Some(a) = line.split_whitespace().last() {
+                addrs.push(a.to_string());
+            }
+        }
+    }
+    addrs
+}
+
+#[test]
+fn podman_cni_backend_with_our_plugins_only() {
+    if !require_runtime("podman", &["podman", "runc", "conmon", "unshare", "nsenter", "tar"]) {
+        return;
+    }
+    let mut t = Phases::new("podman");
+    let env = TestEnv::new("podman");
+    let plugins = our_plugins_dir(&env, &["bridge", "portmap", "dns-alias", "host-local"]);
+    let cg = CgroupGuard::new("podman");
+    // containers/image keeps its blob-info cache in /var/lib/containers/cache whatever
+    // --root says: give it the test's own directory.
+    let var_lib_containers = env.dir().join("var-lib-containers");
+    fs::create_dir_all(&var_lib_containers).unwrap();
+    let holder = Holder::start(&env, &[(&var_lib_containers, "/var/lib/containers")]);
+    let outside = outside_world(&env, HOST_CIDR, OUTSIDE_CIDR);
+    let podman = Podman::new(&env, &holder, &plugins, &cg);
+    let _remove_all = RemoveAll(&podman);
+    fs::write(
+        Podman::net_dir(&env).join(format!("{NET}.conflist")),
+        serde_json::to_vec_pretty(&conflist()).unwrap(),
+    )
+    .unwrap();
+    t.mark("setup");
+
+    let info = podman.run(&["info", "--format", "{{.Host.NetworkBackend}} {{.Host.OCIRuntime.Name}}"]);
+    if !runtime_usable("podman", &info) {
+        return;
+    }
+    assert_eq!(info.stdout.trim(), "cni runc", "podman does not use the CNI backend with runc:\n{info}");
+    let nets = podman.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(nets.lines().any(|l| l == NET), "podman does not see {NET}: {nets}");
+
+    let rootfs = env.dir().join("rootfs");
+    busybox_rootfs(&rootfs, "hello from web");
+    let tarball = env.dir().join("rootfs.tar");
+    tar_dir(&rootfs, &tarball);
+    podman.ok(&["import", tarball.to_str().unwrap(), IMAGE]);
+    t.mark("podman info + image import");
+
+    // --- docker run -d --name web --network mynet --network-alias webalias -p 18080:80
+    podman
+        .run_container(&[
+            "-d", "--name", "web", "--network", NET, "--network-alias", "webalias",
+            "-p", "18080:80", IMAGE, "httpd", "-f", "-p", "80", "-h", "/www",
+        ])
+        .expect_ok();
+    let ip_of = |name: &str| -> String {
+        podman
+            .ok(&["inspect", name, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"])
+            .trim()
+            .to_string()
+    };
+    let web_ip = ip_of("web");
+    assert!(web_ip.starts_with("10.89.70."), "web's address {web_ip:?} is not from {SUBNET}");
+    t.mark("podman run -d web");
+
+    // podman passed its environment to the plugins: their state is in our state dir.
+    assert!(
+        env.state_dir().join("bridge").join(NET).is_dir() && env.state_dir().join("dns").is_dir(),
+        "CNI_SUITE_STATE_DIR did not reach the plugins: {:?}",
+        files_under(&env.state_dir())
+    );
+    // ... and libcni's result cache is the test's /var/lib/cni, not the machine's.
+    let cache = files_under(&env.libcni_dir().join("results"));
+    assert_eq!(cache.len(), 1, "libcni cache entries for web: {cache:?}");
+    let veths = links_of_kind(env.host(), "veth");
+    assert!(veths.iter().any(|l| l != "ext0"), "no container veth in the host namespace: {veths:?}");
+
+    // --- names and aliases at 127.0.0.11, from another container on the network
+    for name in ["web", "webalias"] {
+        let out = podman.run_container(&["--rm", "--network", NET, IMAGE, "nslookup", name, "127.0.0.11"]);
+        assert!(
+            out.ok() && answer_addresses(&out.stdout).contains(&web_ip),
+            "nslookup {name} 127.0.0.11 did not answer {web_ip}:\n{out}"
+        );
+    }
+    // The result's dns block reached the container's resolv.conf, so a plain lookup asks
+    // 127.0.0.11 first. (Not `wget http://web/`: static glibc busybox cannot resolve names
+    // through NSS and segfaults; its nslookup speaks DNS itself.)
+    let out = podman.run_container(&[
+        "--rm", "--network", NET, IMAGE, "sh", "-c", "cat /etc/resolv.conf; echo ---; nslookup webalias",
+    ]);
+    assert!(out.ok(), "resolv.conf / plain nslookup failed:\n{out}");
+    let (resolv, lookup) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        resolv.lines().next(),
+        Some("nameserver 127.0.0.11"),
+        "resolv.conf does not start with 127.0.0.11:\n{out}"
+    );
+    assert!(answer_addresses(lookup).contains(&web_ip), "nslookup webalias (resolv.conf):\n{out}");
+    t.mark("DNS from 3 other containers");
+
+    // --- published port from the host namespace and from outside
+    for url in ["http://127.0.0.1:18080/".to_string(), format!("http://{HOST_ADDR}:18080/")] {
+        let out = holder.wget(&url);
+        assert!(out.ok() && out.stdout.trim() == "hello from web", "host: GET {url}:\n{out}");
+    }
+    let out = wget_from(&outside, &format!("http://{HOST_ADDR}:18080/"));
+    assert!(out.ok() && out.stdout.trim() == "hello from web", "outside: GET {HOST_ADDR}:18080:\n{out}");
+    t.mark("published port (3 clients)");
+
+    // --- docker restart web: DEL then ADD while conmon holds the published port; the new
+    // attachment answers on the port and by name.
+    podman.ok(&["restart", "--time", "0", "web"]);
+    let web_ip = ip_of("web");
+    let out = holder.wget("http://127.0.0.1:18080/");
+    assert!(out.ok() && out.stdout.trim() == "hello from web", "after podman restart web:\n{out}");
+    let out = podman.run_container(&["--rm", "--network", NET, IMAGE, "nslookup", "web", "127.0.0.11"]);
+    assert!(
+        out.ok() && answer_addresses(&out.stdout).contains(&web_ip),
+        "after podman restart web, nslookup web did not answer {web_ip}:\n{out}"
+    );
+    t.mark("podman restart web");
+
+    // --- the same host port again is refused in Docker's words, nothing half-applied
+    let leases_before = leases(&env, NET);
+    let out = podman.run_container(&[
+        "-d", "--name", "web2", "--network", NET, "-p", "18080:80", IMAGE, "httpd", "-f", "-p", "80",
+    ]);
+    out.expect_err();
+    assert!(
+        out.all_output().contains("port is already allocated"),
+        "second -p 18080:80 not refused with \"port is already allocated\":\n{out}"
+    );
+    assert_eq!(leases(&env, NET), leases_before, "the refused container kept an address");
+    let out = holder.wget("http://127.0.0.1:18080/");
+    assert!(out.ok() && out.stdout.trim() == "hello from web", "web broken by the refused run:\n{out}");
+    t.mark("port conflict refused");
+
+    // --- docker rm -f: nothing of ours left
+    podman.ok(&["rm", "--force", "--time", "0", "web", "web2"]);
+    let ps = podman.ok(&["ps", "--all", "--quiet"]);
+    assert!(ps.trim().is_empty(), "containers left: {ps}");
+    let mut left = Vec::new();
+    let clean = eventually(Duration::from_secs(5), || {
+        left = leftovers(&env, &["lo", "ext0"], &[holder.pid()]);
+        left.is_empty()
+    });
+    assert!(clean, "left behind after podman rm -f: {left:#?}");
+    // The plugins never fell back to their default paths (/run/cni-suite, /var/lib/cni):
+    // conmon's cleanup calls had the state dir too.
+    let fallback = holder.inside("/run/cni-suite");
+    assert!(!fallback.exists(), "a plugin used the default state dir: {:?}", files_under(&fallback));
+    let netns_left: Vec<_> = fs::read_dir(holder.inside("/run/netns")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(netns_left.is_empty(), "podman left network namespaces: {netns_left:?}");
+    t.mark("podman rm -f + leftover checks");
+    t.total();
+}
