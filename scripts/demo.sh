@@ -27,6 +27,7 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM   # so the EXIT trap also runs when interrupted
 
 bold "Installing the plugins into a temp dir (as into /opt/cni/bin)"
 make -s -C "$REPO" install PREFIX="$TMP/bin" >/dev/null
@@ -37,11 +38,13 @@ ip netns add "$HOST"
 ip -n "$HOST" link set lo up
 
 # Every runtime call happens inside the private host namespace, with all state in $TMP.
-# cnitool keeps a result cache in /var/lib/cni: bind-mount it away in a private mount ns.
+# cnitool keeps a result cache in /var/lib/cni: bind-mount it away. `ip netns exec` already
+# runs in its own mount namespace (a slave of the machine's, so namespaces created later
+# still appear in /var/run/netns for the DNS daemon started from it).
 mkdir -p /var/lib/cni
 cni() {  # cni add|check|del NETWORK CONTAINER [CNI_ARGS] [CAP_ARGS]
     local op=$1 net=$2 ctr=$3 args=${4:-} cap=${5:-}
-    ip netns exec "$HOST" unshare -m sh -c 'mount --bind "$0" /var/lib/cni && exec "$@"' "$TMP/libcni" \
+    ip netns exec "$HOST" sh -c 'mount --bind "$0" /var/lib/cni && exec "$@"' "$TMP/libcni" \
         env NETCONFPATH="$TMP/net.d" CNI_PATH="$TMP/bin" CNI_SUITE_STATE_DIR="$TMP/state" \
         CNI_ARGS="$args" CAP_ARGS="$cap" "$CNITOOL" "$op" "$net" "/var/run/netns/${ID}-$ctr"
 }
@@ -74,7 +77,8 @@ container web
 cni add mynet web "K8S_POD_NAME=web" '{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}' >/dev/null
 say "web got $(addr_of web)"
 mkdir -p "$TMP/www"; echo "hello from the web container" > "$TMP/www/index.html"
-in_ctr web busybox httpd -f -p 80 -h "$TMP/www" & PIDS+=($!)
+# Started directly (not through a shell function) so $! is httpd itself: `ip netns exec` execs it.
+ip netns exec "${ID}-web" busybox httpd -f -p 80 -h "$TMP/www" & PIDS+=($!)
 sleep 0.3
 
 bold "web reaches db by name and by alias (embedded DNS at 127.0.0.11)"
