@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 
 pub mod conntrack;
 pub mod iptables;
+pub mod macspoof;
 pub mod nftables;
 
 /// Which firewall backend to use.

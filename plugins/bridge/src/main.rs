@@ -124,6 +124,7 @@ impl Plugin for BridgePlugin {
                 host_veth: created.host_veth.clone().unwrap_or_default(),
                 netns: Some(netns_path.display().to_string()),
                 ips: result.ips.iter().map(|ip| ip.address).collect(),
+                mac_guard: created.mac_guard.as_ref().map(|(_, mac)| netlink::format_mac(mac)),
             })?;
             Ok(result)
         });
@@ -148,11 +149,21 @@ impl Plugin for BridgePlugin {
         let conf = BridgeConf::from_request(req)?;
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
-        let host_veth = state
-            .attachment(&req.env.container_id, &req.env.ifname)
-            .map(|a| a.host_veth)
+        let record = state.attachment(&req.env.container_id, &req.env.ifname);
+        let host_veth = record
+            .as_ref()
+            .map(|a| a.host_veth.clone())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| host_veth_name(&req.conf.name, &req.env.container_id, &req.env.ifname));
+        // The guard's MAC: from our record, else from the container interface in prevResult.
+        let guard_mac = record.as_ref().and_then(|a| a.mac_guard.clone()).or_else(|| {
+            let prev = req.prev.as_ref()?;
+            let i = prev.sandbox_interface(&req.env.ifname)?;
+            prev.interfaces[i].mac.clone().filter(|_| conf.macspoofchk)
+        });
+        if let Some(mac) = guard_mac.as_deref().and_then(netlink::parse_mac) {
+            firewall::macspoof::unguard_port(&host_veth, &mac).map_err(fw_err)?;
+        }
         remove_links(req, &host_veth)?;
         if has_ipam(req) {
             ipam::del(req)?;
@@ -194,6 +205,9 @@ impl Plugin for BridgePlugin {
             let keep = valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname);
             if keep {
                 continue;
+            }
+            if let Some(mac) = att.mac_guard.as_deref().and_then(netlink::parse_mac) {
+                firewall::macspoof::unguard_port(&att.host_veth, &mac).map_err(fw_err)?;
             }
             if let Some(link) = host.link_by_name(&att.host_veth).map_err(kernel)? {
                 match host.delete_link(link.index) {

@@ -15,11 +15,16 @@ pub struct Created {
     pub bridge: bool,
     pub bridge_name: String,
     pub host_veth: Option<String>,
+    /// (host port, container MAC) guarded by macspoofchk.
+    pub mac_guard: Option<(String, [u8; 6])>,
 }
 
 impl Created {
     /// Removes what this call created (best effort: we are already failing).
     pub fn undo(&self) {
+        if let Some((port, mac)) = &self.mac_guard {
+            let _ = firewall::macspoof::unguard_port(port, mac);
+        }
         let Ok(mut host) = Handle::new() else { return };
         if let Some(name) = &self.host_veth {
             if let Ok(Some(l)) = host.link_by_name(name) {
@@ -162,6 +167,11 @@ pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult
 
     // Container side: addresses, then up, then routes (routes need the link up).
     let cl = ctr.require_link(ifname).map_err(kernel)?;
+    if conf.macspoofchk {
+        let mac = cl.mac.ok_or_else(|| CniError::new(cni::code::KERNEL, format!("container interface {ifname} has no MAC")))?;
+        firewall::macspoof::guard_port(&host_name, &mac).map_err(crate::fw_err)?;
+        created.mac_guard = Some((host_name.clone(), mac));
+    }
     for ip in &allocated.ips {
         let r = if ip.address.addr().is_ipv6() && !conf.enable_dad {
             ctr.add_address_nodad(cl.index, ip.address)
@@ -261,6 +271,10 @@ pub fn verify(req: &Request, conf: &BridgeConf, ns: &Netns, prev: &CniResult) ->
         if !have.contains(&ip.address) {
             return Err(CniError::new(cni::code::KERNEL, format!("container interface {ifname} lacks address {}", ip.address)));
         }
+    }
+    if conf.macspoofchk {
+        let mac = cl.mac.ok_or_else(|| CniError::new(cni::code::KERNEL, format!("container interface {ifname} has no MAC")))?;
+        firewall::macspoof::check_port(&host_name, &mac).map_err(crate::fw_err)?;
     }
     if conf.is_default_gateway && !conf.disable_container_interface {
         for v6 in [false, true] {

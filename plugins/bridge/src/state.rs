@@ -30,6 +30,9 @@ pub struct AttachmentRecord {
     pub host_veth: String,
     pub netns: Option<String>,
     pub ips: Vec<IpNet>,
+    /// Container MAC the host port is guarded with (macspoofchk), so DEL can remove the guard.
+    #[serde(default)]
+    pub mac_guard: Option<String>,
 }
 
 pub struct NetworkState {
