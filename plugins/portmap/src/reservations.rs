@@ -103,3 +103,66 @@ impl Reservations {
         remove_dir_if_empty(&self.root);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firewall::Protocol;
+
+    fn m(host: Option<&str>, port: u16, ctr: &str) -> PortMapping {
+        PortMapping {
+            host_ip: host.map(|h| h.parse().unwrap()),
+            host_port: port,
+            container_ip: ctr.parse().unwrap(),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn with_state<T>(f: impl FnOnce(&Reservations) -> T) -> T {
+        let dir = std::env::temp_dir().join(format!("pm-res-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let r = Reservations { root: dir.join("ports") };
+        let out = f(&r);
+        let _ = fs::remove_dir_all(&dir);
+        out
+    }
+
+    #[test]
+    fn wildcard_and_specific_overlap_both_ways() {
+        with_state(|r| {
+            r.reserve(&m(None, 8080, "10.0.0.2"), "a/eth0").unwrap();
+            let c = r.conflict(&m(Some("192.0.2.1"), 8080, "10.0.0.3"), "b/eth0").unwrap();
+            assert_eq!(c, Conflict { bind: "192.0.2.1:8080".into(), owner: "a/eth0".into() });
+            assert!(r.conflict(&m(None, 8081, "10.0.0.3"), "b/eth0").is_none(), "other port");
+            assert!(r.conflict(&m(None, 8080, "10.0.0.2"), "a/eth0").is_none(), "same owner again");
+            r.release(&m(None, 8080, "10.0.0.2"), "a/eth0");
+            r.reserve(&m(Some("127.0.0.1"), 8080, "10.0.0.2"), "a/eth0").unwrap();
+            let c = r.conflict(&m(None, 8080, "10.0.0.3"), "b/eth0").unwrap();
+            assert_eq!(c.bind, "0.0.0.0:8080");
+            assert!(r.conflict(&m(Some("192.0.2.1"), 8080, "10.0.0.3"), "b/eth0").is_none(), "different specific addresses");
+        });
+    }
+
+    #[test]
+    fn families_do_not_conflict() {
+        with_state(|r| {
+            r.reserve(&m(None, 8080, "10.0.0.2"), "a/eth0").unwrap();
+            assert!(r.conflict(&m(None, 8080, "fd00::2"), "b/eth0").is_none());
+            r.reserve(&m(None, 8080, "fd00::2"), "b/eth0").unwrap();
+            let c = r.conflict(&m(Some("fd00::1"), 8080, "fd00::3"), "c/eth0").unwrap();
+            assert_eq!(c.bind, "[fd00::1]:8080");
+            assert_eq!(bind_label(&m(None, 53, "fd00::3")), "[::]:53");
+        });
+    }
+
+    #[test]
+    fn release_only_by_the_holder() {
+        with_state(|r| {
+            r.reserve(&m(None, 9000, "10.0.0.2"), "a/eth0").unwrap();
+            r.release(&m(None, 9000, "10.0.0.2"), "b/eth0");
+            assert!(r.conflict(&m(None, 9000, "10.0.0.9"), "c/eth0").is_some());
+            r.release(&m(None, 9000, "10.0.0.2"), "a/eth0");
+            assert!(r.conflict(&m(None, 9000, "10.0.0.9"), "c/eth0").is_none());
+        });
+    }
+}
