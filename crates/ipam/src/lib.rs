@@ -19,6 +19,7 @@
 pub mod addr;
 pub mod alloc;
 pub mod config;
+pub mod iface;
 pub mod host_local;
 pub mod static_ipam;
 pub mod store;

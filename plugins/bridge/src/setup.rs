@@ -7,7 +7,6 @@ use crate::state::host_veth_name;
 use cni::{CniError, CniResult, Interface, IpConfig, Request, Route};
 use ipnet::IpNet;
 use netlink::{Handle, Link, Netns};
-use std::net::IpAddr;
 
 /// What one ADD created, for rollback.
 #[derive(Default)]
@@ -172,14 +171,6 @@ pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult
         firewall::macspoof::guard_port(&host_name, &mac).map_err(crate::fw_err)?;
         created.mac_guard = Some((host_name.clone(), mac));
     }
-    for ip in &allocated.ips {
-        let r = if ip.address.addr().is_ipv6() && !conf.enable_dad {
-            ctr.add_address_nodad(cl.index, ip.address)
-        } else {
-            ctr.add_address(cl.index, ip.address)
-        };
-        r.map_err(kernel)?;
-    }
     let mut routes: Vec<Route> = allocated.routes.clone();
     if conf.is_default_gateway {
         for ip in &allocated.ips {
@@ -191,29 +182,8 @@ pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult
             }
         }
     }
-    if !conf.disable_container_interface {
-        ctr.set_up(cl.index).map_err(kernel)?;
-        for r in &routes {
-            let v4 = r.dst.addr().is_ipv4();
-            let gw: Option<IpAddr> = r.gw.or_else(|| {
-                allocated.ips.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway)
-            });
-            let route = netlink::Route {
-                dst: r.dst,
-                gateway: gw,
-                oif: Some(cl.index),
-                metric: r.priority,
-                table: r.table,
-                scope: r.scope,
-                mtu: r.mtu,
-                advmss: r.advmss,
-            };
-            match ctr.add_route(&route) {
-                Err(e) if !e.is_exists() => return Err(kernel(e)),
-                _ => {}
-            }
-        }
-    }
+    let opts = ipam::iface::Options { dad: conf.enable_dad, up: !conf.disable_container_interface };
+    ipam::iface::configure(&mut ctr, cl.index, &allocated.ips, &routes, opts)?;
 
     if conf.is_gateway {
         ensure_gateway(&mut host, conf, &br, &allocated.ips)?;

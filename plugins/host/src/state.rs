@@ -7,16 +7,15 @@
 //! host-wide resource: two networks may name the same one). The record is written before
 //! the device moves, so a crash at any step leaves something DEL can act on. The lock file
 //! is removed by the call that leaves no record behind; a locker that finds its lock file
-//! unlinked once it holds it starts over (see [`PathLock`]).
+//! unlinked once it holds it starts over (see [`FileLock`]).
 
-use cni::store::{atomic_write, remove_dir_if_empty, remove_if_exists};
+use cni::store::{atomic_write, remove_dir_if_empty, remove_if_exists, FileLock};
 use cni::CniError;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// A route of the device, as it was in the host (netlink::Route minus the interface index).
@@ -83,47 +82,12 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))
 }
 
-/// An exclusive flock on a lock file that may be deleted by its holder.
-pub struct PathLock {
-    file: File,
-}
-
-impl PathLock {
-    /// Blocks until `path` is locked; a file unlinked by the previous holder while we waited
-    /// is no longer the lock: open the path again and retry.
-    pub fn exclusive(path: &Path) -> io::Result<PathLock> {
-        loop {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let file = match OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            file.lock()?;
-            let held = file.metadata()?;
-            match fs::metadata(path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(PathLock { file }),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Drop for PathLock {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
-    }
-}
 
 /// The devices lock; on release, removes empty network directories and, when no record is
 /// left at all, the lock file and the state root.
 pub struct DevicesLock {
     state: State,
-    _lock: PathLock,
+    _lock: FileLock,
 }
 
 impl Drop for DevicesLock {
@@ -163,7 +127,7 @@ impl State {
 
     pub fn lock(&self) -> Result<DevicesLock, CniError> {
         let p = self.root.join("devices.lock");
-        let lock = PathLock::exclusive(&p).map_err(|e| io_err("locking", &p, e))?;
+        let lock = FileLock::removable(&p).map_err(|e| io_err("locking", &p, e))?;
         Ok(DevicesLock { state: self.clone(), _lock: lock })
     }
 

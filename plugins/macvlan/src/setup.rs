@@ -7,7 +7,6 @@ use crate::state::{user_key, State, VlanRecord};
 use cni::{code, CniError, CniResult, Interface, IpConfig, Request};
 use ipnet::IpNet;
 use netlink::{Handle, Link, Netns};
-use std::net::IpAddr;
 
 /// The name of the interface carrying the default route of the handle's namespace (IPv4
 /// first, then IPv6): the reference's default master.
@@ -199,34 +198,7 @@ pub fn create_and_configure(
 
     let v6 = allocated.ips.iter().any(|i| i.address.addr().is_ipv6());
     container_sysctls(ns, ifname, v6);
-    for ip in &allocated.ips {
-        let r = if ip.address.addr().is_ipv6() {
-            ctr.add_address_nodad(link.index, ip.address)
-        } else {
-            ctr.add_address(link.index, ip.address)
-        };
-        r.map_err(kernel)?;
-    }
-    ctr.set_up(link.index).map_err(kernel)?;
-    for r in &allocated.routes {
-        let v4 = r.dst.addr().is_ipv4();
-        let gw: Option<IpAddr> =
-            r.gw.or_else(|| allocated.ips.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway));
-        let route = netlink::Route {
-            dst: r.dst,
-            gateway: gw,
-            oif: Some(link.index),
-            metric: r.priority,
-            table: r.table,
-            scope: r.scope,
-            mtu: r.mtu,
-            advmss: r.advmss,
-        };
-        match ctr.add_route(&route) {
-            Err(e) if !e.is_exists() => return Err(kernel(e)),
-            _ => {}
-        }
-    }
+    ipam::iface::configure(ctr, link.index, &allocated.ips, &allocated.routes, ipam::iface::Options { dad: false, up: true })?;
     // Read back: the kernel picked the MAC (when none was asked for) and the MTU.
     let link = ctr.require_link(ifname).map_err(kernel)?;
     let mut result = CniResult {

@@ -13,52 +13,14 @@
 //! Lock files are removed by the call that leaves nothing to protect (the last attachment
 //! of a network, the last VLAN record), so nothing of ours stays behind. That is safe because
 //! a locker checks, once it holds the lock, that the file is still the one at the path, and
-//! starts over otherwise (see [`PathLock`]).
+//! starts over otherwise (see [`FileLock`]).
 
-use cni::store::{atomic_write, remove_dir_if_empty, remove_if_exists};
+use cni::store::{atomic_write, remove_dir_if_empty, remove_if_exists, FileLock};
 use cni::CniError;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-/// An exclusive flock on a lock file that may be deleted by its holder.
-pub struct PathLock {
-    file: File,
-}
-
-impl PathLock {
-    /// Blocks until `path` is locked. A file unlinked by the previous holder while we waited
-    /// is not the lock anymore: open the path again and retry.
-    pub fn exclusive(path: &Path) -> io::Result<PathLock> {
-        loop {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let file = match OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path) {
-                Ok(f) => f,
-                // The directory went away between create_dir_all and open: start over.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            file.lock()?;
-            let held = file.metadata()?;
-            match fs::metadata(path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(PathLock { file }),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Drop for PathLock {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
-    }
-}
 
 /// The lock on one network, which removes the network's directory and lock file when it is
 /// released with no attachment left.
@@ -66,7 +28,7 @@ pub struct NetworkLock {
     // Declared first: the cleanup in Drop runs while the flock is still held.
     state: State,
     network: String,
-    _lock: PathLock,
+    _lock: FileLock,
 }
 
 impl Drop for NetworkLock {
@@ -83,7 +45,7 @@ impl Drop for NetworkLock {
 /// The lock on the VLAN records; removes `vlans.lock` when released with no record left.
 pub struct VlansLock {
     state: State,
-    _lock: PathLock,
+    _lock: FileLock,
 }
 
 impl Drop for VlansLock {
@@ -169,14 +131,14 @@ impl State {
     /// Exclusive lock on one network's attachments for the whole call.
     pub fn lock_network(&self, network: &str) -> Result<NetworkLock, CniError> {
         let p = self.root.join(format!("{network}.lock"));
-        let lock = PathLock::exclusive(&p).map_err(|e| io_err("locking", &p, e))?;
+        let lock = FileLock::removable(&p).map_err(|e| io_err("locking", &p, e))?;
         Ok(NetworkLock { state: self.clone(), network: network.to_string(), _lock: lock })
     }
 
     /// Exclusive lock on the VLAN reference counts (take after the network lock).
     pub fn lock_vlans(&self) -> Result<VlansLock, CniError> {
         let p = self.root.join("vlans.lock");
-        let lock = PathLock::exclusive(&p).map_err(|e| io_err("locking", &p, e))?;
+        let lock = FileLock::removable(&p).map_err(|e| io_err("locking", &p, e))?;
         Ok(VlansLock { state: self.clone(), _lock: lock })
     }
 
