@@ -65,12 +65,21 @@ fn leftovers(env: &TestEnv) -> Vec<String> {
 
 #[test]
 fn two_containers_talk_and_other_networks_are_isolated() {
+    isolated_networks("nftables", "10.10");
+}
+
+#[test]
+fn iptables_two_containers_talk_and_other_networks_are_isolated() {
+    isolated_networks("iptables", "10.16");
+}
+
+fn isolated_networks(backend: &str, prefix: &str) {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("brisol");
-    bridge_net(&env, "neta", "br-a", "10.10.1.0/24", json!({"ipMasq": true}));
-    bridge_net(&env, "netb", "br-b", "10.10.2.0/24", json!({"ipMasq": true}));
+    let env = TestEnv::new(&format!("brisol{}", &backend[..3]));
+    bridge_net(&env, "neta", "br-a", &format!("{prefix}.1.0/24"), json!({"ipMasq": true, "firewallBackend": backend}));
+    bridge_net(&env, "netb", "br-b", &format!("{prefix}.2.0/24"), json!({"ipMasq": true, "firewallBackend": backend}));
     let opts = CniOpts::ours();
     let (a1, a2, b1) = (env.container("a1"), env.container("a2"), env.container("b1"));
     let ip_a1 = first_ip(env.cnitool("add", "neta", &a1, &opts).expect_ok().result());
@@ -81,7 +90,7 @@ fn two_containers_talk_and_other_networks_are_isolated() {
     let server = EchoServer::tcp(&a2, SocketAddr::new(ip_a2, 8080));
     assert_eq!(tcp_echo(&a1, ip_a2, server.port(), "hello").as_deref(), Some("hello"));
     // Isolation: the gateway routes between the bridges, and the firewall drops it.
-    assert!(ping(&b1, "10.10.2.1"), "b1 reaches its own gateway");
+    assert!(ping(&b1, format!("{prefix}.2.1")), "b1 reaches its own gateway");
     assert!(!ping(&b1, ip_a1), "b1 must not reach a1 on another network");
     assert!(!tcp_connect(&b1, ip_a2, server.port()), "b1 must not reach a2's server");
     assert!(!ping(&a1, ip_b1), "a1 must not reach b1");
@@ -117,13 +126,22 @@ fn isolation_off_lets_networks_talk() {
 
 #[test]
 fn masquerade_reaches_outside_and_internal_does_not() {
+    masquerade_and_internal("nftables", "10.12");
+}
+
+#[test]
+fn iptables_masquerade_reaches_outside_and_internal_does_not() {
+    masquerade_and_internal("iptables", "10.17");
+}
+
+fn masquerade_and_internal(backend: &str, prefix: &str) {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("brmasq");
+    let env = TestEnv::new(&format!("brmasq{}", &backend[..3]));
     let out = outside(&env);
-    bridge_net(&env, "pub", "br-pub", "10.12.1.0/24", json!({"ipMasq": true}));
-    bridge_net(&env, "int", "br-int", "10.12.2.0/24", json!({"internal": true}));
+    bridge_net(&env, "pub", "br-pub", &format!("{prefix}.1.0/24"), json!({"ipMasq": true, "firewallBackend": backend}));
+    bridge_net(&env, "int", "br-int", &format!("{prefix}.2.0/24"), json!({"internal": true, "firewallBackend": backend}));
     let opts = CniOpts::ours();
     let (c, i) = (env.container("c"), env.container("i"));
     env.cnitool("add", "pub", &c, &opts).expect_ok();
@@ -141,7 +159,7 @@ fn masquerade_reaches_outside_and_internal_does_not() {
     assert!(!ping(&i, "192.0.2.2"), "internal network must not reach the outside");
     assert!(!tcp_connect(&i, "192.0.2.2".parse().unwrap(), 9000));
     // Even with a route added by hand, the firewall keeps it in.
-    i.ip_ok(&["route", "add", "default", "via", "10.12.2.1"]);
+    i.ip_ok(&["route", "add", "default", "via", &format!("{prefix}.2.1")]);
     assert!(!ping(&i, "192.0.2.2"), "internal network must not reach the outside even with a route");
 
     env.cnitool("del", "pub", &c, &opts).expect_ok();

@@ -192,3 +192,36 @@ fn portmap_refuses_host_networking_and_bad_mappings() {
     assert!(out.stdout.contains("icmp"), "{}", out.stdout);
     assert!(!nft_ruleset(env.host()).contains("cni_"), "nothing programmed");
 }
+
+#[test]
+fn gc_removes_ports_of_containers_that_died_without_del() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("pmgc");
+    let out = setup(&env, "nftables", "10.20.3.0/24");
+    let (keep, leak) = (env.container("keep"), env.container("leak"));
+    let keep_ip = first_ip(env.cnitool("add", "web", &keep, &ports(json!([{"hostPort": 8101, "containerPort": 80}]))).expect_ok().result());
+    env.cnitool("add", "web", &leak, &ports(json!([{"hostPort": 8102, "containerPort": 80}]))).expect_ok();
+    let _srv = EchoServer::tcp(&keep, SocketAddr::new(keep_ip, 80));
+    let keep_id = env.container_id(&keep, &CniOpts::ours());
+    drop(leak); // died without DEL
+    let our_path = env.our_plugin_dir().display().to_string();
+    let gc = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": "nftables",
+        "cni.dev/valid-attachments": [{"containerID": keep_id, "ifname": "eth0"}]});
+    env.exec_plugin("portmap", &[("CNI_COMMAND", "GC"), ("CNI_PATH", &our_path)], &gc.to_string()).expect_ok();
+    // The leaked container's port is free again, the kept one still answers.
+    let rules = nft_ruleset(env.host());
+    assert!(!rules.contains("8102"), "{rules}");
+    assert_eq!(tcp_echo(&out, ip(HOST), 8101, "kept").as_deref(), Some("kept"));
+    let again = env.container("again");
+    env.cnitool("add", "web", &again, &ports(json!([{"hostPort": 8102, "containerPort": 80}]))).expect_ok();
+    env.cnitool("del", "web", &again, &ports(json!([{"hostPort": 8102, "containerPort": 80}]))).expect_ok();
+    // STATUS with a working backend.
+    let status = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": "nftables"});
+    env.exec_plugin("portmap", &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &our_path)], &status.to_string()).expect_ok();
+    env.cnitool("del", "web", &keep, &ports(json!([{"hostPort": 8101, "containerPort": 80}]))).expect_ok();
+    // The leaked container's bridge side is the bridge plugin's GC's job; its veth died with
+    // the namespace. Everything of portmap's is gone.
+    assert!(!nft_ruleset(env.host()).contains("cni_portmap"));
+}
