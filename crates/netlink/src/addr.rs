@@ -48,10 +48,21 @@ fn address_message(index: u32, addr: IpNet) -> AddressMessage {
 impl Handle {
     /// Lists addresses as (ifindex, address/prefix), for one link or for all links.
     pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<(u32, IpNet)>> {
-        let replies = self.sock.dump(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            "listing addresses",
-        )?;
+        let mut request = AddressMessage::default();
+        // One link: let the kernel filter (strict dump), so the cost does not grow with the
+        // number of links in the namespace. The loop below still filters, for old kernels.
+        let strict = match index {
+            Some(i) => {
+                request.header.index = i;
+                self.sock.set_strict_dump(true)
+            }
+            None => false,
+        };
+        let replies = self.sock.dump(RouteNetlinkMessage::GetAddress(request), "listing addresses");
+        if strict {
+            self.sock.set_strict_dump(false);
+        }
+        let replies = replies?;
         let mut out = Vec::new();
         for reply in replies {
             let RouteNetlinkMessage::NewAddress(msg) = reply else {

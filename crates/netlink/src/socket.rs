@@ -46,6 +46,28 @@ impl RtSocket {
         })
     }
 
+    /// Turns kernel-side filtering of dumps on or off (NETLINK_GET_STRICT_CHK, Linux 4.20+).
+    /// With it, an address dump for one ifindex returns only that link's addresses instead of
+    /// every address in the namespace (thousands of veth link-locals on a busy host).
+    /// Returns false when the kernel does not support it (callers then filter themselves).
+    pub(crate) fn set_strict_dump(&mut self, on: bool) -> bool {
+        use std::os::fd::AsRawFd;
+        const SOL_NETLINK: libc::c_int = 270;
+        const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
+        let val: libc::c_int = on as libc::c_int;
+        // SAFETY: setsockopt on our own open socket with a pointer to a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_GET_STRICT_CHK,
+                &val as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        rc == 0
+    }
+
     /// Sends a request that changes something and waits for its ACK.
     /// `flags` are added to NLM_F_REQUEST | NLM_F_ACK (e.g. NLM_F_CREATE | NLM_F_EXCL).
     pub(crate) fn request(
