@@ -6,13 +6,19 @@ DESTDIR ?=
 CARGO   ?= cargo
 PLUGINS := bridge portmap host none macvlan dns-alias host-local static
 
+# Release binaries are linked statically (glibc, crt-static): a plugin then starts as fast as
+# an empty process (measured here: VERSION reply 0.80 ms static vs 1.06 ms dynamic, /bin/true
+# 0.79 ms). The explicit --target keeps the flag away from build scripts and proc-macros.
+HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+RELEASE_DIR := target/$(HOST_TRIPLE)/release
+
 .PHONY: all build debug install test unit integration demo bench deps clean
 
 all: build
 
-## build: release binaries into target/release
+## build: static release binaries into target/<host triple>/release
 build:
-	$(CARGO) build --release --workspace --bins
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --workspace --bins --target $(HOST_TRIPLE)
 
 ## debug: debug binaries into target/debug (what the integration tests run)
 debug:
@@ -21,7 +27,7 @@ debug:
 ## install: copy the plugins into $(DESTDIR)$(PREFIX) (default /opt/cni/bin)
 install: build
 	install -d $(DESTDIR)$(PREFIX)
-	for p in $(PLUGINS); do install -m 0755 target/release/$$p $(DESTDIR)$(PREFIX)/$$p; done
+	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(PREFIX)/$$p; done
 
 ## deps: apt packages and the real cnitool (built offline from Debian's sources)
 deps:
@@ -44,7 +50,7 @@ demo: deps build
 
 ## bench: ours vs the reference plugins, side by side; writes docs/benchmarks/
 bench: deps build
-	scripts/bench.sh
+	BIN_DIR=$(CURDIR)/$(RELEASE_DIR) scripts/bench.sh
 
 clean:
 	$(CARGO) clean

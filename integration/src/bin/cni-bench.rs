@@ -1,0 +1,1252 @@
+//! `cni-bench`: our plugins against Debian's reference plugins, side by side, in one run.
+//!
+//! Scenarios (every one runs ours and the reference in the same process, interleaved sample
+//! by sample so that drift on a noisy machine hits both alike):
+//!
+//! 1. `startup`: process start to a finished VERSION reply, for every binary of ours that has a
+//!    reference counterpart (`none` vs `loopback`, `host` vs `host-device`, the rest by name),
+//!    plus `/bin/true` as the machine's exec floor. Own loop (spawn, config on stdin, wait),
+//!    and a `hyperfine -N` cross-check when hyperfine is installed.
+//! 2. `bridge`: bridge + host-local ADD and DEL latency with N containers already on the bridge.
+//! 3. `portmap`: bridge then portmap (bridge's result as `prevResult`, one unique host port per
+//!    container) ADD, and DEL in reverse order, with N such containers already there.
+//!
+//! For 2 and 3 each implementation gets its own private "host" network namespace (so the
+//! reference's iptables rules never slow our calls down, nor the other way round), filled to N
+//! by running the plugins themselves, sequentially, untimed. Then, per sample, one new container
+//! per implementation is added (timed), and afterwards those containers are deleted (timed).
+//! Plugins are invoked the way a runtime does: `CNI_*` environment, config on stdin, the
+//! process's wall time from spawn to exit is what is measured.
+//!
+//! Safety: the machine's own network namespace is never changed. A host namespace is entered
+//! by a worker thread of this process (setns), which also takes a private mount namespace with
+//! `/sys` remounted for that network namespace (what `ip netns exec` does); plugins are spawned
+//! from that thread and inherit both. Container namespaces are bind mounts under /run/netns
+//! named `<tag>-...`; everything this run created is removed at the end, also on errors and on
+//! SIGINT/SIGTERM (the calling script sweeps `<tag>-*` again in case this process is killed).
+//!
+//! ```text
+//! cni-bench --out docs/benchmarks --work /tmp/cb [--ours DIR] [--reference DIR]
+//!           [--levels 0,100,500,1000] [--samples 20[,20,15,10]] [--startup-runs 300]
+//!           [--scenarios startup,bridge,portmap] [--no-ours-iptables] [--hyperfine PATH|none]
+//!           [--tag NAME]
+//! ```
+//! Writes `<out>/raw.csv` (every sample), `<out>/summary.csv` (per cell: count, median, p90,
+//! min, max, failures; the plot is drawn from it) and `<work>/tables.md` (markdown for
+//! results.md).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+type Res<T> = Result<T, String>;
+
+const NETNS_DIR: &str = "/run/netns";
+const SUBNET: &str = "10.88.0.0/16";
+const BRIDGE: &str = "cbr0";
+const NETWORK: &str = "benchnet";
+const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Host ports: fill containers use FILL_PORT + i, samples SAMPLE_PORT + level*100 + s.
+const FILL_PORT: u32 = 20000;
+const SAMPLE_PORT: u32 = 40000;
+
+// ---------------------------------------------------------------------------
+// interruption
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        }
+    }
+}
+
+fn check_stop() -> Res<()> {
+    if STOP.load(Ordering::SeqCst) {
+        Err("interrupted by a signal".into())
+    } else {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// options
+
+struct Opts {
+    ours: PathBuf,
+    reference: PathBuf,
+    out: PathBuf,
+    work: PathBuf,
+    tag: String,
+    levels: Vec<usize>,
+    samples: Vec<usize>,
+    startup_runs: usize,
+    scenarios: Vec<String>,
+    ours_iptables: bool,
+    hyperfine: Option<PathBuf>,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("cni-bench: {msg}");
+    eprintln!(
+        "usage: cni-bench --out DIR --work DIR [--ours DIR] [--reference DIR] [--levels 0,100,500,1000]\n\
+         \x20                [--samples 20[,..per level]] [--startup-runs 300] [--scenarios startup,bridge,portmap]\n\
+         \x20                [--no-ours-iptables] [--hyperfine PATH|none] [--tag NAME]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_list(s: &str, what: &str) -> Vec<usize> {
+    s.split(',')
+        .map(|x| x.trim().parse().unwrap_or_else(|_| usage(&format!("{what}: {x:?} is not a number"))))
+        .collect()
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    PATH_ENV.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+fn parse_opts() -> Opts {
+    let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    let pid = std::process::id();
+    let mut o = Opts {
+        ours: exe_dir.unwrap_or_else(|| PathBuf::from("target/release")),
+        reference: PathBuf::from("/usr/lib/cni"),
+        out: PathBuf::from("docs/benchmarks"),
+        work: std::env::temp_dir().join(format!("cni-bench-{pid}")),
+        tag: format!("cbench{pid}"),
+        levels: vec![0, 100, 500, 1000],
+        samples: vec![20],
+        startup_runs: 300,
+        scenarios: vec!["startup".into(), "bridge".into(), "portmap".into()],
+        ours_iptables: true,
+        hyperfine: which("hyperfine"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--ours" => o.ours = PathBuf::from(val()),
+            "--reference" => o.reference = PathBuf::from(val()),
+            "--out" => o.out = PathBuf::from(val()),
+            "--work" => o.work = PathBuf::from(val()),
+            "--tag" => o.tag = val(),
+            "--levels" => o.levels = parse_list(&val(), "--levels"),
+            "--samples" => o.samples = parse_list(&val(), "--samples"),
+            "--startup-runs" => o.startup_runs = parse_list(&val(), "--startup-runs")[0],
+            "--scenarios" => o.scenarios = val().split(',').map(|s| s.trim().to_string()).collect(),
+            "--no-ours-iptables" => o.ours_iptables = false,
+            "--hyperfine" => {
+                let v = val();
+                o.hyperfine = if v == "none" { None } else { Some(PathBuf::from(v)) };
+            }
+            "-h" | "--help" => usage("help"),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    for s in &o.scenarios {
+        if !matches!(s.as_str(), "startup" | "bridge" | "portmap") {
+            usage(&format!("unknown scenario {s:?} (startup, bridge, portmap)"));
+        }
+    }
+    if o.samples.is_empty() || o.samples.contains(&0) {
+        usage("--samples must be positive");
+    }
+    if o.samples.len() != 1 && o.samples.len() != o.levels.len() {
+        usage("--samples takes one number or one per level");
+    }
+    if o.tag.is_empty() || o.tag.len() > 20 || !o.tag.chars().all(|c| c.is_ascii_alphanumeric()) {
+        usage("--tag: 1-20 letters or digits");
+    }
+    o
+}
+
+impl Opts {
+    fn samples_at(&self, level_index: usize) -> usize {
+        if self.samples.len() == 1 {
+            self.samples[0]
+        } else {
+            self.samples[level_index]
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// statistics
+
+#[derive(Clone, Copy, Debug)]
+struct Stats {
+    n: usize,
+    median: f64,
+    p90: f64,
+    min: f64,
+    max: f64,
+}
+
+/// Median (mean of the two middle values for an even count) and nearest-rank p90.
+fn stats(v: &[f64]) -> Option<Stats> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+    let rank = ((0.9 * n as f64).ceil() as usize).clamp(1, n);
+    Some(Stats { n, median, p90: s[rank - 1], min: s[0], max: s[n - 1] })
+}
+
+fn fmt_ms(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.2}")
+    } else if x < 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn cell(s: Option<Stats>) -> String {
+    match s {
+        Some(s) => format!("{} / {}", fmt_ms(s.median), fmt_ms(s.p90)),
+        None => "—".into(),
+    }
+}
+
+fn ratio(reference: Option<Stats>, ours: Option<Stats>) -> String {
+    match (reference, ours) {
+        (Some(r), Some(o)) if o.median > 0.0 => format!("{:.1}×", r.median / o.median),
+        _ => "—".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// raw data
+
+/// Every measured sample, kept in memory for the summary and appended to raw.csv as it comes.
+struct Recorder {
+    csv: BufWriter<File>,
+    rows: BTreeMap<(String, String, String, usize, String), Vec<f64>>,
+    fails: BTreeMap<(String, String, String, usize, String), usize>,
+}
+
+impl Recorder {
+    fn new(path: &Path) -> Res<Recorder> {
+        let f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut csv = BufWriter::new(f);
+        writeln!(csv, "scenario,impl,plugin,n,op,sample,ms,detail").map_err(|e| e.to_string())?;
+        Ok(Recorder { csv, rows: BTreeMap::new(), fails: BTreeMap::new() })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(&mut self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str, sample: usize, ms: f64, detail: &str) {
+        let _ = writeln!(self.csv, "{scenario},{imp},{plugin},{n},{op},{sample},{ms:.4},{detail}");
+        let _ = self.csv.flush();
+        self.rows
+            .entry((scenario.into(), imp.into(), plugin.into(), n, op.into()))
+            .or_default()
+            .push(ms);
+    }
+
+    fn fail(&mut self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str, sample: usize) {
+        let _ = writeln!(self.csv, "{scenario},{imp},{plugin},{n},{op},{sample},,failed");
+        let _ = self.csv.flush();
+        *self.fails.entry((scenario.into(), imp.into(), plugin.into(), n, op.into())).or_default() += 1;
+    }
+
+    fn get(&self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str) -> Option<Stats> {
+        self.rows
+            .get(&(scenario.into(), imp.into(), plugin.into(), n, op.into()))
+            .and_then(|v| stats(v))
+    }
+
+    fn failures(&self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str) -> usize {
+        self.fails
+            .get(&(scenario.into(), imp.into(), plugin.into(), n, op.into()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn write_summary(&self, path: &Path) -> Res<()> {
+        let mut s = String::from("scenario,impl,plugin,n,op,count,median_ms,p90_ms,min_ms,max_ms,failed\n");
+        for ((sc, imp, plugin, n, op), v) in &self.rows {
+            if let Some(st) = stats(v) {
+                let failed = self.failures(sc, imp, plugin, *n, op);
+                let _ = writeln!(
+                    s,
+                    "{sc},{imp},{plugin},{n},{op},{},{:.4},{:.4},{:.4},{:.4},{failed}",
+                    st.n, st.median, st.p90, st.min, st.max
+                );
+            }
+        }
+        fs::write(path, s).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// namespaces
+
+fn cstr(p: &Path) -> Res<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| format!("NUL in path {}", p.display()))
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+fn run_quiet(argv: &[&str]) -> Res<()> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Creates network namespaces bound at `paths` (under /run/netns, like `ip netns add`): a
+/// short-lived thread unshares a fresh network namespace per path and bind-mounts it; the
+/// thread then exits, the mounts keep the namespaces alive. The caller's own namespace is
+/// never touched.
+fn make_netns(paths: &[PathBuf]) -> Res<()> {
+    let paths = paths.to_vec();
+    std::thread::spawn(move || -> Res<()> {
+        let src = CString::new("/proc/thread-self/ns/net").unwrap();
+        for p in &paths {
+            // SAFETY: unshare only affects this (throwaway) thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(os_err("unshare(CLONE_NEWNET)"));
+            }
+            File::options()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            let target = cstr(p)?;
+            // SAFETY: valid C strings; a bind mount of our own namespace file.
+            let rc = unsafe {
+                libc::mount(src.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+            };
+            if rc != 0 {
+                let e = os_err(&format!("bind mount of a new netns on {}", p.display()));
+                let _ = fs::remove_file(p);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "netns thread died".to_string())?
+}
+
+/// Removes a namespace made by [`make_netns`] (what `ip netns del` does).
+fn del_netns(p: &Path) {
+    if let Ok(c) = cstr(p) {
+        // SAFETY: valid C string; failure (not mounted) is fine.
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+    let _ = fs::remove_file(p);
+}
+
+/// Active `net_namespace` objects in /proc/slabinfo (None if unreadable): used to wait until
+/// the kernel has really torn down the namespaces we deleted before measuring anything else.
+fn netns_in_kernel() -> Option<u64> {
+    let s = fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("net_namespace "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits (bounded) until the kernel has freed the namespaces just deleted: the count of live
+/// network namespaces is machine-wide (other users create them too), so this stops when it is
+/// back to `baseline` or has not gone down for 5 s.
+fn wait_kernel_cleanup(baseline: Option<u64>, limit: Duration) {
+    let Some(base) = baseline else {
+        std::thread::sleep(Duration::from_secs(5));
+        return;
+    };
+    let start = Instant::now();
+    let mut last_print = Instant::now();
+    let mut lowest = u64::MAX;
+    let mut lowest_at = Instant::now();
+    loop {
+        let now = netns_in_kernel().unwrap_or(0);
+        if now < lowest {
+            lowest = now;
+            lowest_at = Instant::now();
+        }
+        if now <= base + 2 || lowest_at.elapsed() > Duration::from_secs(5) {
+            eprintln!("  kernel netns cleanup done ({:.1} s)", start.elapsed().as_secs_f64());
+            return;
+        }
+        if start.elapsed() > limit || STOP.load(Ordering::SeqCst) {
+            eprintln!("  kernel still tearing down {} namespaces; going on", now.saturating_sub(base));
+            return;
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            eprintln!("  waiting for the kernel to free {} namespaces...", now.saturating_sub(base));
+            last_print = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A private "host" network namespace, with a worker thread living in it (and in a private
+/// mount namespace where /sys belongs to it). Plugins are spawned by that thread.
+struct Host {
+    name: String,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn enter_host(path: &Path, name: &str, libcni: Option<&Path>) -> Res<()> {
+    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: plain syscalls affecting only the calling (worker) thread.
+    unsafe {
+        if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+            return Err(os_err(&format!("setns {}", path.display())));
+        }
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(os_err("unshare(CLONE_NEWNS)"));
+        }
+        let root = CString::new("/").unwrap();
+        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
+            return Err(os_err("mount --make-rslave /"));
+        }
+        let sys = CString::new("/sys").unwrap();
+        let fstype = CString::new("sysfs").unwrap();
+        let src = CString::new(name).map_err(|_| "bad name".to_string())?;
+        libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
+        if libc::mount(src.as_ptr(), sys.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) != 0 {
+            return Err(os_err("mount sysfs"));
+        }
+        if let Some(dir) = libcni {
+            let target = CString::new("/var/lib/cni").unwrap();
+            let from = cstr(dir)?;
+            if libc::mount(from.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                return Err(os_err("bind mount on /var/lib/cni"));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Host {
+    fn new(name: String, work: &Path) -> Res<Host> {
+        run_quiet(&["ip", "netns", "add", &name])?;
+        let mut host = Host { name: name.clone(), tx: None, thread: None };
+        // Whatever writes to /var/lib/cni (libcni's cache, a default dataDir) lands in our work
+        // dir instead; only when that directory exists, so nothing is created outside.
+        let libcni = if Path::new("/var/lib/cni").is_dir() {
+            let d = work.join(format!("varlibcni-{name}"));
+            fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            Some(d)
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Res<()>>();
+        let path = netns_path(&name);
+        let t = std::thread::Builder::new()
+            .name(format!("host-{name}"))
+            .spawn(move || {
+                let r = enter_host(&path, &name, libcni.as_deref());
+                let ok = r.is_ok();
+                let _ = ready_tx.send(r);
+                if ok {
+                    for job in rx {
+                        job();
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        host.thread = Some(t);
+        ready_rx.recv().map_err(|_| "host worker died".to_string())??;
+        host.tx = Some(tx);
+        host.run(|| run_quiet(&["ip", "link", "set", "lo", "up"]))??;
+        Ok(host)
+    }
+
+    /// Runs `f` on the worker thread (inside the host namespace) and returns its result.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Res<T> {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .ok_or("host worker not running")?
+            .send(Box::new(move || {
+                let _ = rtx.send(f());
+            }))
+            .map_err(|_| "host worker gone".to_string())?;
+        rrx.recv().map_err(|_| "host worker died".to_string())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Err(e) = run_quiet(&["ip", "netns", "del", &self.name]) {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
+/// Container namespaces this run created; all removed on drop.
+#[derive(Default)]
+struct Containers {
+    paths: Vec<PathBuf>,
+}
+
+impl Containers {
+    fn make(&mut self, paths: &[PathBuf]) -> Res<()> {
+        let r = make_netns(paths);
+        // Register whatever exists, also on a partial failure.
+        for p in paths {
+            if p.exists() {
+                self.paths.push(p.clone());
+            }
+        }
+        r
+    }
+
+    fn remove(&mut self, p: &Path) {
+        del_netns(p);
+        self.paths.retain(|x| x != p);
+    }
+
+    fn clear(&mut self) {
+        for p in self.paths.drain(..) {
+            del_netns(&p);
+        }
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// running plugins
+
+struct Proc {
+    ms: f64,
+    ok: bool,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Spawns `bin` with exactly `env`, writes `stdin`, waits; the wall time covers spawn to reap.
+fn exec(bin: &Path, env: &[(String, String)], stdin: &str) -> Res<Proc> {
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // Configs are far below the pipe buffer, so this never blocks on a child not reading.
+        let _ = pipe.write_all(stdin.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| format!("waiting for {}: {e}", bin.display()))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok(Proc {
+        ms,
+        ok: out.status.success(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    Ours,
+    OursIpt,
+    Ref,
+}
+
+impl Impl {
+    fn key(self) -> &'static str {
+        match self {
+            Impl::Ours => "ours",
+            Impl::OursIpt => "ours-iptables",
+            Impl::Ref => "reference",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Impl::Ours => "o",
+            Impl::OursIpt => "i",
+            Impl::Ref => "r",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scenario {
+    Bridge,
+    Portmap,
+}
+
+impl Scenario {
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::Bridge => "bridge",
+            Scenario::Portmap => "portmap",
+        }
+    }
+    fn plugins(self) -> &'static str {
+        match self {
+            Scenario::Bridge => "bridge+host-local",
+            Scenario::Portmap => "bridge+portmap",
+        }
+    }
+}
+
+/// Everything a plugin call of one implementation in one scenario needs; cloned into jobs.
+#[derive(Clone)]
+struct Setup {
+    scenario: Scenario,
+    imp: Impl,
+    plugin_dir: PathBuf,
+    state_dir: PathBuf,
+    ipam_dir: PathBuf,
+}
+
+impl Setup {
+    fn env(&self, command: &str, id: &str, netns: &Path) -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), PATH_ENV.into()),
+            ("CNI_COMMAND".into(), command.into()),
+            ("CNI_CONTAINERID".into(), id.into()),
+            ("CNI_NETNS".into(), netns.display().to_string()),
+            ("CNI_IFNAME".into(), "eth0".into()),
+            ("CNI_PATH".into(), self.plugin_dir.display().to_string()),
+            ("CNI_SUITE_STATE_DIR".into(), self.state_dir.display().to_string()),
+        ]
+    }
+
+    fn bridge_conf(&self) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": NETWORK, "type": "bridge", "bridge": BRIDGE,
+            "isGateway": true, "isDefaultGateway": true, "ipMasq": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "dataDir": self.ipam_dir}
+        });
+        if self.scenario == Scenario::Portmap {
+            // As in integration/tests/portmap.rs: Docker's -p needs hairpin.
+            c["hairpinMode"] = json!(true);
+        }
+        match self.imp {
+            Impl::Ours => c["firewallBackend"] = json!("nftables"),
+            Impl::OursIpt => c["firewallBackend"] = json!("iptables"),
+            Impl::Ref => {}
+        }
+        c
+    }
+
+    fn portmap_conf(&self, port: u32) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": NETWORK, "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}
+        });
+        match self.imp {
+            Impl::Ours => c["backend"] = json!("nftables"),
+            Impl::OursIpt => c["backend"] = json!("iptables"),
+            Impl::Ref => {}
+        }
+        c
+    }
+
+    fn call(&self, plugin: &str, command: &str, id: &str, netns: &Path, conf: &Value) -> Res<Proc> {
+        let bin = self.plugin_dir.join(plugin);
+        let p = exec(&bin, &self.env(command, id, netns), &conf.to_string())?;
+        if !p.ok {
+            return Err(format!(
+                "{} {plugin} {command} {id} failed (exit {}):\n  stdout: {}\n  stderr: {}",
+                self.imp.key(),
+                p.code,
+                p.stdout.trim(),
+                p.stderr.trim()
+            ));
+        }
+        Ok(p)
+    }
+
+    /// ADD as a runtime does it: bridge, then (portmap scenario) portmap with bridge's result
+    /// as prevResult. Returns (total ms, detail, the final result for DEL).
+    fn add(&self, id: &str, netns: &Path, port: u32) -> Res<(f64, String, Value)> {
+        let conf = self.bridge_conf();
+        let b = self.call("bridge", "ADD", id, netns, &conf)?;
+        let result: Value =
+            serde_json::from_str(b.stdout.trim()).map_err(|e| format!("bridge ADD {id}: result is not JSON ({e}): {}", b.stdout))?;
+        if self.scenario == Scenario::Bridge {
+            return Ok((b.ms, format!("bridge={:.3}", b.ms), result));
+        }
+        let mut pconf = self.portmap_conf(port);
+        pconf["prevResult"] = result;
+        let p = self.call("portmap", "ADD", id, netns, &pconf)?;
+        let fin: Value = serde_json::from_str(p.stdout.trim())
+            .map_err(|e| format!("portmap ADD {id}: result is not JSON ({e}): {}", p.stdout))?;
+        Ok((b.ms + p.ms, format!("bridge={:.3};portmap={:.3}", b.ms, p.ms), fin))
+    }
+
+    /// DEL in reverse order, each plugin given the cached final result as prevResult (libcni).
+    fn del(&self, id: &str, netns: &Path, port: u32, prev: &Value) -> Res<(f64, String)> {
+        let mut bconf = self.bridge_conf();
+        bconf["prevResult"] = prev.clone();
+        if self.scenario == Scenario::Bridge {
+            let b = self.call("bridge", "DEL", id, netns, &bconf)?;
+            return Ok((b.ms, format!("bridge={:.3}", b.ms)));
+        }
+        let mut pconf = self.portmap_conf(port);
+        pconf["prevResult"] = prev.clone();
+        let p = self.call("portmap", "DEL", id, netns, &pconf)?;
+        let b = self.call("bridge", "DEL", id, netns, &bconf)?;
+        Ok((p.ms + b.ms, format!("portmap={:.3};bridge={:.3}", p.ms, b.ms)))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// scenario 1: process start
+
+struct Startup {
+    rows: Vec<(String, Option<String>)>,
+}
+
+fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
+    let pairs: [(&str, Option<&str>); 8] = [
+        ("none", Some("loopback")),
+        ("bridge", Some("bridge")),
+        ("portmap", Some("portmap")),
+        ("host-local", Some("host-local")),
+        ("static", Some("static")),
+        ("macvlan", Some("macvlan")),
+        ("host", Some("host-device")),
+        ("dns-alias", None),
+    ];
+    let mut st = Startup { rows: Vec::new() };
+    // (label used in records, impl key, path)
+    let mut bins: Vec<(String, &'static str, PathBuf)> = Vec::new();
+    for (ours, reference) in pairs {
+        let p = o.ours.join(ours);
+        if !p.is_file() {
+            eprintln!("  startup: our {ours} not found in {}, skipped", o.ours.display());
+            continue;
+        }
+        bins.push((ours.to_string(), "ours", p));
+        let refname = reference.filter(|r| o.reference.join(r).is_file());
+        if let Some(r) = refname {
+            bins.push((ours.to_string(), "reference", o.reference.join(r)));
+        }
+        st.rows.push((ours.to_string(), refname.map(String::from)));
+    }
+    let floor = Path::new("/bin/true");
+    if floor.is_file() {
+        bins.push(("/bin/true".into(), "baseline", floor.to_path_buf()));
+    }
+    let host = Host::new(format!("{}-st", o.tag), &o.work)?;
+    let env: Vec<(String, String)> =
+        vec![("PATH".into(), PATH_ENV.into()), ("CNI_COMMAND".into(), "VERSION".into())];
+    let stdin = json!({"cniVersion": "1.0.0"}).to_string();
+    let runs = o.startup_runs;
+    let warmup = 20.min(runs);
+    eprintln!("startup: {} binaries x {runs} runs (+{warmup} warm-up), interleaved", bins.len());
+    let jobs = bins.clone();
+    let times: Res<Vec<Vec<f64>>> = host.run(move || {
+        let mut times = vec![Vec::with_capacity(runs); jobs.len()];
+        for round in 0..(warmup + runs) {
+            check_stop()?;
+            // Rotate the order each round so no binary always follows the same one.
+            for k in 0..jobs.len() {
+                let i = (round + k) % jobs.len();
+                let (label, imp, path) = &jobs[i];
+                let p = exec(path, &env, &stdin)?;
+                let good = p.ok && (*imp == "baseline" || p.stdout.contains("supportedVersions"));
+                if !good {
+                    return Err(format!("{imp} {label} VERSION failed: {} {}", p.stdout.trim(), p.stderr.trim()));
+                }
+                if round >= warmup {
+                    times[i].push(p.ms);
+                }
+            }
+        }
+        Ok(times)
+    })?;
+    let times = times?;
+    for (i, (label, imp, _)) in bins.iter().enumerate() {
+        for (s, ms) in times[i].iter().enumerate() {
+            rec.add("startup", imp, label, 0, "VERSION", s, *ms, "");
+        }
+    }
+
+    // hyperfine -N cross-check (stdin is empty there; every plugin answers VERSION anyway).
+    let mut hf_ok = false;
+    if let Some(hf) = &o.hyperfine {
+        eprintln!("startup: hyperfine -N cross-check");
+        let json_path = o.work.join("hyperfine.json");
+        let mut argv: Vec<String> = vec![
+            hf.display().to_string(),
+            "-N".into(),
+            "--style".into(),
+            "none".into(),
+            "--warmup".into(),
+            "20".into(),
+            "--runs".into(),
+            runs.to_string(),
+            "--export-json".into(),
+            json_path.display().to_string(),
+        ];
+        for (label, imp, path) in &bins {
+            argv.push("-n".into());
+            argv.push(format!("{imp}:{label}"));
+            argv.push(path.display().to_string());
+        }
+        let env2: Vec<(String, String)> =
+            vec![("PATH".into(), PATH_ENV.into()), ("CNI_COMMAND".into(), "VERSION".into())];
+        let r = host.run(move || {
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .env_clear()
+                .envs(env2.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+        })?;
+        match r {
+            Ok(out) if out.status.success() => {
+                let text = fs::read_to_string(&json_path).map_err(|e| format!("hyperfine json: {e}"))?;
+                let v: Value = serde_json::from_str(&text).map_err(|e| format!("hyperfine json: {e}"))?;
+                for res in v["results"].as_array().into_iter().flatten() {
+                    let cmd = res["command"].as_str().unwrap_or("");
+                    let Some((imp, label)) = cmd.split_once(':') else { continue };
+                    for (s, t) in res["times"].as_array().into_iter().flatten().enumerate() {
+                        if let Some(t) = t.as_f64() {
+                            rec.add("startup-hyperfine", imp, label, 0, "VERSION", s, t * 1e3, "");
+                        }
+                    }
+                }
+                hf_ok = true;
+            }
+            Ok(out) => eprintln!("  hyperfine failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Err(e) => eprintln!("  cannot run hyperfine: {e}"),
+        }
+    }
+    drop(host);
+
+    let _ = writeln!(md, "## 1. Process start to a finished VERSION reply\n");
+    let _ = writeln!(
+        md,
+        "Each binary exec'd with `CNI_COMMAND=VERSION` and `{{\"cniVersion\":\"1.0.0\"}}` on stdin, timed from \
+         spawn to reap by the driver, {runs} runs each after {warmup} warm-up rounds, all binaries interleaved \
+         round by round. `/bin/true` is this machine's floor for starting any process.{}\n",
+        if hf_ok { " The last columns are `hyperfine -N` over the same binaries (empty stdin), as a cross-check." } else { "" }
+    );
+    if hf_ok {
+        let _ = writeln!(md, "| ours | reference | ours median / p90 (ms) | reference median / p90 (ms) | reference/ours | hyperfine ours / reference median (ms) | hyperfine ratio |");
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
+    } else {
+        let _ = writeln!(md, "| ours | reference | ours median / p90 (ms) | reference median / p90 (ms) | reference/ours |");
+        let _ = writeln!(md, "|---|---|---:|---:|---:|");
+    }
+    for (ours, reference) in &st.rows {
+        let so = rec.get("startup", "ours", ours, 0, "VERSION");
+        let sr = rec.get("startup", "reference", ours, 0, "VERSION");
+        let refname = reference.clone().unwrap_or_else(|| "(none)".into());
+        let _ = write!(md, "| `{ours}` | `{refname}` | {} | {} | {} |", cell(so), cell(sr), ratio(sr, so));
+        if hf_ok {
+            let ho = rec.get("startup-hyperfine", "ours", ours, 0, "VERSION");
+            let hr = rec.get("startup-hyperfine", "reference", ours, 0, "VERSION");
+            let m = |s: Option<Stats>| s.map(|s| fmt_ms(s.median)).unwrap_or_else(|| "—".into());
+            let _ = write!(md, " {} / {} | {} |", m(ho), m(hr), ratio(hr, ho));
+        }
+        let _ = writeln!(md);
+    }
+    if let Some(b) = rec.get("startup", "baseline", "/bin/true", 0, "VERSION") {
+        let _ = write!(md, "| `/bin/true` (floor) | | {} | | |", cell(Some(b)));
+        if hf_ok {
+            let hb = rec.get("startup-hyperfine", "baseline", "/bin/true", 0, "VERSION");
+            let _ = write!(md, " {} | |", hb.map(|s| fmt_ms(s.median)).unwrap_or_else(|| "—".into()));
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// scenarios 2 and 3: latency vs number of containers
+
+struct Lane {
+    setup: Setup,
+    host: Host,
+    filled: usize,
+    broken: Option<String>,
+}
+
+struct FillTime {
+    imp: Impl,
+    from: usize,
+    to: usize,
+    secs: f64,
+}
+
+fn latency(o: &Opts, scenario: Scenario, rec: &mut Recorder, md: &mut String) -> Res<()> {
+    let sc = scenario.key();
+    let baseline = netns_in_kernel();
+    let mut impls = vec![Impl::Ours];
+    if o.ours_iptables {
+        impls.push(Impl::OursIpt);
+    }
+    impls.push(Impl::Ref);
+    for imp in &impls {
+        let dir = if *imp == Impl::Ref { &o.reference } else { &o.ours };
+        for p in ["bridge", "host-local", "portmap"] {
+            if !dir.join(p).is_file() {
+                return Err(format!("{}: {} not found in {}", imp.key(), p, dir.display()));
+            }
+        }
+    }
+    // Cleanup order: container namespaces first, then the hosts (and their worker threads).
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut ctrs = Containers::default();
+    let r = latency_inner(o, scenario, &impls, &mut lanes, &mut ctrs, rec, md);
+    eprintln!("{sc}: cleaning up ({} container namespaces, {} host namespaces)", ctrs.paths.len(), lanes.len());
+    ctrs.clear();
+    lanes.clear();
+    wait_kernel_cleanup(baseline, Duration::from_secs(180));
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn latency_inner(
+    o: &Opts,
+    scenario: Scenario,
+    impls: &[Impl],
+    lanes: &mut Vec<Lane>,
+    ctrs: &mut Containers,
+    rec: &mut Recorder,
+    md: &mut String,
+) -> Res<()> {
+    let sc = scenario.key();
+    let plugin = scenario.plugins();
+    for imp in impls {
+        let base = o.work.join(format!("{sc}-{}", imp.key()));
+        let setup = Setup {
+            scenario,
+            imp: *imp,
+            plugin_dir: if *imp == Impl::Ref { o.reference.clone() } else { o.ours.clone() },
+            state_dir: base.join("state"),
+            ipam_dir: base.join("ipam"),
+        };
+        fs::create_dir_all(&setup.state_dir).map_err(|e| format!("mkdir {}: {e}", setup.state_dir.display()))?;
+        let host = Host::new(format!("{}-{}{}", o.tag, &sc[..1], imp.short()), &o.work)?;
+        lanes.push(Lane { setup, host, filled: 0, broken: None });
+    }
+    let mut fills: Vec<FillTime> = Vec::new();
+    let t_scenario = Instant::now();
+    for (li, &level) in o.levels.iter().enumerate() {
+        check_stop()?;
+        // Fill every lane to `level`, sequentially, with the plugins themselves (untimed).
+        for lane in lanes.iter_mut() {
+            if lane.broken.is_some() || lane.filled >= level {
+                continue;
+            }
+            let from = lane.filled;
+            let t0 = Instant::now();
+            let mut last = Instant::now();
+            eprintln!("{sc}: filling {} {from} -> {level}", lane.setup.imp.key());
+            while lane.filled < level {
+                check_stop()?;
+                let batch: Vec<usize> = (lane.filled..level.min(lane.filled + 50)).collect();
+                let paths: Vec<PathBuf> = batch
+                    .iter()
+                    .map(|i| netns_path(&format!("{}-{}{}-f{i}", o.tag, &sc[..1], lane.setup.imp.short())))
+                    .collect();
+                ctrs.make(&paths)?;
+                let setup = lane.setup.clone();
+                let items: Vec<(usize, PathBuf)> = batch.into_iter().zip(paths).collect();
+                let r: Res<()> = lane.host.run(move || {
+                    for (i, p) in items {
+                        check_stop()?;
+                        setup.add(&format!("fill{i:05}"), &p, FILL_PORT + i as u32)?;
+                    }
+                    Ok(())
+                })?;
+                if let Err(e) = r {
+                    eprintln!("  {} fill failed, dropping it from this scenario: {e}", lane.setup.imp.key());
+                    check_stop()?;
+                    lane.broken = Some(e);
+                    break;
+                }
+                lane.filled = level.min(lane.filled + 50);
+                if last.elapsed() > Duration::from_secs(10) {
+                    eprintln!("  {} {}/{level} ({:.0} s)", lane.setup.imp.key(), lane.filled, t0.elapsed().as_secs_f64());
+                    last = Instant::now();
+                }
+            }
+            if lane.broken.is_none() {
+                let secs = t0.elapsed().as_secs_f64();
+                eprintln!("  {} filled to {level} in {secs:.1} s", lane.setup.imp.key());
+                fills.push(FillTime { imp: lane.setup.imp, from, to: level, secs });
+            }
+        }
+
+        // Measure: per sample one new container per lane (lanes rotated), ADDs then DELs.
+        let samples = o.samples_at(li);
+        eprintln!("{sc}: N={level}: {samples} ADD + {samples} DEL per implementation");
+        let t_level = Instant::now();
+        struct Sample {
+            lane: usize,
+            sample: usize,
+            id: String,
+            netns: PathBuf,
+            port: u32,
+            result: Option<Value>,
+        }
+        let mut added: Vec<Sample> = Vec::new();
+        for s in 0..samples {
+            check_stop()?;
+            let live: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].broken.is_none()).collect();
+            if live.is_empty() {
+                return Err(format!("{sc}: every implementation failed"));
+            }
+            let paths: Vec<PathBuf> = live
+                .iter()
+                .map(|&i| netns_path(&format!("{}-{}{}-n{level}s{s}", o.tag, &sc[..1], lanes[i].setup.imp.short())))
+                .collect();
+            ctrs.make(&paths)?;
+            for k in 0..live.len() {
+                let j = (s + k) % live.len();
+                let lane = &lanes[live[j]];
+                let setup = lane.setup.clone();
+                let id = format!("bench-n{level}-s{s}");
+                let port = SAMPLE_PORT + (li as u32) * 100 + s as u32;
+                let p = paths[j].clone();
+                let (id2, p2) = (id.clone(), p.clone());
+                let r = lane.host.run(move || setup.add(&id2, &p2, port))?;
+                let key = setup_key(&lane.setup);
+                match r {
+                    Ok((ms, detail, result)) => {
+                        rec.add(sc, key, plugin, level, "ADD", s, ms, &detail);
+                        added.push(Sample { lane: live[j], sample: s, id, netns: p, port, result: Some(result) });
+                    }
+                    Err(e) => {
+                        eprintln!("  ADD failed: {e}");
+                        rec.fail(sc, key, plugin, level, "ADD", s);
+                        added.push(Sample { lane: live[j], sample: s, id, netns: p, port, result: None });
+                    }
+                }
+            }
+        }
+        // DELs, in the order the ADDs happened (rotation included).
+        for smp in &added {
+            check_stop()?;
+            let lane = &lanes[smp.lane];
+            let setup = lane.setup.clone();
+            let key = setup_key(&lane.setup);
+            let (id, p, port) = (smp.id.clone(), smp.netns.clone(), smp.port);
+            let prev = smp.result.clone().unwrap_or_else(|| json!({"cniVersion": "1.0.0"}));
+            let measured = smp.result.is_some();
+            let r = lane.host.run(move || setup.del(&id, &p, port, &prev))?;
+            let sample_no = smp.sample;
+            match (r, measured) {
+                (Ok((ms, detail)), true) => rec.add(sc, key, plugin, level, "DEL", sample_no, ms, &detail),
+                (Ok(_), false) => {}
+                (Err(e), _) => {
+                    eprintln!("  DEL failed: {e}");
+                    if measured {
+                        rec.fail(sc, key, plugin, level, "DEL", sample_no);
+                    }
+                }
+            }
+        }
+        for smp in &added {
+            ctrs.remove(&smp.netns);
+        }
+        eprint!("  N={level} done in {:.1} s:", t_level.elapsed().as_secs_f64());
+        for lane in lanes.iter() {
+            let key = setup_key(&lane.setup);
+            let a = rec.get(sc, key, plugin, level, "ADD");
+            let d = rec.get(sc, key, plugin, level, "DEL");
+            eprint!("  {key} ADD {} DEL {} ms;", cell(a), cell(d));
+        }
+        eprintln!();
+    }
+    let total = t_scenario.elapsed().as_secs_f64();
+
+    // Markdown.
+    let title = match scenario {
+        Scenario::Bridge => "## 2. bridge + host-local: ADD and DEL latency vs containers on the bridge",
+        Scenario::Portmap => "## 3. bridge + portmap (one published port per container): ADD and DEL latency",
+    };
+    let _ = writeln!(md, "{title}\n");
+    let what = match scenario {
+        Scenario::Bridge => "`bridge` (isGateway, isDefaultGateway, ipMasq) delegating to `host-local` on a /16; \
+                             ADD and DEL are one bridge process each (plus the host-local it runs).",
+        Scenario::Portmap => "`bridge` (as in 2, plus hairpinMode) then `portmap` with bridge's result as prevResult and \
+                              one `hostPort -> 80/tcp` per container; ADD = bridge ADD + portmap ADD, DEL = portmap DEL + \
+                              bridge DEL (each given the cached result as prevResult, as libcni does).",
+    };
+    let _ = writeln!(
+        md,
+        "{what} N containers of the same kind already exist on the bridge (each implementation in its own \
+         private host namespace, filled by running the plugins). Per level, each sample adds one new container \
+         per implementation (implementations rotated), then those are deleted. Times are wall time of the plugin \
+         processes in ms, median / p90 over the samples. `ours` = our nftables backend (the default), \
+         `ours (iptables)` = our iptables backend; the reference uses iptables.\n"
+    );
+    let ipt = impls.contains(&Impl::OursIpt);
+    if ipt {
+        let _ = writeln!(md, "| scenario | N | op | samples | ours median / p90 | ours (iptables) median / p90 | reference median / p90 | reference/ours | reference/ours (iptables) |");
+        let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    } else {
+        let _ = writeln!(md, "| scenario | N | op | samples | ours median / p90 | reference median / p90 | reference/ours |");
+        let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|");
+    }
+    let mut notes = Vec::new();
+    for op in ["ADD", "DEL"] {
+        for (li, &level) in o.levels.iter().enumerate() {
+            let so = rec.get(sc, "ours", plugin, level, op);
+            let si = rec.get(sc, "ours-iptables", plugin, level, op);
+            let sr = rec.get(sc, "reference", plugin, level, op);
+            let _ = write!(md, "| {plugin} | {level} | {op} | {} | {} |", o.samples_at(li), cell(so));
+            if ipt {
+                let _ = write!(md, " {} |", cell(si));
+            }
+            let _ = write!(md, " {} | {} |", cell(sr), ratio(sr, so));
+            if ipt {
+                let _ = write!(md, " {} |", ratio(sr, si));
+            }
+            let _ = writeln!(md);
+            for imp in impls {
+                let f = rec.failures(sc, imp.key(), plugin, level, op);
+                if f > 0 {
+                    notes.push(format!("{} {op} at N={level}: {f} failed sample(s), left out", imp.key()));
+                }
+            }
+        }
+    }
+    let _ = writeln!(md);
+    for lane in lanes.iter() {
+        if let Some(e) = &lane.broken {
+            notes.push(format!("{} failed while filling and was dropped: {}", lane.setup.imp.key(), e.lines().next().unwrap_or("")));
+        }
+    }
+    let _ = write!(md, "Fill (untimed in the table above; sequential ADDs with the same plugins):");
+    for f in &fills {
+        let per = if f.to > f.from { f.secs * 1e3 / (f.to - f.from) as f64 } else { 0.0 };
+        let _ = write!(md, " {} {}→{}: {:.1} s ({} ms/container);", f.imp.key(), f.from, f.to, f.secs, fmt_ms(per));
+    }
+    let _ = writeln!(md, " whole scenario {total:.0} s.\n");
+    for n in notes {
+        let _ = writeln!(md, "- note: {n}");
+    }
+    let _ = writeln!(md);
+
+    Ok(())
+}
+
+fn setup_key(s: &Setup) -> &'static str {
+    s.imp.key()
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let o = parse_opts();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("cni-bench: needs root (network namespaces)");
+        std::process::exit(1);
+    }
+    install_signal_handlers();
+    for d in [&o.out, &o.work] {
+        if let Err(e) = fs::create_dir_all(d) {
+            eprintln!("cni-bench: cannot create {}: {e}", d.display());
+            std::process::exit(1);
+        }
+    }
+    if !Path::new(NETNS_DIR).is_dir() {
+        let _ = fs::create_dir_all(NETNS_DIR);
+    }
+    let mut rec = match Recorder::new(&o.out.join("raw.csv")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cni-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut md = String::new();
+    let mut failed = Vec::new();
+    let start = Instant::now();
+    for sc in o.scenarios.clone() {
+        let r = match sc.as_str() {
+            "startup" => startup(&o, &mut rec, &mut md),
+            "bridge" => latency(&o, Scenario::Bridge, &mut rec, &mut md),
+            _ => latency(&o, Scenario::Portmap, &mut rec, &mut md),
+        };
+        eprintln!("[{:.0} s] {sc} finished{}", start.elapsed().as_secs_f64(), if r.is_ok() { "" } else { " with an error" });
+        if let Err(e) = r {
+            eprintln!("cni-bench: {sc}: {e}");
+            let _ = writeln!(md, "**{sc}: not completed: {}**\n", e.lines().next().unwrap_or(""));
+            failed.push(sc.clone());
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+    let _ = rec.csv.flush();
+    let mut exit = 0;
+    if let Err(e) = rec.write_summary(&o.out.join("summary.csv")) {
+        eprintln!("cni-bench: {e}");
+        exit = 1;
+    }
+    if let Err(e) = fs::write(o.work.join("tables.md"), &md) {
+        eprintln!("cni-bench: cannot write tables.md: {e}");
+        exit = 1;
+    }
+    if !failed.is_empty() {
+        eprintln!("cni-bench: failed: {}", failed.join(", "));
+        exit = 1;
+    }
+    eprintln!("cni-bench: done in {:.0} s", start.elapsed().as_secs_f64());
+    std::process::exit(exit);
+}

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# `make bench`: our plugins against Debian's reference plugins (/usr/lib/cni), side by side,
+# in one run. Writes docs/benchmarks/{results.md,latency.png,raw.csv,summary.csv}.
+#
+# The Makefile has already built the release binaries (target/release) and run
+# scripts/install-deps.sh. The measuring is done by $BIN_DIR/cni-bench
+# (integration/src/bin/cni-bench.rs); this script adds the machine description, a look at
+# where process start-up time goes (perf stat), the IPAM and DNS benches when they exist,
+# and the plot.
+#
+# Safety: nothing runs in the machine's own network namespace. cni-bench makes private
+# namespaces named "$TAG-*"; this script sweeps that prefix again on exit (also on Ctrl-C or
+# failure) and removes its temp dir. Only processes this script started are signalled, by PID.
+#
+# Knobs (environment): LEVELS=0,100,500,1000  SAMPLES=20 (or one per level, e.g. 20,20,15,10)
+#   STARTUP_RUNS=500  SCENARIOS=startup,bridge,portmap  OURS_IPTABLES=1  IPAM_BENCH=1  DNS_BENCH=1
+#   BIN_DIR=target/release  OUT=docs/benchmarks
+#   PLOT_ONLY=1: only redraw latency.png from an existing summary.csv
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN_DIR="${BIN_DIR:-$REPO/target/release}"
+OUT="${OUT:-$REPO/docs/benchmarks}"
+LEVELS="${LEVELS:-0,100,500,1000}"
+SAMPLES="${SAMPLES:-20}"
+STARTUP_RUNS="${STARTUP_RUNS:-500}"
+SCENARIOS="${SCENARIOS:-startup,bridge,portmap}"
+OURS_IPTABLES="${OURS_IPTABLES:-1}"
+IPAM_BENCH="${IPAM_BENCH:-1}"
+DNS_BENCH="${DNS_BENCH:-1}"
+REFERENCE=/usr/lib/cni
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
+command -v ip >/dev/null || die "ip (iproute2) not found"
+[ -d "$REFERENCE" ] || die "reference plugins not found in $REFERENCE (run scripts/install-deps.sh)"
+for b in none bridge portmap host-local static macvlan host; do
+    [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b missing: run 'make build' first"
+done
+
+T0=$(date +%s)
+TAG="cb$$"
+WORK="$(mktemp -d "/tmp/cni-bench-$TAG.XXXXXX")"
+CHILD=""
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+        kill -TERM "$CHILD" 2>/dev/null
+        wait "$CHILD" 2>/dev/null
+    fi
+    local ns
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+        case "$ns" in "$TAG"-*) ip netns del "$ns" 2>/dev/null ;; esac
+    done
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs a command in the background and waits for it, so the traps can stop it by PID.
+run_child() {
+    "$@" &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
+
+# --- gnuplot ------------------------------------------------------------------------------
+if ! command -v gnuplot >/dev/null; then
+    say "installing gnuplot-nox (for the plot)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 -q install -y gnuplot-nox >"$WORK/apt.log" 2>&1 \
+        || { apt-get -q update >>"$WORK/apt.log" 2>&1 && apt-get -o DPkg::Lock::Timeout=300 -q install -y gnuplot-nox >>"$WORK/apt.log" 2>&1; } \
+        || echo "bench.sh: could not install gnuplot-nox; no plot (see below)" >&2
+fi
+
+# --- the plot: drawn from summary.csv, so it can be redrawn alone (PLOT_ONLY=1) ----------
+# One data file per panel: N, then median and p90 for ours, ours (iptables), reference.
+panel_data() { # summary.csv scenario op
+    awk -F, -v sc="$2" -v op="$3" '
+        NR > 1 && $1 == sc && $5 == op { med[$2 "|" $4] = $7; p90[$2 "|" $4] = $8; seen[$4] = 1 }
+        END {
+            split("ours ours-iptables reference", impl, " ")
+            for (n in seen) {
+                line = n
+                for (i = 1; i <= 3; i++) {
+                    k = impl[i] "|" n
+                    line = line " " ((k in med) ? med[k] : "NaN") " " ((k in p90) ? p90[k] : "NaN")
+                }
+                print line
+            }
+        }' "$1" | sort -n
+}
+
+plot_latency() { # summary.csv output.png
+    local summary="$1" png="$2" dir="$WORK/plot" term xtics xmax f
+    command -v gnuplot >/dev/null || return 1
+    [ -s "$summary" ] || return 1
+    mkdir -p "$dir"
+    for f in bridge:ADD bridge:DEL portmap:ADD portmap:DEL; do
+        panel_data "$summary" "${f%%:*}" "${f##*:}" >"$dir/${f%%:*}_${f##*:}.dat"
+    done
+    xtics=$(cat "$dir"/*.dat | cut -d' ' -f1 | sort -nu | paste -sd, -)
+    [ -n "$xtics" ] || return 1
+    xmax=$(cat "$dir"/*.dat | cut -d' ' -f1 | sort -n | tail -1)
+    [ "$xmax" -gt 0 ] || xmax=1
+    say "plotting $png"
+    term="pngcairo size 1400,1000 font 'DejaVu Sans,11'"
+    gnuplot -e "set terminal pngcairo" >/dev/null 2>&1 || term="png size 1400,1000"
+    # The three series are shifted apart by 1.2% of the x range so their p90 bars do not overlap.
+    panel() { # file title
+        if [ -s "$dir/$1" ]; then
+            cat <<EOF
+set title "$2"
+plot "$dir/$1" using (\$1-d):2:2:3 with yerrorlines lw 2 pt 7 lc rgb "#1b7837" title "ours (nftables)", \\
+     "$dir/$1" using 1:4:4:5 with yerrorlines lw 2 pt 5 lc rgb "#2166ac" title "ours (iptables backend)", \\
+     "$dir/$1" using (\$1+d):6:6:7 with yerrorlines lw 2 pt 9 lc rgb "#b2182b" title "reference (iptables)"
+EOF
+        else
+            cat <<EOF
+set title "$2 (not run)"
+unset key
+set yrange [1:10]
+set label 99 "not run" at graph 0.5, graph 0.5 center
+plot 5 with lines lc rgb "white" notitle
+unset label 99
+set yrange [*:*]
+set key below horizontal maxcols 3 samplen 2 width -2
+EOF
+        fi
+    }
+    {
+        cat <<EOF
+set terminal $term
+set output "$png"
+set multiplot layout 2,2 title "CNI ADD/DEL latency vs containers already on the bridge (point = median, bar up to p90; log y)"
+set logscale y
+set format y "%g"
+set ylabel "ms per call"
+set xlabel "N existing containers" offset 0,0.3
+set xtics ($xtics)
+d = $xmax * 0.012
+set xrange [-$xmax * 0.05 : $xmax * 1.05]
+set grid ytics mytics xtics
+set key below horizontal maxcols 3 samplen 2 width -2
+EOF
+        panel bridge_ADD.dat "bridge + host-local: ADD"
+        panel bridge_DEL.dat "bridge + host-local: DEL"
+        panel portmap_ADD.dat "bridge + portmap: ADD (bridge + portmap processes)"
+        panel portmap_DEL.dat "bridge + portmap: DEL (portmap + bridge processes)"
+        echo "unset multiplot"
+    } >"$WORK/latency.gp"
+    if ! gnuplot "$WORK/latency.gp" 2>"$WORK/gnuplot.err"; then
+        cat "$WORK/gnuplot.err" >&2
+        return 1
+    fi
+}
+
+if [ "${PLOT_ONLY:-0}" = 1 ]; then
+    plot_latency "$OUT/summary.csv" "$OUT/latency.png" || die "no plot (gnuplot missing or no data in $OUT/summary.csv)"
+    exit 0
+fi
+
+# --- cni-bench ----------------------------------------------------------------------------
+if [ ! -x "$BIN_DIR/cni-bench" ]; then
+    say "building cni-bench"
+    (cd "$REPO" && cargo build --release -q -p integration --bin cni-bench) || die "cargo build failed"
+fi
+mkdir -p "$OUT"
+say "cni-bench: scenarios $SCENARIOS, N = $LEVELS, samples $SAMPLES (progress below)"
+args=(--ours "$BIN_DIR" --reference "$REFERENCE" --out "$OUT" --work "$WORK/cni-bench" --tag "$TAG"
+      --levels "$LEVELS" --samples "$SAMPLES" --startup-runs "$STARTUP_RUNS" --scenarios "$SCENARIOS")
+[ "$OURS_IPTABLES" = 1 ] || args+=(--no-ours-iptables)
+bench_rc=0
+run_child "$BIN_DIR/cni-bench" "${args[@]}" || bench_rc=$?
+[ -f "$WORK/cni-bench/tables.md" ] || die "cni-bench failed (exit $bench_rc) before writing any table"
+T_BENCH=$(( $(date +%s) - T0 ))
+
+# --- where start-up time goes: perf stat, in a private namespace -------------------------
+PERF_MD="$WORK/perf.md"
+: >"$PERF_MD"
+if command -v perf >/dev/null; then
+    say "perf stat: start-up cost of ours vs reference vs the machine's floor"
+    ip netns add "$TAG-perf"
+    echo '{"cniVersion":"1.0.0"}' >"$WORK/version.json"
+    {
+        echo "### Where start-up time goes"
+        echo
+        echo "\`perf stat -r 300\` of a VERSION call (task-clock = CPU time of the process, page faults ="
+        echo "minor faults while mapping and running it; on this VM each fault is expensive). Static vs"
+        echo "dynamic linking from \`file\`."
+        echo
+        echo "| binary | linking | size (KiB) | task-clock (ms) | page faults |"
+        echo "|---|---|---:|---:|---:|"
+    } >>"$PERF_MD"
+    for b in /bin/busybox /bin/true "$BIN_DIR/none" "$BIN_DIR/bridge" "$REFERENCE/loopback" "$REFERENCE/bridge"; do
+        [ -x "$b" ] || continue
+        argv=("$b"); [ "$b" = /bin/busybox ] && argv=("$b" true)
+        stats=""
+        for _ in 1 2; do
+            if stats=$(CNI_COMMAND=VERSION ip netns exec "$TAG-perf" perf stat -x, -r 300 -e task-clock,page-faults \
+                           "${argv[@]}" <"$WORK/version.json" 2>&1 >/dev/null); then
+                break
+            fi
+            echo "perf stat failed for $b: $(tail -n 3 <<<"$stats")" >&2
+            stats=""
+        done
+        [ -n "$stats" ] || continue
+        tc=$(awk -F, '$3 ~ /^task-clock/ {printf "%.3f", $1}' <<<"$stats")
+        pf=$(awk -F, '$3 ~ /^page-faults/ {printf "%.0f", $1}' <<<"$stats")
+        link=$(file -L "$b" | grep -q 'statically linked\|static-pie' && echo static || echo dynamic)
+        size=$(( $(stat -L -c %s "$b") / 1024 ))
+        label="$b"
+        case "$b" in "$BIN_DIR"/*) label="ours ${b##*/}" ;; "$REFERENCE"/*) label="reference ${b##*/}" ;;
+                     /bin/busybox) label="/bin/busybox true (floor, static)" ;; /bin/true) label="/bin/true (floor, dynamic)" ;; esac
+        echo "| $label | $link | $size | $tc | $pf |" >>"$PERF_MD"
+    done
+    echo >>"$PERF_MD"
+    ip netns del "$TAG-perf"
+fi
+
+# --- IPAM lease-store bench (another engineer's), if present ------------------------------
+IPAM_MD="$WORK/ipam.md"
+: >"$IPAM_MD"
+if [ "$IPAM_BENCH" = 1 ]; then
+    if [ -x "$REPO/bench/ipam.sh" ]; then
+        say "IPAM bench: bench/ipam.sh"
+        if run_child "$REPO/bench/ipam.sh" >"$WORK/ipam.out"; then
+            { echo "## IPAM: host-local ADD/DEL vs leases in the store (bench/ipam.sh)"; echo; cat "$WORK/ipam.out"; echo; } >>"$IPAM_MD"
+        else
+            { echo "## IPAM (bench/ipam.sh)"; echo; echo "Not completed (exit status $?)."; echo; } >>"$IPAM_MD"
+        fi
+    elif [ -f "$REPO/crates/ipam/examples/fill_bench.rs" ]; then
+        say "IPAM bench: crates/ipam/examples/fill_bench.rs (reference capped at 15 s per level and op)"
+        if (cd "$REPO" && cargo build --release -q -p ipam --example fill_bench); then
+            # host-local only touches files, but it still runs in a private namespace.
+            ip netns add "$TAG-ipam"
+            if run_child ip netns exec "$TAG-ipam" "${CARGO_TARGET_DIR:-$REPO/target}/release/examples/fill_bench" \
+                    --ours "$BIN_DIR/host-local" --reference "$REFERENCE/host-local" \
+                    --samples 100 --budget 15 --dir "$WORK/ipam" >"$WORK/ipam.out"; then
+                { echo "## IPAM: host-local ADD/DEL vs leases in the store (crates/ipam/examples/fill_bench.rs)"; echo
+                  cat "$WORK/ipam.out"; echo; } >>"$IPAM_MD"
+            else
+                { echo "## IPAM (fill_bench)"; echo; echo "Not completed; see the run's output."; echo; } >>"$IPAM_MD"
+            fi
+            ip netns del "$TAG-ipam"
+            rm -rf "$WORK/ipam"
+        else
+            { echo "## IPAM (fill_bench)"; echo; echo "Did not build."; echo; } >>"$IPAM_MD"
+        fi
+    fi
+fi
+
+# --- DNS bench (another engineer's), if present --------------------------------------------
+DNS_MD="$WORK/dns.md"
+: >"$DNS_MD"
+if [ "$DNS_BENCH" = 1 ] && [ -x "$REPO/bench/dns.sh" ]; then
+    say "DNS bench: bench/dns.sh"
+    if [ -x "$BIN_DIR/dns-alias" ] && run_child env DNS_ALIAS="$BIN_DIR/dns-alias" "$REPO/bench/dns.sh" >"$WORK/dns.out"; then
+        { echo "## DNS: container name resolution (bench/dns.sh)"; echo; cat "$WORK/dns.out"; echo; } >>"$DNS_MD"
+    else
+        { echo "## DNS (bench/dns.sh)"; echo; echo "Not completed; see the run's output."; echo; } >>"$DNS_MD"
+    fi
+fi
+
+# --- plot -------------------------------------------------------------------------------
+PLOT_NOTE="(no plot: gnuplot missing or no latency data)"
+if plot_latency "$OUT/summary.csv" "$OUT/latency.png"; then
+    PLOT_NOTE="![ADD and DEL latency vs N](latency.png)"
+fi
+
+# --- results.md ---------------------------------------------------------------------------
+T_ALL=$(( $(date +%s) - T0 ))
+rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=""
+[ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -1)" ] && dirty=" (with uncommitted changes)"
+refver=$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown)
+{
+    echo "# Benchmarks: our plugins vs the reference plugins"
+    echo
+    echo "Generated by \`make bench\` (scripts/bench.sh driving integration/src/bin/cni-bench.rs). Ours and"
+    echo "the reference run in the same run, interleaved sample by sample; every plugin process runs in a"
+    echo "private network namespace, never in the machine's own. Medians and p90 (nearest rank) in ms;"
+    echo "ratios are reference median / ours median, so above 1× means ours is faster. Every sample is in"
+    echo "[raw.csv](raw.csv); [summary.csv](summary.csv) has count, median, p90, min and max per cell."
+    echo
+    echo "## Machine"
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "| nproc | $(nproc) |"
+    echo "| CPU | $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo) |"
+    echo "| memory | $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) |"
+    echo "| kernel | $(uname -r) |"
+    echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+    echo "| ours | git $rev$dirty, release build ($BIN_DIR) |"
+    echo "| reference | Debian containernetworking-plugins $refver ($REFERENCE) |"
+    echo "| iptables | $(iptables --version 2>/dev/null || echo none) |"
+    echo "| nft | $(nft --version 2>/dev/null || echo none) |"
+    echo "| run time | cni-bench ${T_BENCH} s; whole script ${T_ALL} s |"
+    echo
+    echo "$PLOT_NOTE"
+    echo
+    cat "$WORK/cni-bench/tables.md"
+    cat "$PERF_MD"
+    cat "$IPAM_MD"
+    cat "$DNS_MD"
+} >"$OUT/results.md"
+
+say "done in ${T_ALL} s: $OUT/results.md, $OUT/latency.png, $OUT/raw.csv, $OUT/summary.csv"
+[ "$bench_rc" -eq 0 ] || die "cni-bench reported failures (exit $bench_rc); see results.md"
