@@ -490,3 +490,18 @@ fn reference_macvlan_same_scenario() {
     env.cnitool("del", NET, &b, &opts).expect_ok();
     untouched(&a);
 }
+
+#[test]
+fn bcqueuelen_reaches_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let w = world("mvbcq");
+    write_net(&w.env, json!({"bcqueuelen": 2000}));
+    let c = w.env.container("c");
+    w.env.cnitool("add", NET, &c, &CniOpts::ours()).expect_ok();
+    let link = c.ip_json(&["-d", "link", "show", "dev", "eth0"]);
+    assert_eq!(link[0]["linkinfo"]["info_data"]["bcqueuelen"], json!(2000), "{link}");
+    assert!(ping(&c, "10.77.0.1"));
+    w.env.cnitool("del", NET, &c, &CniOpts::ours()).expect_ok();
+}

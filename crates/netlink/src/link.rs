@@ -321,6 +321,22 @@ impl Handle {
         mac: Option<[u8; 6]>,
         target_ns: Option<&Netns>,
     ) -> Result<()> {
+        self.create_macvlan_with_queue(name, parent, mode, mtu, mac, target_ns, None)
+    }
+
+    /// `create_macvlan` plus the broadcast/multicast queue length the macvlan requests
+    /// (IFLA_MACVLAN_BC_QUEUE_LEN, Linux 5.11+; None keeps the kernel default of 1000).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_macvlan_with_queue(
+        &mut self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        target_ns: Option<&Netns>,
+        bc_queue_len: Option<u32>,
+    ) -> Result<()> {
         let ctx = format!("creating macvlan {name} on link #{parent}");
         check_ifname(name)?;
         let mut msg = LinkMessage::default();
@@ -337,7 +353,13 @@ impl Handle {
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::MacVlan),
-            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode.to_packet())])),
+            LinkInfo::Data(InfoData::MacVlan({
+                let mut data = vec![InfoMacVlan::Mode(mode.to_packet())];
+                if let Some(q) = bc_queue_len {
+                    data.push(InfoMacVlan::BcQueueLen(q));
+                }
+                data
+            })),
         ]));
         self.new_link(msg, &ctx)
     }

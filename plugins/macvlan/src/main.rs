@@ -32,7 +32,6 @@ const CTR_NS: &str = "the container namespace (linkInContainer)";
 impl Plugin for MacvlanPlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf = MacvlanConf::from_request(req)?;
-        setup::check_supported(&conf)?;
         let ns = open_netns(req)?;
         let ifname = &req.env.ifname;
         let state = State::default_root();
@@ -205,9 +204,6 @@ impl Plugin for MacvlanPlugin {
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let conf = MacvlanConf::from_request(req)?;
-        if let Err(e) = setup::check_supported(&conf) {
-            return Err(CniError::not_available(e.msg));
-        }
         if !conf.link_in_container {
             // With linkInContainer the master is only visible from a container: nothing to check here.
             let mut host = Handle::new().map_err(kernel)?;

@@ -180,9 +180,9 @@ pub fn create_and_configure(
 ) -> Result<CniResult, CniError> {
     let ifname = &req.env.ifname;
     let made = if conf.link_in_container {
-        ctr.create_macvlan(ifname, master.index, conf.mode, conf.mtu, conf.mac, None)
+        ctr.create_macvlan_with_queue(ifname, master.index, conf.mode, conf.mtu, conf.mac, None, conf.bc_queue_len)
     } else {
-        host.create_macvlan(ifname, master.index, conf.mode, conf.mtu, conf.mac, Some(ns))
+        host.create_macvlan_with_queue(ifname, master.index, conf.mode, conf.mtu, conf.mac, Some(ns), conf.bc_queue_len)
     };
     made.map_err(|e| {
             let why = match e.errno() {
@@ -217,24 +217,6 @@ pub fn create_and_configure(
         result.dns = req.conf.dns.clone().unwrap_or_default();
     }
     Ok(result)
-}
-
-/// `bcqueuelen` (IFLA_MACVLAN_BC_QUEUE_LEN, the broadcast/multicast queue the macvlan
-/// requests): the netlink crate cannot send it yet, so a config that asks for it is refused
-/// (code 2) before anything is created, instead of being silently ignored.
-pub fn bc_queue_len_unsupported(n: u32) -> CniError {
-    CniError::new(
-        code::UNSUPPORTED_FIELD,
-        format!("unsupported field \"bcqueuelen\" with value {n}: this build cannot set the macvlan broadcast queue length yet (remove the key to use the kernel default of 1000)"),
-    )
-}
-
-/// Refuses what this build cannot do, before anything is created.
-pub fn check_supported(conf: &MacvlanConf) -> Result<(), CniError> {
-    match conf.bc_queue_len {
-        Some(n) => Err(bc_queue_len_unsupported(n)),
-        None => Ok(()),
-    }
 }
 
 /// CHECK: the macvlan exists in the container, in the configured mode, with prevResult's addresses.
