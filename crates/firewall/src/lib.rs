@@ -343,6 +343,12 @@ pub trait Firewall: Send + Sync {
     /// given, removes everything the container interface has (like `remove_port_owner`).
     /// Conntrack is not touched: call [`conntrack::flush_removed_udp`] afterwards.
     fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
+    /// Like `remove_ports`, for a caller that knows other containers still publish ports:
+    /// the backend may skip its "is anything left?" cleanup probe, which with nftables is a
+    /// second transaction paying a fixed kernel wait (~12-15 ms) on every DEL.
+    fn remove_ports_others_remain(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        self.remove_ports(ports)
+    }
     /// Verifies that the network's rules are present.
     fn check_network(&self, net: &NetworkRules) -> Result<(), Error>;
     /// Verifies that the container's mappings are present.

@@ -133,6 +133,28 @@ impl Nftables {
     }
 
     /// Deletes the portmap table when no owner is left (fails harmlessly otherwise).
+    /// Removes this owner's elements (one transaction), without the emptiness probe.
+    fn remove_ports_only(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        if ports.mappings.is_empty() {
+            // Nothing named: remove whatever this owner has.
+            ports.validate()?;
+            return self.remove_port_owner(&ports.container_id, &ports.ifname);
+        }
+        let script = remove_ports_script(ports)?;
+        let what = format!("remove ports of {}/{}", ports.container_id, ports.ifname);
+        if self.apply(&what, &script).is_err() {
+            // Someone else holds one of the keys: remove exactly what is ours.
+            if let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? {
+                let o = owner_key(&ports.container_id, &ports.ifname);
+                let s = remove_owner_script(&o, Some(ports), &cur);
+                if !s.is_empty() {
+                    self.apply(&what, &s)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn drop_portmap_if_empty(&self) {
         let _ = run_tool(
             &self.nft,
@@ -1342,25 +1364,16 @@ impl Firewall for Nftables {
     }
 
     fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        if ports.mappings.is_empty() {
-            // Nothing named: remove whatever this owner has.
-            ports.validate()?;
-            return self.remove_port_owner(&ports.container_id, &ports.ifname);
-        }
-        let script = remove_ports_script(ports)?;
-        let what = format!("remove ports of {}/{}", ports.container_id, ports.ifname);
-        if self.apply(&what, &script).is_err() {
-            // Someone else holds one of the keys: remove exactly what is ours.
-            if let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? {
-                let o = owner_key(&ports.container_id, &ports.ifname);
-                let s = remove_owner_script(&o, Some(ports), &cur);
-                if !s.is_empty() {
-                    self.apply(&what, &s)?;
-                }
-            }
-        }
+        self.remove_ports_only(ports)?;
         self.drop_portmap_if_empty();
         Ok(())
+    }
+
+    fn remove_ports_others_remain(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        if ports.mappings.is_empty() {
+            return self.remove_ports(ports);
+        }
+        self.remove_ports_only(ports)
     }
 
     fn check_network(&self, net: &NetworkRules) -> Result<(), Error> {

@@ -137,7 +137,12 @@ fn container_ports(req: &Request, conf: &PortmapConf, mappings: Vec<PortMapping>
 
 /// Removes one owner's mappings: rules, UDP conntrack entries, reservations, state.
 fn release(fw: &dyn firewall::Firewall, ports: &ContainerPorts, owner: &str) -> Result<(), CniError> {
-    fw.remove_ports(ports).map_err(fw_err)?;
+    if Owners::new().others_exist(&ports.container_id, &ports.ifname) {
+        // Our tables must stay anyway: skip the backend's "is anything left?" probe.
+        fw.remove_ports_others_remain(ports).map_err(fw_err)?;
+    } else {
+        fw.remove_ports(ports).map_err(fw_err)?;
+    }
     // UDP flows outlive the rules: without this a client keeps reaching the old container.
     firewall::conntrack::flush_removed_udp(&ports.mappings);
     let res = Reservations::new();

@@ -81,6 +81,13 @@ impl Owners {
         self.read(&self.path(container_id, ifname)).and_then(|s| s.backend.parse().ok())
     }
 
+    /// True when another container interface has published ports (stops at the first one).
+    pub fn others_exist(&self, container_id: &str, ifname: &str) -> bool {
+        let mine = self.path(container_id, ifname);
+        let Ok(entries) = fs::read_dir(&self.dir) else { return false };
+        entries.flatten().any(|e| e.path() != mine && e.file_name().to_string_lossy().ends_with(".json"))
+    }
+
     pub fn all(&self) -> Vec<ContainerPorts> {
         let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
         entries.flatten().filter_map(|e| self.read(&e.path())).map(Self::to_ports).collect()
