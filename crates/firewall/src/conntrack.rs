@@ -20,42 +20,28 @@ fn family_args(m: &PortMapping) -> [&'static str; 2] {
     ]
 }
 
-/// `conntrack` arguments deleting the flows DNATed to this mapping's container port.
-pub fn removed_mapping_args(m: &PortMapping) -> Vec<String> {
+/// `conntrack` arguments deleting every flow to this mapping's host port (for a newly
+/// published port: flows created before it would bypass the DNAT).
+pub fn new_mapping_args(m: &PortMapping) -> Vec<String> {
     let mut a: Vec<String> = vec!["-D".into()];
     a.extend(family_args(m).iter().map(|s| s.to_string()));
-    a.extend([
-        "-p".into(),
-        "udp".into(),
-        "--orig-port-dst".into(),
-        m.host_port.to_string(),
-    ]);
+    a.extend(["-p".into(), "udp".into(), "--orig-port-dst".into(), m.host_port.to_string()]);
     if let Some(h) = m.specific_host_ip() {
         a.extend(["--orig-dst".into(), h.to_string()]);
     }
+    a
+}
+
+/// `conntrack` arguments deleting the flows DNATed to this mapping's container port: the
+/// flows to its host port whose replies come from the container.
+pub fn removed_mapping_args(m: &PortMapping) -> Vec<String> {
+    let mut a = new_mapping_args(m);
     a.extend([
         "--reply-src".into(),
         m.container_ip.to_string(),
         "--reply-port-src".into(),
         m.container_port.to_string(),
     ]);
-    a
-}
-
-/// `conntrack` arguments deleting every flow to this mapping's host port (for a newly
-/// published port: flows created before it would bypass the DNAT).
-pub fn new_mapping_args(m: &PortMapping) -> Vec<String> {
-    let mut a: Vec<String> = vec!["-D".into()];
-    a.extend(family_args(m).iter().map(|s| s.to_string()));
-    a.extend([
-        "-p".into(),
-        "udp".into(),
-        "--orig-port-dst".into(),
-        m.host_port.to_string(),
-    ]);
-    if let Some(h) = m.specific_host_ip() {
-        a.extend(["--orig-dst".into(), h.to_string()]);
-    }
     a
 }
 

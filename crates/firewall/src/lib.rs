@@ -49,13 +49,25 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// True when an executable file named `program` is in a PATH directory.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 /// Returns the backend of the given kind; `None` picks nftables when `nft` can be run,
 /// iptables otherwise.
 pub fn backend(kind: Option<BackendKind>) -> Result<Box<dyn Firewall>, Error> {
     let kind = match kind {
         Some(k) => k,
         None => {
-            if nftables::Nftables::new().runnable() {
+            // Looked up on PATH, not run: this is decided on every plugin call, and running
+            // `nft --version` cost a process start each time. A broken nft still fails loudly
+            // on the real transaction.
+            if on_path("nft") {
                 BackendKind::Nftables
             } else {
                 BackendKind::Iptables

@@ -83,12 +83,6 @@ impl Nftables {
         }
     }
 
-    /// `nft` can be executed.
-    pub fn runnable(&self) -> bool {
-        run_tool(&self.nft, &["--version"], None)
-            .map(|r| r.ok)
-            .unwrap_or(false)
-    }
 
     /// Runs one script as one transaction.
     fn apply(&self, what: &str, script: &str) -> Result<(), Error> {
