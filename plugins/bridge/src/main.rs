@@ -108,16 +108,23 @@ impl Plugin for BridgePlugin {
         let mut created = setup::Created::default();
         let outcome = setup::apply(req, &conf, &ns, &allocated, &mut created).and_then(|result| {
             let subnets = setup::subnets(&result);
-            if let Some(rules) = network_rules(req, &conf, &subnets) {
-                fw.apply_network(&rules).map_err(fw_err)?;
-            }
+            let rules = network_rules(req, &conf, &subnets);
             let previous = state.network();
-            state.save_network(&NetworkRecord {
+            let record = NetworkRecord {
                 bridge: conf.bridge.clone(),
                 created_bridge: created.bridge || previous.as_ref().is_some_and(|p| p.created_bridge && p.bridge == conf.bridge),
                 subnets,
                 firewall: fw.name().to_string(),
-            })?;
+                rules: rules.as_ref().map(|r| format!("{r:?}")).unwrap_or_default(),
+            };
+            // Rules are per network: only the first container (or a changed config) pays
+            // for programming them. CHECK still verifies them against the kernel.
+            if previous.as_ref() != Some(&record) {
+                if let Some(rules) = &rules {
+                    fw.apply_network(rules).map_err(fw_err)?;
+                }
+                state.save_network(&record)?;
+            }
             state.save_attachment(&AttachmentRecord {
                 container_id: req.env.container_id.clone(),
                 ifname: req.env.ifname.clone(),

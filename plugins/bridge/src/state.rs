@@ -21,6 +21,10 @@ pub struct NetworkRecord {
     pub subnets: Vec<IpNet>,
     #[serde(default)]
     pub firewall: String,
+    /// The firewall rules last applied for this network (their debug form). An ADD whose
+    /// rules match skips the firewall call: the rules are per network, not per container.
+    #[serde(default)]
+    pub rules: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
