@@ -171,16 +171,18 @@ impl Plugin for Portmap {
         let owners = Owners::new();
         // The same container adding the same mapping again is not a conflict; a different
         // set from the same container replaces the old one.
-        if let Some(old) = owners.load(&req.env.container_id, &req.env.ifname) {
+        let previous = owners.load(&req.env.container_id, &req.env.ifname);
+        if let Some(old) = &previous {
             if old.mappings != mappings {
-                release(fw.as_ref(), &old, &owner)?;
+                release(fw.as_ref(), old, &owner)?;
             }
         }
         for m in &mappings {
             if let Some(c) = res.conflict(m, &owner) {
                 return Err(allocated(m, format!("already published by container {}", c.owner)));
             }
-            if owners.load(&req.env.container_id, &req.env.ifname).is_none() {
+            // A repeated ADD of this container must not mistake its own DNAT for a listener.
+            if previous.is_none() {
                 if let Some(why) = host_process_holds(m)? {
                     return Err(allocated(m, why));
                 }
