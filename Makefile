@@ -12,7 +12,7 @@ PLUGINS := bridge portmap host none macvlan dns-alias host-local static
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 RELEASE_DIR := target/$(HOST_TRIPLE)/release
 
-.PHONY: all build debug install test unit integration demo bench deps clean
+.PHONY: all build debug install lint test unit integration demo bench deps clean
 
 all: build
 
@@ -33,8 +33,13 @@ install: build
 deps:
 	scripts/install-deps.sh
 
-## test: everything: unit tests, then integration tests against the real kernel
-test: deps
+## lint: formatting and clippy, warnings are errors (the first step of `make test`)
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## test: everything: lint, unit tests, then integration tests against the real kernel
+test: lint deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 

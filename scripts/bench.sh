@@ -238,15 +238,15 @@ if [ "$IPAM_BENCH" = 1 ]; then
         else
             { echo "## IPAM (bench/ipam.sh)"; echo; echo "Not completed (exit status $?)."; echo; } >>"$IPAM_MD"
         fi
-    elif [ -f "$REPO/crates/ipam/examples/fill_bench.rs" ]; then
-        say "IPAM bench: crates/ipam/examples/fill_bench.rs (reference capped at 15 s per level and op)"
+    elif [ -f "$REPO/ipam/examples/fill_bench.rs" ]; then
+        say "IPAM bench: ipam/examples/fill_bench.rs (reference capped at 15 s per level and op)"
         if (cd "$REPO" && cargo build --release -q -p ipam --example fill_bench); then
             # host-local only touches files, but it still runs in a private namespace.
             ip netns add "$TAG-ipam"
             if run_child ip netns exec "$TAG-ipam" "${CARGO_TARGET_DIR:-$REPO/target}/release/examples/fill_bench" \
                     --ours "$BIN_DIR/host-local" --reference "$REFERENCE/host-local" \
                     --samples 100 --budget 15 --dir "$WORK/ipam" >"$WORK/ipam.out"; then
-                { echo "## IPAM: host-local ADD/DEL vs leases in the store (crates/ipam/examples/fill_bench.rs)"; echo
+                { echo "## IPAM: host-local ADD/DEL vs leases in the store (ipam/examples/fill_bench.rs)"; echo
                   cat "$WORK/ipam.out"; echo; } >>"$IPAM_MD"
             else
                 { echo "## IPAM (fill_bench)"; echo; echo "Not completed; see the run's output."; echo; } >>"$IPAM_MD"

@@ -62,8 +62,7 @@ static SWEEP: Once = Once::new();
 /// Runs `cmd` and returns its output; panics (with the command line) only if it
 /// cannot be started at all.
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Panics with the command's stderr unless `out` is a success; returns stdout.
@@ -130,10 +129,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(24)
-        .collect()
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(24).collect()
 }
 
 /// Removes namespaces and temp dirs left behind by harness runs whose process
@@ -200,10 +196,7 @@ impl Netns {
             &format!("ip netns add {name}"),
             run(Command::new("ip").args(["netns", "add", &name])),
         );
-        let ns = Netns {
-            name,
-            spawned: Arc::default(),
-        };
+        let ns = Netns { name, spawned: Arc::default() };
         ns.ip_ok(&["link", "set", "lo", "up"]);
         ns
     }
@@ -215,17 +208,12 @@ impl Netns {
 
     /// Runs `argv` inside the namespace (`ip netns exec <name> argv...`).
     pub fn exec(&self, argv: &[&str]) -> Output {
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv))
+        run(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
     }
 
     /// Like [`Netns::exec`] but panics unless it succeeds; returns stdout.
     pub fn exec_ok(&self, argv: &[&str]) -> String {
-        ok_stdout(
-            &format!("[{}] {}", self.name, argv.join(" ")),
-            self.exec(argv),
-        )
+        ok_stdout(&format!("[{}] {}", self.name, argv.join(" ")), self.exec(argv))
     }
 
     /// Runs a shell command line inside the namespace (`sh -c cmd`).
@@ -245,10 +233,7 @@ impl Netns {
 
     /// Like [`Netns::ip`] but panics unless it succeeds; returns stdout.
     pub fn ip_ok(&self, args: &[&str]) -> String {
-        ok_stdout(
-            &format!("ip -n {} {}", self.name, args.join(" ")),
-            self.ip(args),
-        )
+        ok_stdout(&format!("ip -n {} {}", self.name, args.join(" ")), self.ip(args))
     }
 
     /// `ip -j -n <name> args...` parsed as JSON (empty output gives `[]`).
@@ -293,10 +278,7 @@ impl Netns {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {argv:?} in {}: {e}", self.name));
         self.spawned.lock().unwrap().push(child.id());
-        Spawned {
-            child,
-            registry: self.spawned.clone(),
-        }
+        Spawned { child, registry: self.spawned.clone() }
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace (setns), and
@@ -366,10 +348,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         self.kill_everything();
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output()
-        {
+        match Command::new("ip").args(["netns", "del", &self.name]).output() {
             Ok(o) if o.status.success() => {}
             Ok(o) => eprintln!(
                 "warning: ip netns del {} failed: {}",
@@ -386,11 +365,7 @@ fn enter_netns(path: &Path) {
     // SAFETY: setns on a valid namespace fd; it only affects the calling thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        panic!(
-            "setns({}) failed: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+        panic!("setns({}) failed: {}", path.display(), std::io::Error::last_os_error());
     }
 }
 
@@ -467,10 +442,7 @@ impl CniOpts {
     }
     /// Options using Debian's reference plugins.
     pub fn reference() -> Self {
-        Self {
-            plugins: Plugins::Reference,
-            ..Self::default()
-        }
+        Self { plugins: Plugins::Reference, ..Self::default() }
     }
     /// Sets `CNI_IFNAME`.
     pub fn ifname(mut self, ifname: &str) -> Self {
@@ -545,9 +517,7 @@ impl CniOutput {
 
     /// The parsed JSON on stdout; panics if there was none.
     pub fn result(&self) -> &Value {
-        self.json
-            .as_ref()
-            .unwrap_or_else(|| panic!("no JSON on stdout:\n{self}"))
+        self.json.as_ref().unwrap_or_else(|| panic!("no JSON on stdout:\n{self}"))
     }
 
     /// The CNI error code from a plugin's JSON error on stdout (exec_plugin only:
@@ -747,16 +717,9 @@ impl TestEnv {
         let dirs = self.plugin_dirs(plugins);
         for p in list {
             let ipam = p.get("ipam").and_then(|i| i.get("type"));
-            for ty in [p.get("type"), ipam]
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
+            for ty in [p.get("type"), ipam].into_iter().flatten().filter_map(Value::as_str) {
                 if !dirs.iter().any(|d| d.join(ty).is_file()) {
-                    panic!(
-                        "network {network:?}: {}",
-                        missing_plugin_message(ty, &dirs, plugins)
-                    );
+                    panic!("network {network:?}: {}", missing_plugin_message(ty, &dirs, plugins));
                 }
             }
         }
@@ -770,10 +733,7 @@ impl TestEnv {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             ),
             ("CNI_PATH".to_string(), joined.join(":")),
-            (
-                "CNI_SUITE_STATE_DIR".to_string(),
-                self.state_dir().display().to_string(),
-            ),
+            ("CNI_SUITE_STATE_DIR".to_string(), self.state_dir().display().to_string()),
         ];
         for k in ["RUST_BACKTRACE", "RUST_LOG"] {
             if let Ok(v) = std::env::var(k) {
@@ -799,28 +759,14 @@ impl TestEnv {
             .args(argv)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let shown_env: Vec<String> = env
-            .iter()
-            .filter(|(k, _)| k != "PATH")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let command = format!(
-            "[{}] {} {}",
-            self.host.name,
-            shown_env.join(" "),
-            argv.join(" ")
-        );
+        let shown_env: Vec<String> =
+            env.iter().filter(|(k, _)| k != "PATH").map(|(k, v)| format!("{k}={v}")).collect();
+        let command = format!("[{}] {} {}", self.host.name, shown_env.join(" "), argv.join(" "));
         let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
         let writer = stdin.map(|s| {
             let mut pipe = child.stdin.take().unwrap();
             let data = s.to_owned();
@@ -828,9 +774,7 @@ impl TestEnv {
                 let _ = pipe.write_all(data.as_bytes());
             })
         });
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("waiting for {command}: {e}"));
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {command}: {e}"));
         let elapsed = start.elapsed();
         if let Some(w) = writer {
             let _ = w.join();
@@ -999,17 +943,10 @@ pub fn tcp_echo(from: &Netns, addr: IpAddr, port: u16, msg: &str) -> Option<Stri
 /// first reply (None after 1 s).
 pub fn udp_echo(from: &Netns, addr: IpAddr, port: u16, msg: &str) -> Option<String> {
     from.in_ns(|| {
-        let bind: SocketAddr = if addr.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .unwrap();
+        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
         let s = UdpSocket::bind(bind).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-        s.send_to(msg.as_bytes(), SocketAddr::new(addr, port))
-            .ok()?;
+        s.send_to(msg.as_bytes(), SocketAddr::new(addr, port)).ok()?;
         let mut buf = [0u8; 2048];
         let (n, _) = s.recv_from(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
@@ -1066,12 +1003,7 @@ impl EchoServer {
                 }
             }
         });
-        EchoServer {
-            addr,
-            stop,
-            peers,
-            thread: Some(thread),
-        }
+        EchoServer { addr, stop, peers, thread: Some(thread) }
     }
 
     /// UDP echo server in `ns` bound to `bind` (port 0 picks a free port).
@@ -1079,8 +1011,7 @@ impl EchoServer {
         let sock = ns
             .in_ns(|| UdpSocket::bind(bind))
             .unwrap_or_else(|e| panic!("cannot bind udp {bind} in {}: {e}", ns.name));
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let peers = Arc::new(Mutex::new(Vec::new()));
@@ -1094,12 +1025,7 @@ impl EchoServer {
                 }
             }
         });
-        EchoServer {
-            addr,
-            stop,
-            peers,
-            thread: Some(thread),
-        }
+        EchoServer { addr, stop, peers, thread: Some(thread) }
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -1168,33 +1094,13 @@ impl Display for Addr {
 /// All addresses in `ns` (`ip -j addr show`), including loopback and link-local.
 pub fn addresses(ns: &Netns) -> Vec<Addr> {
     let mut out = Vec::new();
-    for link in ns
-        .ip_json(&["addr", "show"])
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let ifname = link
-            .get("ifname")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        for a in link
-            .get("addr_info")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let ip = a
-                .get("local")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok());
+    for link in ns.ip_json(&["addr", "show"]).as_array().into_iter().flatten() {
+        let ifname = link.get("ifname").and_then(Value::as_str).unwrap_or_default();
+        for a in link.get("addr_info").and_then(Value::as_array).into_iter().flatten() {
+            let ip = a.get("local").and_then(Value::as_str).and_then(|s| s.parse().ok());
             let plen = a.get("prefixlen").and_then(Value::as_u64);
             if let (Some(addr), Some(p)) = (ip, plen) {
-                out.push(Addr {
-                    ifname: ifname.to_string(),
-                    addr,
-                    prefix_len: p as u8,
-                });
+                out.push(Addr { ifname: ifname.to_string(), addr, prefix_len: p as u8 });
             }
         }
     }

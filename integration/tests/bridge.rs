@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 fn first_ip(result: &Value) -> IpAddr {
-    let cidr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
+    let cidr =
+        result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
     cidr.split('/').next().unwrap().parse().unwrap()
 }
 
@@ -78,8 +79,20 @@ fn isolated_networks(backend: &str, prefix: &str) {
         return;
     }
     let env = TestEnv::new(&format!("brisol{}", &backend[..3]));
-    bridge_net(&env, "neta", "br-a", &format!("{prefix}.1.0/24"), json!({"ipMasq": true, "firewallBackend": backend}));
-    bridge_net(&env, "netb", "br-b", &format!("{prefix}.2.0/24"), json!({"ipMasq": true, "firewallBackend": backend}));
+    bridge_net(
+        &env,
+        "neta",
+        "br-a",
+        &format!("{prefix}.1.0/24"),
+        json!({"ipMasq": true, "firewallBackend": backend}),
+    );
+    bridge_net(
+        &env,
+        "netb",
+        "br-b",
+        &format!("{prefix}.2.0/24"),
+        json!({"ipMasq": true, "firewallBackend": backend}),
+    );
     let opts = CniOpts::ours();
     let (a1, a2, b1) = (env.container("a1"), env.container("a2"), env.container("b1"));
     let ip_a1 = first_ip(env.cnitool("add", "neta", &a1, &opts).expect_ok().result());
@@ -140,27 +153,48 @@ fn masquerade_and_internal(backend: &str, prefix: &str) {
     }
     let env = TestEnv::new(&format!("brmasq{}", &backend[..3]));
     let out = outside(&env);
-    bridge_net(&env, "pub", "br-pub", &format!("{prefix}.1.0/24"), json!({"ipMasq": true, "firewallBackend": backend}));
-    bridge_net(&env, "int", "br-int", &format!("{prefix}.2.0/24"), json!({"internal": true, "firewallBackend": backend}));
+    bridge_net(
+        &env,
+        "pub",
+        "br-pub",
+        &format!("{prefix}.1.0/24"),
+        json!({"ipMasq": true, "firewallBackend": backend}),
+    );
+    bridge_net(
+        &env,
+        "int",
+        "br-int",
+        &format!("{prefix}.2.0/24"),
+        json!({"internal": true, "firewallBackend": backend}),
+    );
     let opts = CniOpts::ours();
     let (c, i) = (env.container("c"), env.container("i"));
     env.cnitool("add", "pub", &c, &opts).expect_ok();
     let add_i = env.cnitool("add", "int", &i, &opts);
     add_i.expect_ok();
     // Internal: no default route was given to the container.
-    assert!(add_i.result().get("routes").is_none() || !add_i.result()["routes"].to_string().contains("0.0.0.0/0"));
+    assert!(
+        add_i.result().get("routes").is_none()
+            || !add_i.result()["routes"].to_string().contains("0.0.0.0/0")
+    );
 
     let server = EchoServer::tcp(&out, "192.0.2.2:9000".parse().unwrap());
     assert_eq!(tcp_echo(&c, "192.0.2.2".parse().unwrap(), 9000, "out").as_deref(), Some("out"));
     let peers = server.peers();
     assert!(!peers.is_empty());
-    assert!(peers.iter().all(|p| p.ip() == "192.0.2.1".parse::<IpAddr>().unwrap()), "outside must see the host's address, saw {peers:?}");
+    assert!(
+        peers.iter().all(|p| p.ip() == "192.0.2.1".parse::<IpAddr>().unwrap()),
+        "outside must see the host's address, saw {peers:?}"
+    );
 
     assert!(!ping(&i, "192.0.2.2"), "internal network must not reach the outside");
     assert!(!tcp_connect(&i, "192.0.2.2".parse().unwrap(), 9000));
     // Even with a route added by hand, the firewall keeps it in.
     i.ip_ok(&["route", "add", "default", "via", &format!("{prefix}.2.1")]);
-    assert!(!ping(&i, "192.0.2.2"), "internal network must not reach the outside even with a route");
+    assert!(
+        !ping(&i, "192.0.2.2"),
+        "internal network must not reach the outside even with a route"
+    );
 
     env.cnitool("del", "pub", &c, &opts).expect_ok();
     env.cnitool("del", "int", &i, &opts).expect_ok();
@@ -185,7 +219,13 @@ fn del_after_netns_is_gone_leaves_nothing() {
     let our_path = env.our_plugin_dir().display().to_string();
     let del = env.exec_plugin(
         "bridge",
-        &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", &id), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0"), ("CNI_PATH", &our_path)],
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", &id),
+            ("CNI_NETNS", &path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &our_path),
+        ],
         &conf.to_string(),
     );
     del.expect_ok();
@@ -199,7 +239,10 @@ fn bad_configs_are_refused_and_create_nothing() {
     }
     let env = TestEnv::new("brbad");
     let cases = [
-        (json!({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.14.0.0/33"}]]}}), "10.14.0.0/33"),
+        (
+            json!({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.14.0.0/33"}]]}}),
+            "10.14.0.0/33",
+        ),
         (json!({"vlan": 5000}), "5000"),
         (json!({"mtu": 70000}), "70000"),
         (json!({"firewallBackend": "pf"}), "pf"),
@@ -220,7 +263,13 @@ fn bad_configs_are_refused_and_create_nothing() {
         // Called directly: cnitool prints the message but drops the code.
         let add = env.exec_plugin(
             "bridge",
-            &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "bad1"), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0"), ("CNI_PATH", &our_path)],
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "bad1"),
+                ("CNI_NETNS", &path),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", &our_path),
+            ],
             &conf.to_string(),
         );
         assert_eq!(add.error_code(), Some(7), "{extra}: {}", add.stdout);
@@ -248,7 +297,8 @@ fn gc_removes_attachments_not_in_the_valid_list() {
     gc["name"] = json!("gcnet");
     gc["cni.dev/valid-attachments"] = json!([{"containerID": keep_id, "ifname": "eth0"}]);
     let our_path = env.our_plugin_dir().display().to_string();
-    env.exec_plugin("bridge", &[("CNI_COMMAND", "GC"), ("CNI_PATH", &our_path)], &gc.to_string()).expect_ok();
+    env.exec_plugin("bridge", &[("CNI_COMMAND", "GC"), ("CNI_PATH", &our_path)], &gc.to_string())
+        .expect_ok();
     let leases: Vec<_> = std::fs::read_dir(env.ipam_dir().join("gcnet"))
         .unwrap()
         .flatten()
@@ -261,7 +311,12 @@ fn gc_removes_attachments_not_in_the_valid_list() {
     // STATUS on a healthy network.
     let mut status = gc.clone();
     status.as_object_mut().unwrap().remove("cni.dev/valid-attachments");
-    env.exec_plugin("bridge", &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &our_path)], &status.to_string()).expect_ok();
+    env.exec_plugin(
+        "bridge",
+        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &our_path)],
+        &status.to_string(),
+    )
+    .expect_ok();
     env.cnitool("del", "gcnet", &keep, &opts).expect_ok();
     std::thread::sleep(Duration::from_millis(10));
     assert_eq!(leftovers(&env), Vec::<String>::new());

@@ -6,7 +6,12 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 
 fn ips(result: &Value) -> Vec<IpAddr> {
-    result["ips"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap()).collect()
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap())
+        .collect()
 }
 
 fn net(env: &TestEnv, name: &str, bridge: &str, ranges: Value, extra: Value) {
@@ -37,14 +42,30 @@ fn interface_keys_take_effect() {
         return;
     }
     let env = TestEnv::new("brkeys");
-    net(&env, "keys", "br-keys", json!([[{"subnet": "10.30.1.0/24"}]]), json!({
-        "mtu": 1400, "hairpinMode": true, "promiscMode": true, "portIsolation": true,
-        "capabilities": {"mac": true}
-    }));
+    net(
+        &env,
+        "keys",
+        "br-keys",
+        json!([[{"subnet": "10.30.1.0/24"}]]),
+        json!({
+            "mtu": 1400, "hairpinMode": true, "promiscMode": true, "portIsolation": true,
+            "capabilities": {"mac": true}
+        }),
+    );
     let (a, b) = (env.container("a"), env.container("b"));
-    let ra = env.cnitool("add", "keys", &a, &CniOpts::ours().cap_args(json!({"mac": "02:42:ac:11:00:0a"})));
+    let ra = env.cnitool(
+        "add",
+        "keys",
+        &a,
+        &CniOpts::ours().cap_args(json!({"mac": "02:42:ac:11:00:0a"})),
+    );
     ra.expect_ok();
-    let rb = env.cnitool("add", "keys", &b, &CniOpts::ours().args("IgnoreUnknown=1;MAC=02:42:ac:11:00:0b"));
+    let rb = env.cnitool(
+        "add",
+        "keys",
+        &b,
+        &CniOpts::ours().args("IgnoreUnknown=1;MAC=02:42:ac:11:00:0b"),
+    );
     rb.expect_ok();
     let eth_a = link_json(&a, "eth0");
     assert_eq!(eth_a["mtu"], json!(1400));
@@ -59,7 +80,13 @@ fn interface_keys_take_effect() {
     // Isolated ports reach the gateway but not each other.
     assert!(ping(&a, "10.30.1.1"));
     assert!(!ping(&a, ips(rb.result())[0]), "portIsolation: ports must not reach each other");
-    env.cnitool("check", "keys", &a, &CniOpts::ours().cap_args(json!({"mac": "02:42:ac:11:00:0a"}))).expect_ok();
+    env.cnitool(
+        "check",
+        "keys",
+        &a,
+        &CniOpts::ours().cap_args(json!({"mac": "02:42:ac:11:00:0a"})),
+    )
+    .expect_ok();
     env.cnitool("del", "keys", &a, &CniOpts::ours()).expect_ok();
     env.cnitool("del", "keys", &b, &CniOpts::ours()).expect_ok();
     assert_eq!(links(env.host()), vec!["lo".to_string()]);
@@ -71,12 +98,21 @@ fn disable_container_interface_leaves_it_down() {
         return;
     }
     let env = TestEnv::new("brdown");
-    net(&env, "down", "br-down", json!([[{"subnet": "10.30.2.0/24"}]]), json!({"disableContainerInterface": true}));
+    net(
+        &env,
+        "down",
+        "br-down",
+        json!([[{"subnet": "10.30.2.0/24"}]]),
+        json!({"disableContainerInterface": true}),
+    );
     let c = env.container("c");
     env.cnitool("add", "down", &c, &CniOpts::ours()).expect_ok();
     let eth = link_json(&c, "eth0");
     assert!(!eth["flags"].as_array().unwrap().contains(&json!("UP")), "{eth}");
-    assert!(addresses(&c).iter().any(|x| x.ifname == "eth0" && x.addr.is_ipv4()), "addresses are still assigned");
+    assert!(
+        addresses(&c).iter().any(|x| x.ifname == "eth0" && x.addr.is_ipv4()),
+        "addresses are still assigned"
+    );
     env.cnitool("del", "down", &c, &CniOpts::ours()).expect_ok();
 }
 
@@ -86,7 +122,13 @@ fn macspoofchk_drops_frames_from_a_changed_mac() {
         return;
     }
     let env = TestEnv::new("brspoof");
-    net(&env, "spoof", "br-spoof", json!([[{"subnet": "10.30.3.0/24"}]]), json!({"macspoofchk": true}));
+    net(
+        &env,
+        "spoof",
+        "br-spoof",
+        json!([[{"subnet": "10.30.3.0/24"}]]),
+        json!({"macspoofchk": true}),
+    );
     let (a, b) = (env.container("a"), env.container("b"));
     env.cnitool("add", "spoof", &a, &CniOpts::ours()).expect_ok();
     let rb = env.cnitool("add", "spoof", &b, &CniOpts::ours());
@@ -128,7 +170,13 @@ fn dual_stack_containers_talk_over_both_families() {
         return;
     }
     let env = TestEnv::new("brdual");
-    net(&env, "dual", "br-dual", json!([[{"subnet": "10.30.5.0/24"}], [{"subnet": "fd00:30:5::/64"}]]), json!({"ipMasq": true}));
+    net(
+        &env,
+        "dual",
+        "br-dual",
+        json!([[{"subnet": "10.30.5.0/24"}], [{"subnet": "fd00:30:5::/64"}]]),
+        json!({"ipMasq": true}),
+    );
     let (a, b) = (env.container("a"), env.container("b"));
     let ra = env.cnitool("add", "dual", &a, &CniOpts::ours());
     ra.expect_ok();
@@ -157,15 +205,32 @@ fn existing_bridge_address_needs_force_address() {
     env.host().ip_ok(&["link", "add", "br-old", "type", "bridge"]);
     env.host().ip_ok(&["addr", "add", "10.30.6.200/24", "dev", "br-old"]);
     net(&env, "plain", "br-old", json!([[{"subnet": "10.30.6.0/24"}]]), json!({}));
-    net(&env, "forced", "br-old", json!([[{"subnet": "10.30.6.0/24"}]]), json!({"forceAddress": true}));
+    net(
+        &env,
+        "forced",
+        "br-old",
+        json!([[{"subnet": "10.30.6.0/24"}]]),
+        json!({"forceAddress": true}),
+    );
     let c = env.container("c");
     let add = env.cnitool("add", "plain", &c, &CniOpts::ours());
     add.expect_err();
-    assert!(add.stderr.contains("10.30.6.200/24") && add.stderr.contains("forceAddress"), "{}", add.stderr);
+    assert!(
+        add.stderr.contains("10.30.6.200/24") && add.stderr.contains("forceAddress"),
+        "{}",
+        add.stderr
+    );
     env.cnitool("del", "plain", &c, &CniOpts::ours()).expect_ok();
     env.cnitool("add", "forced", &c, &CniOpts::ours()).expect_ok();
-    let br: Vec<String> = addresses(env.host()).iter().filter(|a| a.ifname == "br-old" && a.addr.is_ipv4()).map(|a| a.addr.to_string()).collect();
+    let br: Vec<String> = addresses(env.host())
+        .iter()
+        .filter(|a| a.ifname == "br-old" && a.addr.is_ipv4())
+        .map(|a| a.addr.to_string())
+        .collect();
     assert_eq!(br, vec!["10.30.6.1".to_string()], "gateway replaced the old address");
     env.cnitool("del", "forced", &c, &CniOpts::ours()).expect_ok();
-    assert!(links(env.host()).contains(&"br-old".to_string()), "a bridge that existed before is never removed");
+    assert!(
+        links(env.host()).contains(&"br-old".to_string()),
+        "a bridge that existed before is never removed"
+    );
 }

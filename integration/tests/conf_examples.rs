@@ -25,11 +25,15 @@ fn first_ip(result: &Value) -> IpAddr {
 }
 
 fn nothing_left(env: &TestEnv, allowed_links: &[&str]) {
-    let links: Vec<String> = links(env.host()).into_iter().filter(|l| l != "lo" && !allowed_links.contains(&l.as_str())).collect();
+    let links: Vec<String> = links(env.host())
+        .into_iter()
+        .filter(|l| l != "lo" && !allowed_links.contains(&l.as_str()))
+        .collect();
     assert!(links.is_empty(), "links left: {links:?}");
     let rules = nft_ruleset(env.host());
     assert!(!rules.contains("cni_"), "nft left: {rules}");
-    let files: Vec<_> = files_under(&env.state_dir()).into_iter().filter(|f| !f.ends_with("lock")).collect();
+    let files: Vec<_> =
+        files_under(&env.state_dir()).into_iter().filter(|f| !f.ends_with("lock")).collect();
     assert!(files.is_empty(), "state left: {files:?}");
 }
 
@@ -39,7 +43,11 @@ fn every_example_is_valid_json_with_a_docker_comment() {
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         let conf = example(&e.file_name().to_string_lossy());
-        assert!(conf["_comment"].as_array().is_some_and(|c| !c.is_empty()), "{:?} needs a comment block", e.path());
+        assert!(
+            conf["_comment"].as_array().is_some_and(|c| !c.is_empty()),
+            "{:?} needs a comment block",
+            e.path()
+        );
         assert_eq!(conf["cniVersion"], json!("1.0.0"), "{:?}", e.path());
         n += 1;
     }
@@ -58,7 +66,12 @@ fn bridge_examples_run() {
         let opts = CniOpts::ours().args("IgnoreUnknown=1;K8S_POD_NAME=alpha");
         let ra = env.cnitool("add", &net, &a, &opts);
         ra.expect_ok();
-        let rb = env.cnitool("add", &net, &b, &CniOpts::ours().args("IgnoreUnknown=1;K8S_POD_NAME=beta"));
+        let rb = env.cnitool(
+            "add",
+            &net,
+            &b,
+            &CniOpts::ours().args("IgnoreUnknown=1;K8S_POD_NAME=beta"),
+        );
         rb.expect_ok();
         assert!(ping(&a, first_ip(rb.result())), "{file}: containers on one network talk");
         if file.starts_with("20") {
@@ -83,11 +96,16 @@ fn alias_group_example_round_robins_in_its_ip_range() {
     let members: Vec<Netns> = (0..3).map(|i| env.container(&format!("m{i}"))).collect();
     let mut addrs = Vec::new();
     for (i, m) in members.iter().enumerate() {
-        let opts = CniOpts::ours().args(&format!("IgnoreUnknown=1;K8S_POD_NAME=member{i}")).cap_args(json!({"aliases": ["tg-net"]}));
+        let opts = CniOpts::ours()
+            .args(&format!("IgnoreUnknown=1;K8S_POD_NAME=member{i}"))
+            .cap_args(json!({"aliases": ["tg-net"]}));
         let r = env.cnitool("add", &net, m, &opts);
         r.expect_ok();
         let ip = first_ip(r.result());
-        let last = match ip { IpAddr::V4(v4) => v4.octets()[3], _ => unreachable!() };
+        let last = match ip {
+            IpAddr::V4(v4) => v4.octets()[3],
+            _ => unreachable!(),
+        };
         assert!((128..=253).contains(&last), "--ip-range 172.200.1.128/25: got {ip}");
         assert_eq!(r.result()["ips"][0]["gateway"], json!("172.200.1.254"));
         addrs.push(ip.to_string());
@@ -104,7 +122,9 @@ fn alias_group_example_round_robins_in_its_ip_range() {
     }
     assert!(answers.len() > 1, "the order varies (round-robin): {answers:?}");
     for (i, m) in members.iter().enumerate() {
-        let opts = CniOpts::ours().args(&format!("IgnoreUnknown=1;K8S_POD_NAME=member{i}")).cap_args(json!({"aliases": ["tg-net"]}));
+        let opts = CniOpts::ours()
+            .args(&format!("IgnoreUnknown=1;K8S_POD_NAME=member{i}"))
+            .cap_args(json!({"aliases": ["tg-net"]}));
         env.cnitool("del", &net, m, &opts).expect_ok();
     }
     nothing_left(&env, &[]);

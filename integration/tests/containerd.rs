@@ -54,7 +54,8 @@ impl Drop for Daemon {
         // SAFETY: plain syscall on the daemon we started; SIGTERM first lets it close cleanly.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let pid = self.child.id();
-        let exited = eventually(Duration::from_secs(5), || matches!(self.child.try_wait(), Ok(Some(_))));
+        let exited =
+            eventually(Duration::from_secs(5), || matches!(self.child.try_wait(), Ok(Some(_))));
         if !exited {
             eprintln!("cleanup: containerd {pid} ignored SIGTERM, killing it");
             let _ = self.child.kill();
@@ -130,7 +131,6 @@ fn container_ip(pid: u32) -> String {
         .to_string()
 }
 
-
 /// DEL for a container whose task is gone, as libcni does it: every plugin of the
 /// conflist in reverse order, the cached ADD result as prevResult, `CNI_NETNS` empty (what
 /// go-cni's Remove passes), then the cache entry is dropped.
@@ -167,7 +167,10 @@ fn del_like_libcni(env: &TestEnv, plugins: &Path, container_id: &str, ifname: &s
 
 #[test]
 fn containerd_ctr_run_cni_with_our_plugins_only() {
-    if !require_runtime("containerd", &["containerd", "ctr", "containerd-shim-runc-v2", "runc", "unshare", "nsenter", "tar"]) {
+    if !require_runtime(
+        "containerd",
+        &["containerd", "ctr", "containerd-shim-runc-v2", "runc", "unshare", "nsenter", "tar"],
+    ) {
         return;
     }
     let mut t = Phases::new("containerd");
@@ -175,11 +178,19 @@ fn containerd_ctr_run_cni_with_our_plugins_only() {
     let plugins = our_plugins_dir(&env, &["bridge", "portmap", "host-local"]);
     let netd = env.dir().join("etc-cni-net.d");
     fs::create_dir_all(&netd).unwrap();
-    fs::write(netd.join(format!("10-{NET}.conflist")), serde_json::to_vec_pretty(&conflist()).unwrap()).unwrap();
+    fs::write(
+        netd.join(format!("10-{NET}.conflist")),
+        serde_json::to_vec_pretty(&conflist()).unwrap(),
+    )
+    .unwrap();
     let cg = CgroupGuard::new("containerd");
     let holder = Holder::start(&env, &[(&plugins, "/opt/cni/bin"), (&netd, "/etc/cni/net.d")]);
     // What ctr's CNI support will see.
-    let seen: Vec<_> = fs::read_dir(holder.inside("/opt/cni/bin")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let seen: Vec<_> = fs::read_dir(holder.inside("/opt/cni/bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(seen.len(), 3, "/opt/cni/bin inside the private mount namespace: {seen:?}");
 
     // --- containerd: private root, state, socket; no CRI, no snapshotters but `native`.
@@ -237,7 +248,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     let probe = last.unwrap();
     if !up {
         let log = fs::read_to_string(d.join("containerd.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> =
+            log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
         eprintln!("containerd log (tail):\n{}", tail.join("\n"));
     }
     if !runtime_usable("containerd", &probe) {
@@ -257,13 +269,32 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 
     // --- c1: ctr run --cni -d
     ctr.ok(&[
-        "run", "--cni", "--detach", "--snapshotter", "native", "--cgroup", &cg.child("c1"),
-        IMAGE, "c1", "httpd", "-f", "-p", "80", "-h", "/www",
+        "run",
+        "--cni",
+        "--detach",
+        "--snapshotter",
+        "native",
+        "--cgroup",
+        &cg.child("c1"),
+        IMAGE,
+        "c1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
     ]);
-    let pid1 = ctr.task_pid("c1").unwrap_or_else(|| panic!("c1 has no running task: {}", ctr.ok(&["task", "ls"])));
+    let pid1 = ctr
+        .task_pid("c1")
+        .unwrap_or_else(|| panic!("c1 has no running task: {}", ctr.ok(&["task", "ls"])));
     let ip1 = container_ip(pid1);
     assert!(ip1.starts_with("10.89.71."), "c1's address {ip1} is not from {SUBNET}");
-    assert_eq!(leases(&env, NET), vec![ip1.clone()], "ctr's plugins did not keep their state in CNI_SUITE_STATE_DIR");
+    assert_eq!(
+        leases(&env, NET),
+        vec![ip1.clone()],
+        "ctr's plugins did not keep their state in CNI_SUITE_STATE_DIR"
+    );
     let out = holder.wget(&format!("http://{ip1}/"));
     assert!(out.ok() && out.stdout.trim() == "hello from ctr", "host -> c1 {ip1}:80:\n{out}");
     t.mark("ctr run --cni -d c1 + reach it");
@@ -275,8 +306,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         holder
             .command(
                 &ctr.argv(&[
-                    "run", "--cni", "--rm", "--snapshotter", "native", "--cgroup", &cg.child("c2"),
-                    IMAGE, "c2", "httpd", "-f", "-p", "80", "-h", "/www",
+                    "run",
+                    "--cni",
+                    "--rm",
+                    "--snapshotter",
+                    "native",
+                    "--cgroup",
+                    &cg.child("c2"),
+                    IMAGE,
+                    "c2",
+                    "httpd",
+                    "-f",
+                    "-p",
+                    "80",
+                    "-h",
+                    "/www",
                 ]),
                 &ctr.env,
             )
@@ -314,13 +358,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 
     // --- c1 away: task and container removed by ctr, then DEL without a netns
     ctr.ok(&["task", "kill", "--signal", "SIGKILL", "c1"]);
-    assert!(eventually(Duration::from_secs(10), || ctr.task_pid("c1").is_none()), "c1 did not stop");
+    assert!(
+        eventually(Duration::from_secs(10), || ctr.task_pid("c1").is_none()),
+        "c1 did not stop"
+    );
     ctr.ok(&["task", "delete", "c1"]);
     ctr.ok(&["container", "delete", "c1"]);
     assert!(ctr.containers().is_empty());
     // ctr 1.6 leaves a detached container's network in place; our DEL must still find
     // everything from prevResult and its own state.
-    assert_eq!(leases(&env, NET), vec![ip1.clone()], "expected c1's lease to outlive ctr (no DEL for -d)");
+    assert_eq!(
+        leases(&env, NET),
+        vec![ip1.clone()],
+        "expected c1's lease to outlive ctr (no DEL for -d)"
+    );
     del_like_libcni(&env, &plugins, "default-c1", "eth0");
     let mut left = Vec::new();
     let clean = eventually(Duration::from_secs(5), || {
@@ -329,7 +380,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     });
     assert!(clean, "left behind after the last DEL: {left:#?}");
     let fallback = holder.inside("/run/cni-suite");
-    assert!(!fallback.exists(), "a plugin used the default state dir: {:?}", files_under(&fallback));
+    assert!(
+        !fallback.exists(),
+        "a plugin used the default state dir: {:?}",
+        files_under(&fallback)
+    );
     t.mark("c1 removed + DEL + leftover checks");
     t.total();
 }

@@ -52,7 +52,14 @@ fn opts(plugins: &Plugins, net: &str, name: &str, aliases: &[&str]) -> CniOpts {
         .cap_args(json!({"aliases": {net: aliases}}))
 }
 
-fn add(env: &TestEnv, p: &Plugins, net: &str, ctr: &Netns, name: &str, aliases: &[&str]) -> (IpAddr, Value) {
+fn add(
+    env: &TestEnv,
+    p: &Plugins,
+    net: &str,
+    ctr: &Netns,
+    name: &str,
+    aliases: &[&str],
+) -> (IpAddr, Value) {
     let out = env.cnitool("add", net, ctr, &opts(p, net, name, aliases));
     out.expect_ok();
     let r = out.result().clone();
@@ -90,7 +97,10 @@ struct DaemonGuard(PathBuf);
 
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
-        if let Some(pid) = fs::read_to_string(self.0.join("daemon.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+        if let Some(pid) = fs::read_to_string(self.0.join("daemon.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
             if alive(pid) {
                 kill(pid);
             }
@@ -107,7 +117,8 @@ struct Dig {
 }
 
 fn dig(ctr: &Netns, args: &[&str]) -> Dig {
-    let mut argv = vec!["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer", "@127.0.0.11"];
+    let mut argv =
+        vec!["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer", "@127.0.0.11"];
     argv.extend_from_slice(args);
     let out = ctr.exec(&argv);
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -218,7 +229,8 @@ fn mini_reply(q: &[u8], names: &[(String, Vec<Ipv4Addr>)], limit: usize) -> Opti
 impl MiniDns {
     fn start(ns: &Netns, addr: IpAddr, names: Vec<(String, Vec<Ipv4Addr>)>) -> MiniDns {
         let sa = SocketAddr::new(addr, 53);
-        let (udp, tcp) = ns.in_ns(|| (UdpSocket::bind(sa).unwrap(), std::net::TcpListener::bind(sa).unwrap()));
+        let (udp, tcp) =
+            ns.in_ns(|| (UdpSocket::bind(sa).unwrap(), std::net::TcpListener::bind(sa).unwrap()));
         udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -298,10 +310,17 @@ fn outside(env: &TestEnv) -> Outside {
     let dns = MiniDns::start(
         &ns,
         UPSTREAM.parse().unwrap(),
-        vec![("outside.test".into(), seven.clone()), ("www.outside.test".into(), seven), ("big.test".into(), big)],
+        vec![
+            ("outside.test".into(), seven.clone()),
+            ("www.outside.test".into(), seven),
+            ("big.test".into(), big),
+        ],
     );
     let up = eventually(Duration::from_secs(5), || {
-        env.host().exec(&["dig", "+time=1", "+tries=1", "+short", "@10.99.0.2", "outside.test"]).stdout.starts_with(b"192.0.2.7")
+        env.host()
+            .exec(&["dig", "+time=1", "+tries=1", "+short", "@10.99.0.2", "outside.test"])
+            .stdout
+            .starts_with(b"192.0.2.7")
     });
     assert!(up, "the upstream server does not answer");
     Outside { dns, _ns: ns }
@@ -327,7 +346,13 @@ fn names_aliases_del_and_comeback() {
     // Upstream: the gateway, where nothing listens (unknown names fail fast, stay inside).
     env.write_conflist(
         "net1",
-        &conflist(&env, "net1", "br-dns1", "10.89.1.0/24", json!({"domainName": "dns.test", "upstreams": ["10.89.1.1"]})),
+        &conflist(
+            &env,
+            "net1",
+            "br-dns1",
+            "10.89.1.0/24",
+            json!({"domainName": "dns.test", "upstreams": ["10.89.1.1"]}),
+        ),
     );
     let a = env.container("a");
     let b = env.container("b");
@@ -378,7 +403,10 @@ fn alias_round_robin() {
     let env = TestEnv::new("dnsrr");
     let _g = DaemonGuard(dns_dir(&env));
     let p = plugin_dir(&env);
-    env.write_conflist("net1", &conflist(&env, "net1", "br-rr", "10.89.2.0/24", json!({"upstreams": ["10.89.2.1"]})));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-rr", "10.89.2.0/24", json!({"upstreams": ["10.89.2.1"]})),
+    );
     let asker = env.container("q");
     add(&env, &p, "net1", &asker, "asker", &[]);
     let ctrs: Vec<Netns> = (0..3).map(|i| env.container(&format!("t{i}"))).collect();
@@ -411,8 +439,14 @@ fn networks_isolated_and_forwarding() {
     let _g = DaemonGuard(dns_dir(&env));
     let p = plugin_dir(&env);
     let out = outside(&env);
-    env.write_conflist("net1", &conflist(&env, "net1", "br-n1", "10.89.3.0/24", json!({"upstreams": [UPSTREAM]})));
-    env.write_conflist("net2", &conflist(&env, "net2", "br-n2", "10.89.4.0/24", json!({"upstreams": [UPSTREAM]})));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-n1", "10.89.3.0/24", json!({"upstreams": [UPSTREAM]})),
+    );
+    env.write_conflist(
+        "net2",
+        &conflist(&env, "net2", "br-n2", "10.89.4.0/24", json!({"upstreams": [UPSTREAM]})),
+    );
     let a = env.container("a");
     let c = env.container("c");
     let (ip_a, _) = add(&env, &p, "net1", &a, "alpha", &["shared-alias"]);
@@ -455,7 +489,10 @@ fn daemon_restarts_with_every_record() {
     let env = TestEnv::new("dnsrestart");
     let _g = DaemonGuard(dns_dir(&env));
     let p = plugin_dir(&env);
-    env.write_conflist("net1", &conflist(&env, "net1", "br-rs", "10.89.5.0/24", json!({"upstreams": ["10.89.5.1"]})));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-rs", "10.89.5.0/24", json!({"upstreams": ["10.89.5.1"]})),
+    );
     let a = env.container("a");
     let b = env.container("b");
     let (ip_a, _) = add(&env, &p, "net1", &a, "a1", &[]);
@@ -502,7 +539,11 @@ fn daemon_restarts_with_every_record() {
     before.sort_by_key(key);
     ports_after.as_array_mut().unwrap().sort_by_key(key);
     assert_eq!(Value::Array(before), ports_after, "the restarted daemon took the same ports back");
-    assert_eq!(ask_stub(2), Some(want_b.clone()), "the long-lived client socket still gets answers");
+    assert_eq!(
+        ask_stub(2),
+        Some(want_b.clone()),
+        "the long-lived client socket still gets answers"
+    );
 
     kill(pid2);
     assert!(eventually(Duration::from_secs(3), || !alive(pid2)));
@@ -525,14 +566,22 @@ fn container_runs_its_own_dns_server() {
     let env = TestEnv::new("dnsown");
     let _g = DaemonGuard(dns_dir(&env));
     let p = plugin_dir(&env);
-    env.write_conflist("net1", &conflist(&env, "net1", "br-own", "10.89.6.0/24", json!({"upstreams": ["10.89.6.1"]})));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-own", "10.89.6.0/24", json!({"upstreams": ["10.89.6.1"]})),
+    );
     let a = env.container("a");
     let s = env.container("srv");
     let (ip_a, _) = add(&env, &p, "net1", &a, "client", &[]);
     let (ip_s, _) = add(&env, &p, "net1", &s, "server", &[]);
-    let own = MiniDns::start(&s, ip_s, vec![("own.test".into(), vec![Ipv4Addr::new(192, 0, 2, 99)])]);
+    let own =
+        MiniDns::start(&s, ip_s, vec![("own.test".into(), vec![Ipv4Addr::new(192, 0, 2, 99)])]);
     let got = a.exec(&["dig", "+time=1", "+tries=1", "+short", &format!("@{ip_s}"), "own.test"]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "192.0.2.99", "the container's own server answers on its address");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "192.0.2.99",
+        "the container's own server answers on its address"
+    );
     assert_eq!(own.queries(), 1);
     assert_eq!(dig_ok(&s, &["client"]), vec![ip_a.to_string()]);
     assert_eq!(dig_ok(&s, &["+tcp", "client"]), vec![ip_a.to_string()]);
@@ -540,7 +589,9 @@ fn container_runs_its_own_dns_server() {
 
     // A plain server on 0.0.0.0:53 in the other container: it keeps getting its own traffic,
     // while 127.0.0.11:53 still reaches the daemon.
-    let sock = a.in_ns(|| UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 53)))).expect("bind 0.0.0.0:53");
+    let sock = a
+        .in_ns(|| UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 53))))
+        .expect("bind 0.0.0.0:53");
     sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -559,7 +610,12 @@ fn container_runs_its_own_dns_server() {
     let echoed = s.exec(&["dig", "+time=1", "+tries=1", &format!("@{ip_a}"), "x"]);
     stop.store(true, Ordering::Relaxed);
     let n = served.join().unwrap();
-    assert_eq!(n, 1, "the container's own 0.0.0.0:53 socket got only the query sent to its address ({})", String::from_utf8_lossy(&echoed.stdout));
+    assert_eq!(
+        n,
+        1,
+        "the container's own 0.0.0.0:53 socket got only the query sent to its address ({})",
+        String::from_utf8_lossy(&echoed.stdout)
+    );
 }
 
 /// After the last DEL: no daemon, no pid file, no records, nothing listening, no table.
@@ -571,7 +627,10 @@ fn last_del_leaves_nothing() {
     let env = TestEnv::new("dnsclean");
     let _g = DaemonGuard(dns_dir(&env));
     let p = plugin_dir(&env);
-    env.write_conflist("net1", &conflist(&env, "net1", "br-cl", "10.89.7.0/24", json!({"upstreams": ["10.89.7.1"]})));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-cl", "10.89.7.0/24", json!({"upstreams": ["10.89.7.1"]})),
+    );
     let a = env.container("a");
     let b = env.container("b");
     add(&env, &p, "net1", &a, "a1", &[]);
@@ -579,7 +638,10 @@ fn last_del_leaves_nothing() {
     let pid = daemon_pid(&env).unwrap();
     assert!(nft_ruleset(&a).contains("cni_dns"));
     assert!(listening_sockets(&a).contains("127.0.0.11"));
-    assert!(!listening_sockets(env.host()).contains(":53 "), "nothing on port 53 in the host namespace");
+    assert!(
+        !listening_sockets(env.host()).contains(":53 "),
+        "nothing on port 53 in the host namespace"
+    );
     assert!(!nft_ruleset(env.host()).contains("cni_dns"), "no table in the host namespace");
 
     del(&env, &p, "net1", &a, "a1");
@@ -612,10 +674,21 @@ fn protocol_edges() {
     let bin = bin.to_str().unwrap();
     let netns = a.path();
     let netns = netns.to_str().unwrap();
-    let base = |cmd: &'static str| vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", "ctr1"), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0")];
+    let base = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "ctr1"),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
 
     // ADD without prevResult: code 7 explaining the chaining.
-    let out = env.exec_plugin(bin, &base("ADD"), r#"{"cniVersion":"1.0.0","name":"n","type":"dns-alias"}"#);
+    let out = env.exec_plugin(
+        bin,
+        &base("ADD"),
+        r#"{"cniVersion":"1.0.0","name":"n","type":"dns-alias"}"#,
+    );
     assert_eq!(out.error_code(), Some(7), "{out}");
     assert!(out.stdout.contains("chained"), "{out}");
 
@@ -658,7 +731,8 @@ fn protocol_edges() {
 
 fn daemon_status(env: &TestEnv) -> Value {
     use std::io::{BufRead, BufReader, Write};
-    let s = std::os::unix::net::UnixStream::connect(dns_dir(env).join("control.sock")).expect("control socket");
+    let s = std::os::unix::net::UnixStream::connect(dns_dir(env).join("control.sock"))
+        .expect("control socket");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     (&s).write_all(b"status\n").unwrap();
     let mut line = String::new();
@@ -676,7 +750,10 @@ fn netns_gone_before_del() {
     let env = TestEnv::new("dnsgone");
     let _g = DaemonGuard(dns_dir(&env));
     let p = plugin_dir(&env);
-    env.write_conflist("net1", &conflist(&env, "net1", "br-gone", "10.89.8.0/24", json!({"upstreams": ["10.89.8.1"]})));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-gone", "10.89.8.0/24", json!({"upstreams": ["10.89.8.1"]})),
+    );
     let a = env.container("a");
     let b = env.container("b");
     add(&env, &p, "net1", &a, "a1", &[]);
@@ -693,7 +770,12 @@ fn netns_gone_before_del() {
     let conf = json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias", "upstreams": ["10.89.8.1"]});
     env.exec_plugin(
         p_bin(&env).to_str().unwrap(),
-        &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", &b_id), ("CNI_NETNS", b_path.to_str().unwrap()), ("CNI_IFNAME", "eth0")],
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", &b_id),
+            ("CNI_NETNS", b_path.to_str().unwrap()),
+            ("CNI_IFNAME", "eth0"),
+        ],
         &conf.to_string(),
     )
     .expect_ok();

@@ -58,25 +58,12 @@ fn reference_bridge_two_containers() {
     rb.expect_ok();
     let (ipa, ipb) = (first_ip(ra.result()), first_ip(rb.result()));
     assert_ne!(ipa, ipb);
-    assert!(
-        links(&a).contains(&"eth0".to_string()),
-        "links in a: {:?}",
-        links(&a)
-    );
-    assert!(addresses(&b)
-        .iter()
-        .any(|x| x.ifname == "eth0" && x.addr == ipb));
+    assert!(links(&a).contains(&"eth0".to_string()), "links in a: {:?}", links(&a));
+    assert!(addresses(&b).iter().any(|x| x.ifname == "eth0" && x.addr == ipb));
     assert_eq!(links_of_kind(env.host(), "veth").len(), 2);
-    assert_eq!(
-        links_of_kind(env.host(), "bridge"),
-        vec!["cni-br0".to_string()]
-    );
+    assert_eq!(links_of_kind(env.host(), "bridge"), vec!["cni-br0".to_string()]);
     // ipMasq put its rules into the private host namespace, not the machine's.
-    assert!(
-        iptables_save(env.host()).contains("CNI-"),
-        "{}",
-        iptables_save(env.host())
-    );
+    assert!(iptables_save(env.host()).contains("CNI-"), "{}", iptables_save(env.host()));
 
     assert!(ping(&a, ipb), "a cannot ping b ({ipb})");
     assert!(ping(&b, ipa), "b cannot ping a ({ipa})");
@@ -84,24 +71,11 @@ fn reference_bridge_two_containers() {
 
     let tcp = EchoServer::tcp(&b, SocketAddr::new(ipb, 0));
     assert!(tcp_connect(&a, ipb, tcp.port()));
-    assert_eq!(
-        tcp_echo(&a, ipb, tcp.port(), "hello").as_deref(),
-        Some("hello")
-    );
-    assert_eq!(
-        tcp.peers()[0].ip(),
-        ipa,
-        "no NAT between containers on one bridge"
-    );
+    assert_eq!(tcp_echo(&a, ipb, tcp.port(), "hello").as_deref(), Some("hello"));
+    assert_eq!(tcp.peers()[0].ip(), ipa, "no NAT between containers on one bridge");
     let udp = EchoServer::udp(&b, "0.0.0.0:0".parse().unwrap());
-    assert_eq!(
-        udp_echo(&a, ipb, udp.port(), "ping").as_deref(),
-        Some("ping")
-    );
-    assert!(
-        !tcp_connect(&a, ipb, tcp.port().wrapping_add(1).max(1)),
-        "closed port accepted"
-    );
+    assert_eq!(udp_echo(&a, ipb, udp.port(), "ping").as_deref(), Some("ping"));
+    assert!(!tcp_connect(&a, ipb, tcp.port().wrapping_add(1).max(1)), "closed port accepted");
 
     env.cnitool("check", "refnet", &a, &opts).expect_ok();
     env.cnitool("check", "refnet", &b, &opts).expect_ok();
@@ -113,29 +87,15 @@ fn reference_bridge_two_containers() {
     // DEL is idempotent.
     env.cnitool("del", "refnet", &b, &opts).expect_ok();
 
-    assert!(
-        links_of_kind(env.host(), "veth").is_empty(),
-        "veths left: {:?}",
-        links(env.host())
-    );
+    assert!(links_of_kind(env.host(), "veth").is_empty(), "veths left: {:?}", links(env.host()));
     assert!(!links(&a).contains(&"eth0".to_string()));
     assert!(files_under(&env.libcni_dir().join("results")).is_empty());
     let leases: Vec<_> = files_under(&env.ipam_dir())
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .parse::<IpAddr>()
-                .is_ok()
-        })
+        .filter(|p| p.file_name().unwrap().to_string_lossy().parse::<IpAddr>().is_ok())
         .collect();
     assert!(leases.is_empty(), "leases left: {leases:?}");
-    assert!(
-        !iptables_save(env.host()).contains("CNI-"),
-        "{}",
-        iptables_save(env.host())
-    );
+    assert!(!iptables_save(env.host()).contains("CNI-"), "{}", iptables_save(env.host()));
 }
 
 #[test]
@@ -157,15 +117,10 @@ fn reference_loopback() {
     r.expect_ok();
     assert_eq!(r.result()["interfaces"][0]["name"], "lo", "{}", r.result());
     assert!(ping(&c, "127.0.0.1"));
-    assert!(addresses(&c)
-        .iter()
-        .any(|a| a.addr == "127.0.0.1".parse::<IpAddr>().unwrap()));
+    assert!(addresses(&c).iter().any(|a| a.addr == "127.0.0.1".parse::<IpAddr>().unwrap()));
     env.cnitool("check", "lo", &c, &opts).expect_ok();
     env.cnitool("del", "lo", &c, &opts).expect_ok();
-    assert!(
-        !ping(&c, "127.0.0.1"),
-        "reference loopback DEL sets lo down"
-    );
+    assert!(!ping(&c, "127.0.0.1"), "reference loopback DEL sets lo down");
 }
 
 #[test]
@@ -188,10 +143,7 @@ fn reference_version_via_exec_plugin() {
     // A bad verb is a CNI error on stdout with a code, visible through exec_plugin.
     let bad = env.exec_plugin(bridge.to_str().unwrap(), &[("CNI_COMMAND", "BOGUS")], "{}");
     bad.expect_err();
-    assert!(
-        bad.error_code().is_some() || !bad.stderr.is_empty(),
-        "{bad}"
-    );
+    assert!(bad.error_code().is_some() || !bad.stderr.is_empty(), "{bad}");
 }
 
 /// cnitool passes its whole environment to plugins, so CNI_SUITE_STATE_DIR
@@ -236,25 +188,13 @@ fi
 
     let vars = std::fs::read_to_string(env.state_dir().join("ADD.env")).unwrap();
     let has = |kv: &str| vars.lines().any(|l| l == kv);
-    assert!(
-        has(&format!(
-            "CNI_SUITE_STATE_DIR={}",
-            env.state_dir().display()
-        )),
-        "{vars}"
-    );
+    assert!(has(&format!("CNI_SUITE_STATE_DIR={}", env.state_dir().display())), "{vars}");
     assert!(has("CNI_SUITE_PROBE=42"), "{vars}");
     assert!(has("CNI_IFNAME=net7"), "{vars}");
     assert!(has("CNI_ARGS=IgnoreUnknown=1;FOO=bar"), "{vars}");
     assert!(has(&format!("CNI_NETNS={}", c.path().display())), "{vars}");
-    assert!(
-        has(&format!("CNI_CONTAINERID={}", env.container_id(&c, &opts))),
-        "{vars}"
-    );
-    assert!(
-        has(&format!("CNI_PATH={}", env.scratch_bin_dir().display())),
-        "{vars}"
-    );
+    assert!(has(&format!("CNI_CONTAINERID={}", env.container_id(&c, &opts))), "{vars}");
+    assert!(has(&format!("CNI_PATH={}", env.scratch_bin_dir().display())), "{vars}");
     let stdin: Value =
         serde_json::from_str(&std::fs::read_to_string(env.state_dir().join("ADD.stdin")).unwrap())
             .unwrap();
@@ -271,20 +211,14 @@ fi
     assert_ne!(env.container_id(&c, &keyed), env.container_id(&c, &opts));
     env.cnitool("add", "fakenet", &c, &keyed).expect_ok();
     let vars = std::fs::read_to_string(env.state_dir().join("ADD.env")).unwrap();
-    assert!(vars.contains(&format!(
-        "CNI_CONTAINERID={}\n",
-        env.container_id(&c, &keyed)
-    )));
+    assert!(vars.contains(&format!("CNI_CONTAINERID={}\n", env.container_id(&c, &keyed))));
 
     env.cnitool("check", "fakenet", &c, &opts).expect_ok();
     let check_stdin: Value = serde_json::from_str(
         &std::fs::read_to_string(env.state_dir().join("CHECK.stdin")).unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        check_stdin["prevResult"]["ips"][0]["address"],
-        "192.0.2.7/24"
-    );
+    assert_eq!(check_stdin["prevResult"]["ips"][0]["address"], "192.0.2.7/24");
     env.cnitool("del", "fakenet", &c, &opts).expect_ok();
     env.cnitool("del", "fakenet", &c, &keyed).expect_ok();
     assert!(files_under(&env.libcni_dir().join("results")).is_empty());
@@ -321,16 +255,8 @@ fn cleanup_after_panic() {
     for pid in pids {
         // Killed; the forgotten one stays a zombie until this process exits.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next();
-        assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "pid {pid} still alive: {stat}"
-        );
+        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+        assert!(matches!(state, None | Some("Z") | Some("X")), "pid {pid} still alive: {stat}");
     }
 }
 
@@ -348,9 +274,7 @@ fn namespaces_veth_and_echo() {
     left.ip_ok(&["addr", "add", "2001:db8::1/64", "dev", "v-l", "nodad"]);
     right.ip_ok(&["addr", "add", "2001:db8::2/64", "dev", "v-r", "nodad"]);
     assert_eq!(links_of_kind(&left, "veth"), vec!["v-l".to_string()]);
-    assert!(addresses(&right)
-        .iter()
-        .any(|a| a.to_string() == "v-r 2001:db8::2/64"));
+    assert!(addresses(&right).iter().any(|a| a.to_string() == "v-r 2001:db8::2/64"));
     assert!(ping(&left, "192.0.2.2"));
     assert!(ping(&left, "2001:db8::2"));
     assert!(!ping(&left, "192.0.2.3"));
@@ -358,38 +282,19 @@ fn namespaces_veth_and_echo() {
 
     let v6: IpAddr = "2001:db8::2".parse().unwrap();
     let tcp = EchoServer::tcp(&right, "[::]:0".parse().unwrap());
-    assert_eq!(
-        tcp_echo(&left, v6, tcp.port(), "six").as_deref(),
-        Some("six")
-    );
-    assert_eq!(
-        tcp.peers()[0].ip(),
-        "2001:db8::1".parse::<IpAddr>().unwrap()
-    );
+    assert_eq!(tcp_echo(&left, v6, tcp.port(), "six").as_deref(), Some("six"));
+    assert_eq!(tcp.peers()[0].ip(), "2001:db8::1".parse::<IpAddr>().unwrap());
     let udp = EchoServer::udp(&right, "192.0.2.2:0".parse().unwrap());
     let v4: IpAddr = "192.0.2.2".parse().unwrap();
-    assert_eq!(
-        udp_echo(&left, v4, udp.port(), "dgram").as_deref(),
-        Some("dgram")
-    );
+    assert_eq!(udp_echo(&left, v4, udp.port(), "dgram").as_deref(), Some("dgram"));
     // The server's socket lives in `right`: nothing listens in `left`.
-    assert!(!tcp_connect(
-        &left,
-        "127.0.0.1".parse().unwrap(),
-        tcp.port()
-    ));
-    assert!(eventually(Duration::from_secs(1), || nft_ruleset(&left)
-        .trim()
-        .is_empty()));
+    assert!(!tcp_connect(&left, "127.0.0.1".parse().unwrap(), tcp.port()));
+    assert!(eventually(Duration::from_secs(1), || nft_ruleset(&left).trim().is_empty()));
 
     // A spawned server: visible in the namespace's pids until it exits (busybox
     // nc -l serves one connection).
     let mut srv = right.spawn(&["busybox", "nc", "-l", "-p", "7777"]);
-    assert!(eventually(Duration::from_secs(3), || right
-        .pids()
-        .contains(&srv.pid())));
-    assert!(eventually(Duration::from_secs(3), || tcp_connect(
-        &left, v4, 7777
-    )));
+    assert!(eventually(Duration::from_secs(3), || right.pids().contains(&srv.pid())));
+    assert!(eventually(Duration::from_secs(3), || tcp_connect(&left, v4, 7777)));
     assert!(eventually(Duration::from_secs(3), || !srv.is_running()));
 }

@@ -75,7 +75,12 @@ fn msg(out: &CniOutput) -> String {
     out.result()["msg"].as_str().unwrap_or_default().to_string()
 }
 
-fn env_for<'a>(cmd: &'a str, ctr: &'a str, ns: &'a str, ifname: &'a str) -> Vec<(&'a str, &'a str)> {
+fn env_for<'a>(
+    cmd: &'a str,
+    ctr: &'a str,
+    ns: &'a str,
+    ifname: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", ctr), ("CNI_NETNS", ns), ("CNI_IFNAME", ifname)]
 }
 
@@ -96,11 +101,20 @@ fn shared_namespace_reports_the_host_and_changes_nothing() {
     let ifaces = r["interfaces"].as_array().unwrap();
     assert!(ifaces.iter().all(|i| i.get("sandbox").is_none()), "nothing lives in a sandbox: {r}");
     assert!(!ifaces.iter().any(|i| i["name"] == "lo"), "loopback is not reported: {r}");
-    let idx = ifaces.iter().position(|i| i["name"] == DEV).unwrap_or_else(|| panic!("{DEV} missing: {r}"));
+    let idx = ifaces
+        .iter()
+        .position(|i| i["name"] == DEV)
+        .unwrap_or_else(|| panic!("{DEV} missing: {r}"));
     assert_eq!(ifaces[idx]["mac"], json!(mac_of(host, DEV)));
     let ips = r["ips"].as_array().unwrap();
-    assert!(ips.iter().any(|ip| ip["address"] == "10.89.0.2/24" && ip["interface"] == json!(idx)), "{r}");
-    assert!(ips.iter().any(|ip| ip["address"] == "fd89::2/64" && ip["interface"] == json!(idx)), "{r}");
+    assert!(
+        ips.iter().any(|ip| ip["address"] == "10.89.0.2/24" && ip["interface"] == json!(idx)),
+        "{r}"
+    );
+    assert!(
+        ips.iter().any(|ip| ip["address"] == "fd89::2/64" && ip["interface"] == json!(idx)),
+        "{r}"
+    );
     assert!(!ips.iter().any(|ip| ip["address"].as_str().unwrap().starts_with("fe80")), "{r}");
     assert_eq!(snapshot(host), before, "ADD changed the host");
     env.cnitool("check", NET, host, &opts).expect_ok();
@@ -118,16 +132,25 @@ fn shared_namespace_refuses_a_container_namespace() {
     let env = &w.env;
     let a = env.container("a");
     let ns = a.path().display().to_string();
-    let out = env.exec_plugin("host", &env_for("ADD", "c1", &ns, "eth0"), &stdin_conf("1.1.0", json!({})));
+    let out = env.exec_plugin(
+        "host",
+        &env_for("ADD", "c1", &ns, "eth0"),
+        &stdin_conf("1.1.0", json!({})),
+    );
     out.expect_err();
     assert_eq!(out.error_code(), Some(7), "{out}");
     let m = msg(&out);
     assert!(m.contains("shares the host's network namespace") && m.contains(&ns), "{m}");
     assert_eq!(links(&a), vec!["lo".to_string()]);
     // CHECK gives the same answer; DEL has nothing to undo and succeeds.
-    let chk = env.exec_plugin("host", &env_for("CHECK", "c1", &ns, "eth0"), &stdin_conf("1.1.0", json!({"prevResult": {"cniVersion": "1.1.0"}})));
+    let chk = env.exec_plugin(
+        "host",
+        &env_for("CHECK", "c1", &ns, "eth0"),
+        &stdin_conf("1.1.0", json!({"prevResult": {"cniVersion": "1.1.0"}})),
+    );
     assert_eq!(chk.error_code(), Some(7), "{chk}");
-    env.exec_plugin("host", &env_for("DEL", "c1", &ns, "eth0"), &stdin_conf("1.1.0", json!({}))).expect_ok();
+    env.exec_plugin("host", &env_for("DEL", "c1", &ns, "eth0"), &stdin_conf("1.1.0", json!({})))
+        .expect_ok();
     // Through cnitool too.
     write_net(env, json!({}));
     env.cnitool("add", NET, &a, &CniOpts::ours()).expect_err();
@@ -166,9 +189,17 @@ fn device_moves_into_the_container_and_back() {
 
     env.cnitool("del", NET, &a, &opts).expect_ok();
     assert_eq!(links(&a), vec!["lo".to_string()]);
-    assert!(links(env.host()).contains(&DEV.to_string()), "not given back under its name: {:?}", links(env.host()));
+    assert!(
+        links(env.host()).contains(&DEV.to_string()),
+        "not given back under its name: {:?}",
+        links(env.host())
+    );
     assert_eq!(mac_of(env.host(), DEV), mac);
-    assert!(has_addr(env.host(), DEV, "10.89.0.2") && has_addr(env.host(), DEV, "fd89::2"), "{:?}", addresses(env.host()));
+    assert!(
+        has_addr(env.host(), DEV, "10.89.0.2") && has_addr(env.host(), DEV, "fd89::2"),
+        "{:?}",
+        addresses(env.host())
+    );
     assert!(has_route(env.host(), "10.90.0.0/24", DEV), "{}", routes(env.host(), false));
     assert!(ping(&w.outside, "10.89.0.2"), "the peer cannot reach the device back in the host");
     assert_eq!(host_state(env), Vec::<std::path::PathBuf>::new());
@@ -185,7 +216,10 @@ fn device_by_hwaddr_with_ipam_addresses() {
     let w = world("hhwaddr");
     let env = &w.env;
     let mac = mac_of(env.host(), DEV);
-    write_net(env, json!({"hwaddr": mac, "ipam": {"type": "static", "addresses": [{"address": "10.89.0.50/24"}]}}));
+    write_net(
+        env,
+        json!({"hwaddr": mac, "ipam": {"type": "static", "addresses": [{"address": "10.89.0.50/24"}]}}),
+    );
     let a = env.container("a");
     let opts = CniOpts::ours();
     let out = env.cnitool("add", NET, &a, &opts);
@@ -210,19 +244,28 @@ fn del_after_the_container_namespace_is_gone() {
     }
     let w = world("hgone");
     let env = &w.env;
-    write_net(env, json!({"device": DEV, "ipam": {"type": "host-local", "subnet": "10.89.0.0/24", "rangeStart": "10.89.0.100", "dataDir": env.ipam_dir()}}));
+    write_net(
+        env,
+        json!({"device": DEV, "ipam": {"type": "host-local", "subnet": "10.89.0.0/24", "rangeStart": "10.89.0.100", "dataDir": env.ipam_dir()}}),
+    );
     let a = env.container("a");
     let opts = CniOpts::ours();
     let out = env.cnitool("add", NET, &a, &opts);
     out.expect_ok();
-    let ip = out.result()["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
-    let lease = |env: &TestEnv| files_under(&env.ipam_dir()).iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == ip));
+    let ip =
+        out.result()["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let lease = |env: &TestEnv| {
+        files_under(&env.ipam_dir())
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == ip))
+    };
     assert!(lease(env));
     let del = Command::new("ip").args(["netns", "del", &a.name]).output().unwrap();
     assert!(del.status.success());
     // A veth is destroyed with its namespace (a physical device would go to the machine's
     // initial namespace, which this test never touches): its peer disappears too.
-    assert!(eventually(std::time::Duration::from_secs(5), || !links(&w.outside).contains(&"peer0".to_string())));
+    assert!(eventually(std::time::Duration::from_secs(5), || !links(&w.outside)
+        .contains(&"peer0".to_string())));
     env.cnitool("del", NET, &a, &opts).expect_ok();
     assert!(!lease(env), "lease of {ip} left behind");
     assert_eq!(host_state(env), Vec::<std::path::PathBuf>::new());
@@ -247,7 +290,11 @@ fn bad_device_configs_are_code_7_and_change_nothing() {
         (&ns, json!({"pciBusID": "0000:ff:1f.7"}), vec!["0000:ff:1f.7"]),
         (&host_ns, json!({"device": DEV}), vec!["host's own namespace", DEV]),
     ] {
-        let out = env.exec_plugin("host", &env_for("ADD", "c1", ns_path, "eth0"), &stdin_conf("1.1.0", plugin.clone()));
+        let out = env.exec_plugin(
+            "host",
+            &env_for("ADD", "c1", ns_path, "eth0"),
+            &stdin_conf("1.1.0", plugin.clone()),
+        );
         out.expect_err();
         assert_eq!(out.error_code(), Some(7), "{plugin}: {out}");
         for n in needles {
@@ -268,8 +315,13 @@ fn status_and_gc() {
     let env = &w.env;
     let conf = stdin_conf("1.1.0", json!({"device": DEV}));
     env.exec_plugin("host", &[("CNI_COMMAND", "STATUS")], &conf).expect_ok();
-    env.exec_plugin("host", &[("CNI_COMMAND", "STATUS")], &stdin_conf("1.1.0", json!({}))).expect_ok();
-    let missing = env.exec_plugin("host", &[("CNI_COMMAND", "STATUS")], &stdin_conf("1.1.0", json!({"device": "nosuch0"})));
+    env.exec_plugin("host", &[("CNI_COMMAND", "STATUS")], &stdin_conf("1.1.0", json!({})))
+        .expect_ok();
+    let missing = env.exec_plugin(
+        "host",
+        &[("CNI_COMMAND", "STATUS")],
+        &stdin_conf("1.1.0", json!({"device": "nosuch0"})),
+    );
     assert_eq!(missing.error_code(), Some(50), "{missing}");
     assert!(msg(&missing).contains("nosuch0"));
 
@@ -298,9 +350,12 @@ fn a_failed_add_gives_the_device_back() {
     let env = &w.env;
     // The route's gateway is not on any subnet of the device: the kernel refuses it after
     // the device was moved and addressed, so ADD has to undo all of it.
-    write_net(env, json!({"device": DEV, "ipam": {"type": "static",
+    write_net(
+        env,
+        json!({"device": DEV, "ipam": {"type": "static",
         "addresses": [{"address": "10.89.0.50/24"}],
-        "routes": [{"dst": "10.91.0.0/24", "gw": "10.200.0.1"}]}}));
+        "routes": [{"dst": "10.91.0.0/24", "gw": "10.200.0.1"}]}}),
+    );
     let before = snapshot(env.host());
     let a = env.container("a");
     let out = env.cnitool("add", NET, &a, &CniOpts::ours());
@@ -309,7 +364,10 @@ fn a_failed_add_gives_the_device_back() {
     assert!(links(env.host()).contains(&DEV.to_string()), "{out}");
     assert!(has_addr(env.host(), DEV, "10.89.0.2") && !has_addr(env.host(), DEV, "10.89.0.50"));
     assert!(has_route(env.host(), "10.90.0.0/24", DEV), "{}", routes(env.host(), false));
-    assert_eq!(snapshot(env.host()).0.as_array().unwrap().len(), before.0.as_array().unwrap().len());
+    assert_eq!(
+        snapshot(env.host()).0.as_array().unwrap().len(),
+        before.0.as_array().unwrap().len()
+    );
     assert!(ping(&w.outside, "10.89.0.2"));
     assert_eq!(host_state(env), Vec::<std::path::PathBuf>::new());
 }

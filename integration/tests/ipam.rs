@@ -22,13 +22,21 @@ fn call(env: &TestEnv, binary: &str, cmd: &str, id: &str, conf: &Value) -> CniOu
     let netns = env.host().path().display().to_string();
     env.exec_plugin(
         binary,
-        &[("CNI_COMMAND", cmd), ("CNI_CONTAINERID", id), ("CNI_NETNS", &netns), ("CNI_IFNAME", "eth0")],
+        &[
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", &netns),
+            ("CNI_IFNAME", "eth0"),
+        ],
         &conf.to_string(),
     )
 }
 
 fn addresses_of(result: &Value) -> Vec<String> {
-    result["ips"].as_array().map(|a| a.iter().map(|i| i["address"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    result["ips"]
+        .as_array()
+        .map(|a| a.iter().map(|i| i["address"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Lease files (names that are addresses) directly in the network's store.
@@ -50,7 +58,12 @@ fn sixty_four_simultaneous_adds_get_distinct_addresses() {
     }
     let env = TestEnv::new("ipam64");
     env.require_plugins(&Plugins::Ours, &["host-local"]);
-    let conf = host_local_conf("1.1.0", "race", &env.ipam_dir(), json!({"ranges": [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd77::/120"}]]}));
+    let conf = host_local_conf(
+        "1.1.0",
+        "race",
+        &env.ipam_dir(),
+        json!({"ranges": [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd77::/120"}]]}),
+    );
     let barrier = Barrier::new(64);
     let outputs: Vec<CniOutput> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..64)
@@ -80,7 +93,15 @@ fn sixty_four_simultaneous_adds_get_distinct_addresses() {
     let leases = lease_files(&store);
     assert_eq!(leases.len(), 128);
     for out in &outputs {
-        let id = out.command.split("CNI_CONTAINERID=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        let id = out
+            .command
+            .split("CNI_CONTAINERID=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
         for a in addresses_of(out.result()) {
             let ip = a.split('/').next().unwrap();
             assert_eq!(std::fs::read_to_string(store.join(ip)).unwrap(), format!("{id}\r\neth0"));
@@ -90,10 +111,15 @@ fn sixty_four_simultaneous_adds_get_distinct_addresses() {
     std::thread::scope(|s| {
         for i in 0..64 {
             let (env, conf) = (&env, &conf);
-            s.spawn(move || call(env, "host-local", "DEL", &format!("race{i}"), conf).expect_ok().code);
+            s.spawn(move || {
+                call(env, "host-local", "DEL", &format!("race{i}"), conf).expect_ok().code
+            });
         }
     });
-    let left: Vec<String> = files_under(&store).iter().map(|p| p.strip_prefix(&store).unwrap().display().to_string()).collect();
+    let left: Vec<String> = files_under(&store)
+        .iter()
+        .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
+        .collect();
     // Only the lock file shared with the reference stays; the cursors go with the last lease.
     assert_eq!(left, vec!["lock"]);
     assert!(!store.join(".by-container").exists());
@@ -125,24 +151,40 @@ fn reference_and_ours_share_one_data_dir() {
         out.expect_ok();
         got.push(addresses_of(out.result()));
     }
-    let want: Vec<Vec<String>> = (0..10).map(|i| vec![format!("10.78.0.{}/24", i + 2), format!("fd78::{:x}/120", i + 2)]).collect();
+    let want: Vec<Vec<String>> = (0..10)
+        .map(|i| vec![format!("10.78.0.{}/24", i + 2), format!("fd78::{:x}/120", i + 2)])
+        .collect();
     assert_eq!(got, want);
     let store = data.join("mix");
     assert_eq!(std::fs::read_to_string(store.join("last_reserved_ip.0")).unwrap(), "10.78.0.11");
     for i in 0..10 {
         let id = env.container_id(&ctr, &CniOpts::ours().container_id(&format!("k{i}")));
-        assert_eq!(std::fs::read_to_string(store.join(format!("10.78.0.{}", i + 2))).unwrap(), format!("{id}\r\neth0"));
+        assert_eq!(
+            std::fs::read_to_string(store.join(format!("10.78.0.{}", i + 2))).unwrap(),
+            format!("{id}\r\neth0")
+        );
     }
     // Each binary CHECKs the other's leases.
     for i in 0..10 {
         env.cnitool("check", "mix", &ctr, &who(i + 1).container_id(&format!("k{i}"))).expect_ok();
     }
     // A requested address the reference leased is refused by ours, naming it and its holder.
-    let conf = host_local_conf("1.1.0", "mix", &data, json!({"ranges": [[{"subnet": "10.78.0.0/24"}], [{"subnet": "fd78::/120"}]]}));
+    let conf = host_local_conf(
+        "1.1.0",
+        "mix",
+        &data,
+        json!({"ranges": [[{"subnet": "10.78.0.0/24"}], [{"subnet": "fd78::/120"}]]}),
+    );
     let netns = env.host().path().display().to_string();
     let taken = env.exec_plugin(
         "host-local",
-        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "intruder"), ("CNI_NETNS", &netns), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", "IP=10.78.0.3")],
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "intruder"),
+            ("CNI_NETNS", &netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "IP=10.78.0.3"),
+        ],
         &conf.to_string(),
     );
     taken.expect_err();
@@ -154,10 +196,16 @@ fn reference_and_ours_share_one_data_dir() {
         env.cnitool("del", "mix", &ctr, &who(i + 1).container_id(&format!("k{i}"))).expect_ok();
     }
     assert!(lease_files(&store).is_empty(), "{:?}", lease_files(&store));
-    let left: Vec<String> = files_under(&store).iter().map(|p| p.strip_prefix(&store).unwrap().display().to_string()).collect();
+    let left: Vec<String> = files_under(&store)
+        .iter()
+        .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
+        .collect();
     // Our DEL of the network's last lease dropped the cursors: only the shared lock is left.
     assert_eq!(left, vec!["lock"]);
-    assert!(!store.join(".by-container").exists(), "empty index dirs the reference left are pruned");
+    assert!(
+        !store.join(".by-container").exists(),
+        "empty index dirs the reference left are pruned"
+    );
     // An emptied network starts over from the first address, with either binary.
     let out = env.cnitool("add", "mix", &ctr, &CniOpts::reference().container_id("k10"));
     assert_eq!(addresses_of(out.expect_ok().result())[0], "10.78.0.2/24");
@@ -183,14 +231,27 @@ fn gc_releases_leases_of_containers_that_died_without_del() {
     }
     assert_eq!(lease_files(&data.join("gcnet")).len(), 8);
     // ctr1, ctr3, ctr5 and ref1 died without DEL: the runtime's valid list omits them.
-    let valid: Vec<Value> = ["ctr0", "ctr2", "ctr4", "ref0"].iter().map(|id| json!({"containerID": id, "ifname": "eth0"})).collect();
+    let valid: Vec<Value> = ["ctr0", "ctr2", "ctr4", "ref0"]
+        .iter()
+        .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+        .collect();
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!(valid);
     let netns = env.host().path().display().to_string();
-    let out = env.exec_plugin("host-local", &[("CNI_COMMAND", "GC"), ("CNI_NETNS", &netns)], &gc.to_string());
+    let out = env.exec_plugin(
+        "host-local",
+        &[("CNI_COMMAND", "GC"), ("CNI_NETNS", &netns)],
+        &gc.to_string(),
+    );
     out.expect_ok();
     let left = lease_files(&data.join("gcnet"));
-    assert_eq!(left, ["10.79.0.2", "10.79.0.4", "10.79.0.6", "10.79.0.8"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+    assert_eq!(
+        left,
+        ["10.79.0.2", "10.79.0.4", "10.79.0.6", "10.79.0.8"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+    );
     for id in ["ctr0", "ctr2", "ctr4", "ref0"] {
         call(&env, "host-local", "CHECK", id, &conf).expect_ok();
     }
@@ -201,7 +262,11 @@ fn gc_releases_leases_of_containers_that_died_without_del() {
     }
     // The index entries of the released leases are gone too.
     let index = data.join("gcnet").join(".by-container");
-    let mut dirs: Vec<String> = std::fs::read_dir(&index).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut dirs: Vec<String> = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     dirs.sort();
     assert_eq!(dirs, vec!["ctr0:eth0", "ctr2:eth0", "ctr4:eth0"]);
 }
@@ -213,9 +278,20 @@ fn status_on_a_full_range_is_code_50() {
     }
     let env = TestEnv::new("ipamfull");
     // A /29 with the gateway at .1: .2 to .6 can be leased.
-    let conf = host_local_conf("1.1.0", "small", &env.ipam_dir(), json!({"ranges": [[{"subnet": "10.80.0.0/29"}]]}));
+    let conf = host_local_conf(
+        "1.1.0",
+        "small",
+        &env.ipam_dir(),
+        json!({"ranges": [[{"subnet": "10.80.0.0/29"}]]}),
+    );
     let netns = env.host().path().display().to_string();
-    let status = || env.exec_plugin("host-local", &[("CNI_COMMAND", "STATUS"), ("CNI_NETNS", &netns)], &conf.to_string());
+    let status = || {
+        env.exec_plugin(
+            "host-local",
+            &[("CNI_COMMAND", "STATUS"), ("CNI_NETNS", &netns)],
+            &conf.to_string(),
+        )
+    };
     status().expect_ok();
     for i in 0..5 {
         call(&env, "host-local", "ADD", &format!("f{i}"), &conf).expect_ok();
@@ -243,13 +319,25 @@ fn version_lists_every_version_and_bad_config_names_the_key() {
     for plugin in ["host-local", "static"] {
         let out = env.exec_plugin(plugin, &[("CNI_COMMAND", "VERSION")], "");
         out.expect_ok();
-        assert_eq!(out.result()["supportedVersions"], json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]), "{out}");
+        assert_eq!(
+            out.result()["supportedVersions"],
+            json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]),
+            "{out}"
+        );
     }
-    let bad = host_local_conf("1.1.0", "bad", &env.ipam_dir(), json!({"ranges": [[{"subnet": "10.0.0.0/33"}]]}));
+    let bad = host_local_conf(
+        "1.1.0",
+        "bad",
+        &env.ipam_dir(),
+        json!({"ranges": [[{"subnet": "10.0.0.0/33"}]]}),
+    );
     let out = call(&env, "host-local", "ADD", "b1", &bad);
     out.expect_err();
     assert_eq!(out.error_code(), Some(7), "{out}");
-    assert!(out.stdout.contains("ipam.ranges[0][0].subnet") && out.stdout.contains("10.0.0.0/33"), "{out}");
+    assert!(
+        out.stdout.contains("ipam.ranges[0][0].subnet") && out.stdout.contains("10.0.0.0/33"),
+        "{out}"
+    );
     assert!(!env.ipam_dir().join("bad").exists(), "a rejected config writes nothing");
 }
 
@@ -271,7 +359,13 @@ fn static_plugin_from_config_and_cni_args() {
     let netns = env.host().path().display().to_string();
     let out = env.exec_plugin(
         "static",
-        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "s2"), ("CNI_NETNS", &netns), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", "IP=10.82.0.9/16;GATEWAY=10.82.0.1")],
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "s2"),
+            ("CNI_NETNS", &netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "IP=10.82.0.9/16;GATEWAY=10.82.0.1"),
+        ],
         &conf.to_string(),
     );
     let ips = out.expect_ok().result()["ips"].clone();

@@ -44,7 +44,10 @@ fn plugin_conf(env: &TestEnv, extra: Value) -> Value {
 }
 
 fn write_net(env: &TestEnv, extra: Value) {
-    env.write_conflist(NET, &json!({"cniVersion": "1.0.0", "name": NET, "plugins": [plugin_conf(env, extra)]}));
+    env.write_conflist(
+        NET,
+        &json!({"cniVersion": "1.0.0", "name": NET, "plugins": [plugin_conf(env, extra)]}),
+    );
 }
 
 /// The plugin's config as a single stdin document (for exec_plugin).
@@ -74,7 +77,9 @@ fn v6(ips: &[IpAddr]) -> IpAddr {
 
 /// Lease files (host-local layout: one file per address) naming `ip`.
 fn lease_exists(env: &TestEnv, ip: IpAddr) -> bool {
-    files_under(&env.ipam_dir()).iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == ip.to_string()))
+    files_under(&env.ipam_dir())
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == ip.to_string()))
 }
 
 /// Files the macvlan plugin keeps (attachments, VLAN refcounts, locks).
@@ -83,7 +88,12 @@ fn macvlan_state(env: &TestEnv) -> Vec<std::path::PathBuf> {
 }
 
 fn add_env<'a>(ctr: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", ctr), ("CNI_NETNS", ns), ("CNI_IFNAME", "eth0")]
+    vec![
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", ctr),
+        ("CNI_NETNS", ns),
+        ("CNI_IFNAME", "eth0"),
+    ]
 }
 
 fn msg(out: &CniOutput) -> String {
@@ -127,7 +137,12 @@ fn bridge_mode_dual_stack_containers_reach_each_other_and_the_lan() {
     assert!(links_of_kind(env.host(), "macvlan").is_empty());
     assert!(addresses(&a).iter().any(|x| x.ifname == "eth0" && x.addr == v4(&ipa)));
 
-    for (from, to) in [(&a, v4(&ipb)), (&b, v4(&ipa)), (&a, "10.77.0.1".parse().unwrap()), (&b, "10.77.0.1".parse().unwrap())] {
+    for (from, to) in [
+        (&a, v4(&ipb)),
+        (&b, v4(&ipa)),
+        (&a, "10.77.0.1".parse().unwrap()),
+        (&b, "10.77.0.1".parse().unwrap()),
+    ] {
         assert!(ping(from, to), "{} cannot ping {to}", from.name);
     }
     assert!(ping(&w.outside, v4(&ipa)), "the LAN cannot reach a");
@@ -166,7 +181,10 @@ fn private_mode_isolates_containers_but_not_the_lan() {
     let rb = env.cnitool("add", NET, &b, &opts);
     rb.expect_ok();
     let (ipa, ipb) = (v4(&ips_of(ra.result())), v4(&ips_of(rb.result())));
-    assert_eq!(a.ip_json(&["-d", "link", "show", "eth0"])[0]["linkinfo"]["info_data"]["mode"], "private");
+    assert_eq!(
+        a.ip_json(&["-d", "link", "show", "eth0"])[0]["linkinfo"]["info_data"]["mode"],
+        "private"
+    );
     // Private: no frames between macvlans of the same parent, even when the switch would hairpin.
     assert!(!ping(&a, ipb), "private mode: a reached b");
     assert!(!ping(&b, ipa), "private mode: b reached a");
@@ -214,14 +232,22 @@ fn bad_mode_or_missing_master_is_code_7_and_creates_nothing() {
         (json!({"master": "nosuch0.10"}), vec!["master", "nosuch0.10"]),
         (json!({"mtu": 9000}), vec!["mtu", "9000", "1500", PARENT]),
     ] {
-        let out = env.exec_plugin("macvlan", &add_env("ctr1", &ns), &stdin_conf(env, "1.1.0", extra.clone()));
+        let out = env.exec_plugin(
+            "macvlan",
+            &add_env("ctr1", &ns),
+            &stdin_conf(env, "1.1.0", extra.clone()),
+        );
         out.expect_err();
         assert_eq!(out.error_code(), Some(7), "{extra}: {out}");
         for n in needles {
             assert!(msg(&out).contains(n), "{extra}: message lacks {n:?}: {}", msg(&out));
         }
         untouched(&a);
-        assert!(files_under(&env.ipam_dir()).iter().all(|p| !p.to_string_lossy().contains("10.77.0.")), "{extra}: a lease was taken: {:?}", files_under(&env.ipam_dir()));
+        assert!(
+            files_under(&env.ipam_dir()).iter().all(|p| !p.to_string_lossy().contains("10.77.0.")),
+            "{extra}: a lease was taken: {:?}",
+            files_under(&env.ipam_dir())
+        );
         assert_eq!(macvlan_state(env), Vec::<std::path::PathBuf>::new(), "{extra}");
     }
     // The same through cnitool: a failure, nothing in the container.
@@ -242,20 +268,31 @@ fn vlan_parent_without_8021q_fails_clearly_and_leaves_nothing() {
     let a = env.container("a");
     let ns = a.path().display().to_string();
     let before = links(env.host());
-    let out = env.exec_plugin("macvlan", &add_env("ctr1", &ns), &stdin_conf(env, "1.1.0", json!({"master": "mvparent.10"})));
+    let out = env.exec_plugin(
+        "macvlan",
+        &add_env("ctr1", &ns),
+        &stdin_conf(env, "1.1.0", json!({"master": "mvparent.10"})),
+    );
     out.expect_err();
     if links(env.host()).contains(&"mvparent.10".to_string()) {
         panic!("this kernel made a VLAN link; the test assumes no 802.1q support:\n{out}");
     }
     assert_eq!(out.error_code(), Some(112), "{out}");
     let m = msg(&out);
-    assert!(m.contains("mvparent.10") && m.contains("802.1q") && m.contains("modprobe 8021q"), "{m}");
+    assert!(
+        m.contains("mvparent.10") && m.contains("802.1q") && m.contains("modprobe 8021q"),
+        "{m}"
+    );
     assert_eq!(links(env.host()), before);
     untouched(&a);
     assert_eq!(macvlan_state(env), Vec::<std::path::PathBuf>::new());
     assert!(files_under(&env.ipam_dir()).iter().all(|p| !p.to_string_lossy().contains("10.77.0.")));
     // STATUS says the same before any ADD is tried.
-    let st = env.exec_plugin("macvlan", &[("CNI_COMMAND", "STATUS")], &stdin_conf(env, "1.1.0", json!({"master": "mvparent.10"})));
+    let st = env.exec_plugin(
+        "macvlan",
+        &[("CNI_COMMAND", "STATUS")],
+        &stdin_conf(env, "1.1.0", json!({"master": "mvparent.10"})),
+    );
     assert_eq!(st.error_code(), Some(50), "{st}");
     assert!(msg(&st).contains("802.1q"), "{st}");
 }
@@ -285,7 +322,11 @@ fn del_after_the_container_namespace_is_gone() {
     }
     assert_eq!(macvlan_state(env), Vec::<std::path::PathBuf>::new());
     assert!(links_of_kind(env.host(), "macvlan").is_empty());
-    assert_eq!(links_of_kind(env.host(), "veth"), vec![PARENT.to_string()], "the parent is untouched");
+    assert_eq!(
+        links_of_kind(env.host(), "veth"),
+        vec![PARENT.to_string()],
+        "the parent is untouched"
+    );
 }
 
 #[test]
@@ -298,7 +339,11 @@ fn mtu_mac_and_result_versions() {
     let a = env.container("a");
     let ns = a.path().display().to_string();
     // 1.1.0 result: interface mtu, ips pointing at interface 0; MAC from runtimeConfig.
-    let conf = stdin_conf(env, "1.1.0", json!({"mtu": 1400, "mac": "02:00:00:00:00:01", "runtimeConfig": {"mac": "02:42:0a:4d:00:63"}}));
+    let conf = stdin_conf(
+        env,
+        "1.1.0",
+        json!({"mtu": 1400, "mac": "02:00:00:00:00:01", "runtimeConfig": {"mac": "02:42:0a:4d:00:63"}}),
+    );
     let out = env.exec_plugin("macvlan", &add_env("ctr1", &ns), &conf);
     out.expect_ok();
     let r = out.result();
@@ -378,9 +423,17 @@ fn status_and_gc() {
     }
     let w = world("mvstatus");
     let env = &w.env;
-    let ok = env.exec_plugin("macvlan", &[("CNI_COMMAND", "STATUS")], &stdin_conf(env, "1.1.0", json!({})));
+    let ok = env.exec_plugin(
+        "macvlan",
+        &[("CNI_COMMAND", "STATUS")],
+        &stdin_conf(env, "1.1.0", json!({})),
+    );
     ok.expect_ok();
-    let missing = env.exec_plugin("macvlan", &[("CNI_COMMAND", "STATUS")], &stdin_conf(env, "1.1.0", json!({"master": "gone0"})));
+    let missing = env.exec_plugin(
+        "macvlan",
+        &[("CNI_COMMAND", "STATUS")],
+        &stdin_conf(env, "1.1.0", json!({"master": "gone0"})),
+    );
     assert_eq!(missing.error_code(), Some(50), "{missing}");
     assert!(msg(&missing).contains("gone0"), "{missing}");
 
@@ -396,7 +449,10 @@ fn status_and_gc() {
     let mut gc: Value = serde_json::from_str(&conf).unwrap();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctrb", "ifname": "eth0"}]);
     env.exec_plugin("macvlan", &[("CNI_COMMAND", "GC")], &gc.to_string()).expect_ok();
-    let names: Vec<String> = macvlan_state(env).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = macvlan_state(env)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().any(|n| n.starts_with("ctrb_")), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("ctra_")), "{names:?}");
     // IPAM's GC released the forgotten attachment's leases, not the valid one's.
@@ -417,17 +473,24 @@ fn a_failed_add_undoes_everything() {
     let env = &w.env;
     // A route whose gateway is on no subnet of the container: refused after the macvlan
     // exists and has its addresses, so ADD must undo the link, the lease and the state.
-    write_net(env, json!({"ipam": {
-        "type": "host-local",
-        "ranges": [[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.10"}]],
-        "routes": [{"dst": "10.91.0.0/24", "gw": "10.200.0.1"}],
-        "dataDir": env.ipam_dir()
-    }}));
+    write_net(
+        env,
+        json!({"ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.10"}]],
+            "routes": [{"dst": "10.91.0.0/24", "gw": "10.200.0.1"}],
+            "dataDir": env.ipam_dir()
+        }}),
+    );
     let a = env.container("a");
     let out = env.cnitool("add", NET, &a, &CniOpts::ours());
     out.expect_err();
     untouched(&a);
-    assert!(files_under(&env.ipam_dir()).iter().all(|p| !p.to_string_lossy().contains("10.77.0.")), "{:?}", files_under(&env.ipam_dir()));
+    assert!(
+        files_under(&env.ipam_dir()).iter().all(|p| !p.to_string_lossy().contains("10.77.0.")),
+        "{:?}",
+        files_under(&env.ipam_dir())
+    );
     assert_eq!(macvlan_state(env), Vec::<std::path::PathBuf>::new());
 }
 
@@ -442,7 +505,8 @@ fn concurrent_adds_and_dels_leave_nothing_behind() {
     let ctrs: Vec<Netns> = (0..6).map(|i| env.container(&format!("c{i}"))).collect();
     let opts = CniOpts::ours();
     let results: Vec<CniOutput> = std::thread::scope(|s| {
-        let hs: Vec<_> = ctrs.iter().map(|c| s.spawn(|| env.cnitool("add", NET, c, &opts))).collect();
+        let hs: Vec<_> =
+            ctrs.iter().map(|c| s.spawn(|| env.cnitool("add", NET, c, &opts))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut all = Vec::new();

@@ -4,7 +4,8 @@
 use integration::*;
 use serde_json::json;
 
-const ALL_PLUGINS: &[&str] = &["bridge", "portmap", "host", "none", "macvlan", "dns-alias", "host-local", "static"];
+const ALL_PLUGINS: &[&str] =
+    &["bridge", "portmap", "host", "none", "macvlan", "dns-alias", "host-local", "static"];
 
 fn none_conf(version: &str) -> serde_json::Value {
     json!({"cniVersion": version, "name": "nonet", "plugins": [{"type": "none"}]})
@@ -28,7 +29,8 @@ fn none_add_check_del_with_cnitool() {
     let result = add.result();
     assert_eq!(result["interfaces"][0]["name"], json!("lo"));
     assert_eq!(result["interfaces"][0]["sandbox"], json!(ctr.path().display().to_string()));
-    let ips: Vec<&str> = result["ips"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap()).collect();
+    let ips: Vec<&str> =
+        result["ips"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap()).collect();
     assert!(ips.contains(&"127.0.0.1/8"), "{ips:?}");
     assert!(ips.contains(&"::1/128"), "{ips:?}");
     // What a user would check: loopback answers inside the container, and nothing else exists.
@@ -41,7 +43,13 @@ fn none_add_check_del_with_cnitool() {
     // CHECK now fails: lo is down.
     let check = env.exec_plugin(
         "none",
-        &[("CNI_COMMAND", "CHECK"), ("CNI_CONTAINERID", "x1"), ("CNI_NETNS", &ctr.path().display().to_string()), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/nonexistent")],
+        &[
+            ("CNI_COMMAND", "CHECK"),
+            ("CNI_CONTAINERID", "x1"),
+            ("CNI_NETNS", &ctr.path().display().to_string()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/nonexistent"),
+        ],
         r#"{"cniVersion":"1.1.0","name":"nonet","type":"none"}"#,
     );
     check.expect_err();
@@ -62,7 +70,13 @@ fn none_del_succeeds_when_netns_is_gone() {
     drop(ctr);
     let del = env.exec_plugin(
         "none",
-        &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "x1"), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/nonexistent")],
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "x1"),
+            ("CNI_NETNS", &path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/nonexistent"),
+        ],
         r#"{"cniVersion":"1.0.0","name":"nonet","type":"none"}"#,
     );
     del.expect_ok();
@@ -70,7 +84,13 @@ fn none_del_succeeds_when_netns_is_gone() {
     // ADD into a namespace that does not exist: code 3, naming the path.
     let add = env.exec_plugin(
         "none",
-        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x1"), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/nonexistent")],
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "x1"),
+            ("CNI_NETNS", &path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/nonexistent"),
+        ],
         r#"{"cniVersion":"1.0.0","name":"nonet","type":"none"}"#,
     );
     assert_eq!(add.error_code(), Some(3), "{}", add.stdout);
@@ -85,7 +105,10 @@ fn none_result_in_old_versions() {
     let env = TestEnv::new("nonever");
     for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
         let name = format!("nonet{}", version.replace('.', ""));
-        env.write_conflist(&name, &json!({"cniVersion": version, "name": name, "plugins": [{"type": "none"}]}));
+        env.write_conflist(
+            &name,
+            &json!({"cniVersion": version, "name": name, "plugins": [{"type": "none"}]}),
+        );
         let ctr = env.container("c");
         let add = env.cnitool("add", &name, &ctr, &CniOpts::ours());
         add.expect_ok();
@@ -107,7 +130,8 @@ fn every_binary_answers_version_with_all_versions() {
     let env = TestEnv::new("version");
     env.require_plugins(&Plugins::Ours, ALL_PLUGINS);
     for plugin in ALL_PLUGINS {
-        let out = env.exec_plugin(plugin, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.1.0"}"#);
+        let out =
+            env.exec_plugin(plugin, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.1.0"}"#);
         out.expect_ok();
         assert_eq!(
             out.result()["supportedVersions"],
@@ -120,7 +144,13 @@ fn every_binary_answers_version_with_all_versions() {
         assert!(bad.stdout.contains("FROB"), "{plugin}: {}", bad.stdout);
         let bad = env.exec_plugin(
             plugin,
-            &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/nonexistent"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/x")],
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/nonexistent"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/x"),
+            ],
             "{nope",
         );
         assert_eq!(bad.error_code(), Some(6), "{plugin}: {}", bad.stdout);

@@ -128,12 +128,7 @@ cni_plugin_dirs = ["{plugins}"]
             "--runtime=runc".to_string(),
             "--events-backend=file".to_string(),
         ];
-        Podman {
-            holder,
-            env: env_vars,
-            global,
-            cgroup_parent: cg.parent(),
-        }
+        Podman { holder, env: env_vars, global, cgroup_parent: cg.parent() }
     }
 
     fn net_dir(env: &TestEnv) -> PathBuf {
@@ -226,11 +221,16 @@ fn podman_cni_backend_with_our_plugins_only() {
     .unwrap();
     t.mark("setup");
 
-    let info = podman.run(&["info", "--format", "{{.Host.NetworkBackend}} {{.Host.OCIRuntime.Name}}"]);
+    let info =
+        podman.run(&["info", "--format", "{{.Host.NetworkBackend}} {{.Host.OCIRuntime.Name}}"]);
     if !runtime_usable("podman", &info) {
         return;
     }
-    assert_eq!(info.stdout.trim(), "cni runc", "podman does not use the CNI backend with runc:\n{info}");
+    assert_eq!(
+        info.stdout.trim(),
+        "cni runc",
+        "podman does not use the CNI backend with runc:\n{info}"
+    );
     let nets = podman.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(nets.lines().any(|l| l == NET), "podman does not see {NET}: {nets}");
 
@@ -244,13 +244,32 @@ fn podman_cni_backend_with_our_plugins_only() {
     // --- docker run -d --name web --network mynet --network-alias webalias -p 18080:80
     podman
         .run_container(&[
-            "-d", "--name", "web", "--network", NET, "--network-alias", "webalias",
-            "-p", "18080:80", IMAGE, "httpd", "-f", "-p", "80", "-h", "/www",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            NET,
+            "--network-alias",
+            "webalias",
+            "-p",
+            "18080:80",
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
         ])
         .expect_ok();
     let ip_of = |name: &str| -> String {
         podman
-            .ok(&["inspect", name, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"])
+            .ok(&[
+                "inspect",
+                name,
+                "--format",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            ])
             .trim()
             .to_string()
     };
@@ -268,11 +287,22 @@ fn podman_cni_backend_with_our_plugins_only() {
     let cache = files_under(&env.libcni_dir().join("results"));
     assert_eq!(cache.len(), 1, "libcni cache entries for web: {cache:?}");
     let veths = links_of_kind(env.host(), "veth");
-    assert!(veths.iter().any(|l| l != "ext0"), "no container veth in the host namespace: {veths:?}");
+    assert!(
+        veths.iter().any(|l| l != "ext0"),
+        "no container veth in the host namespace: {veths:?}"
+    );
 
     // --- names and aliases at 127.0.0.11, from another container on the network
     for name in ["web", "webalias"] {
-        let out = podman.run_container(&["--rm", "--network", NET, IMAGE, "nslookup", name, "127.0.0.11"]);
+        let out = podman.run_container(&[
+            "--rm",
+            "--network",
+            NET,
+            IMAGE,
+            "nslookup",
+            name,
+            "127.0.0.11",
+        ]);
         assert!(
             out.ok() && answer_addresses(&out.stdout).contains(&web_ip),
             "nslookup {name} 127.0.0.11 did not answer {web_ip}:\n{out}"
@@ -282,7 +312,13 @@ fn podman_cni_backend_with_our_plugins_only() {
     // 127.0.0.11 first. (Not `wget http://web/`: static glibc busybox cannot resolve names
     // through NSS and segfaults; its nslookup speaks DNS itself.)
     let out = podman.run_container(&[
-        "--rm", "--network", NET, IMAGE, "sh", "-c", "cat /etc/resolv.conf; echo ---; nslookup webalias",
+        "--rm",
+        "--network",
+        NET,
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; echo ---; nslookup webalias",
     ]);
     assert!(out.ok(), "resolv.conf / plain nslookup failed:\n{out}");
     let (resolv, lookup) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out}"));
@@ -300,7 +336,10 @@ fn podman_cni_backend_with_our_plugins_only() {
         assert!(out.ok() && out.stdout.trim() == "hello from web", "host: GET {url}:\n{out}");
     }
     let out = wget_from(&outside, &format!("http://{HOST_ADDR}:18080/"));
-    assert!(out.ok() && out.stdout.trim() == "hello from web", "outside: GET {HOST_ADDR}:18080:\n{out}");
+    assert!(
+        out.ok() && out.stdout.trim() == "hello from web",
+        "outside: GET {HOST_ADDR}:18080:\n{out}"
+    );
     t.mark("published port (3 clients)");
 
     // --- docker restart web: DEL then ADD while conmon holds the published port; the new
@@ -309,7 +348,8 @@ fn podman_cni_backend_with_our_plugins_only() {
     let web_ip = ip_of("web");
     let out = holder.wget("http://127.0.0.1:18080/");
     assert!(out.ok() && out.stdout.trim() == "hello from web", "after podman restart web:\n{out}");
-    let out = podman.run_container(&["--rm", "--network", NET, IMAGE, "nslookup", "web", "127.0.0.11"]);
+    let out =
+        podman.run_container(&["--rm", "--network", NET, IMAGE, "nslookup", "web", "127.0.0.11"]);
     assert!(
         out.ok() && answer_addresses(&out.stdout).contains(&web_ip),
         "after podman restart web, nslookup web did not answer {web_ip}:\n{out}"
@@ -319,7 +359,18 @@ fn podman_cni_backend_with_our_plugins_only() {
     // --- the same host port again is refused in Docker's words, nothing half-applied
     let leases_before = leases(&env, NET);
     let out = podman.run_container(&[
-        "-d", "--name", "web2", "--network", NET, "-p", "18080:80", IMAGE, "httpd", "-f", "-p", "80",
+        "-d",
+        "--name",
+        "web2",
+        "--network",
+        NET,
+        "-p",
+        "18080:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
     ]);
     out.expect_err();
     assert!(
@@ -328,7 +379,10 @@ fn podman_cni_backend_with_our_plugins_only() {
     );
     assert_eq!(leases(&env, NET), leases_before, "the refused container kept an address");
     let out = holder.wget("http://127.0.0.1:18080/");
-    assert!(out.ok() && out.stdout.trim() == "hello from web", "web broken by the refused run:\n{out}");
+    assert!(
+        out.ok() && out.stdout.trim() == "hello from web",
+        "web broken by the refused run:\n{out}"
+    );
     t.mark("port conflict refused");
 
     // --- docker rm -f: nothing of ours left
@@ -344,8 +398,16 @@ fn podman_cni_backend_with_our_plugins_only() {
     // The plugins never fell back to their default paths (/run/cni-suite, /var/lib/cni):
     // conmon's cleanup calls had the state dir too.
     let fallback = holder.inside("/run/cni-suite");
-    assert!(!fallback.exists(), "a plugin used the default state dir: {:?}", files_under(&fallback));
-    let netns_left: Vec<_> = fs::read_dir(holder.inside("/run/netns")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(
+        !fallback.exists(),
+        "a plugin used the default state dir: {:?}",
+        files_under(&fallback)
+    );
+    let netns_left: Vec<_> = fs::read_dir(holder.inside("/run/netns"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(netns_left.is_empty(), "podman left network namespaces: {netns_left:?}");
     t.mark("podman rm -f + leftover checks");
     t.total();

@@ -13,7 +13,8 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn first_ip(result: &Value) -> IpAddr {
-    let cidr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
+    let cidr =
+        result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
     cidr.split('/').next().unwrap().parse().unwrap()
 }
 
@@ -52,7 +53,8 @@ fn nothing_left(env: &TestEnv) {
         .filter(|f| !f.to_string_lossy().contains("/ipam/"))
         .collect();
     assert!(state.is_empty(), "state left: {state:?}");
-    let links: Vec<_> = links(env.host()).into_iter().filter(|l| l != "lo" && l != "uplink").collect();
+    let links: Vec<_> =
+        links(env.host()).into_iter().filter(|l| l != "lo" && l != "uplink").collect();
     assert!(links.is_empty(), "links left: {links:?}");
 }
 
@@ -68,22 +70,47 @@ fn published_port_answers_everywhere(backend: &str) {
         {"hostPort": 8002, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"},
         {"hostPort": 5301, "containerPort": 53, "protocol": "udp"}
     ]);
-    let web_ip = first_ip(env.cnitool("add", "web", &web, &ports(mappings.clone())).expect_ok().result());
+    let web_ip =
+        first_ip(env.cnitool("add", "web", &web, &ports(mappings.clone())).expect_ok().result());
     env.cnitool("add", "web", &other, &CniOpts::ours()).expect_ok();
     let _tcp = EchoServer::tcp(&web, SocketAddr::new(web_ip, 80));
     let _udp = EchoServer::udp(&web, SocketAddr::new(web_ip, 53));
 
     // From another machine, via the host's address.
-    assert_eq!(tcp_echo(&out, ip(HOST), 8001, "outside").as_deref(), Some("outside"), "outside -> host:8001");
+    assert_eq!(
+        tcp_echo(&out, ip(HOST), 8001, "outside").as_deref(),
+        Some("outside"),
+        "outside -> host:8001"
+    );
     // From the host itself: its own address and 127.0.0.1.
-    assert_eq!(tcp_echo(env.host(), ip(HOST), 8001, "self").as_deref(), Some("self"), "host -> own address:8001");
-    assert_eq!(tcp_echo(env.host(), ip("127.0.0.1"), 8001, "lo").as_deref(), Some("lo"), "host -> 127.0.0.1:8001");
+    assert_eq!(
+        tcp_echo(env.host(), ip(HOST), 8001, "self").as_deref(),
+        Some("self"),
+        "host -> own address:8001"
+    );
+    assert_eq!(
+        tcp_echo(env.host(), ip("127.0.0.1"), 8001, "lo").as_deref(),
+        Some("lo"),
+        "host -> 127.0.0.1:8001"
+    );
     // Hairpin: a container on the same bridge, via the host's address.
-    assert_eq!(tcp_echo(&other, ip(HOST), 8001, "hairpin").as_deref(), Some("hairpin"), "container -> host:8001");
+    assert_eq!(
+        tcp_echo(&other, ip(HOST), 8001, "hairpin").as_deref(),
+        Some("hairpin"),
+        "container -> host:8001"
+    );
     // UDP.
-    assert_eq!(udp_echo(&out, ip(HOST), 5301, "dns?").as_deref(), Some("dns?"), "outside -> host:5301/udp");
+    assert_eq!(
+        udp_echo(&out, ip(HOST), 5301, "dns?").as_deref(),
+        Some("dns?"),
+        "outside -> host:5301/udp"
+    );
     // hostIP 127.0.0.1: answers locally, not from outside.
-    assert_eq!(tcp_echo(env.host(), ip("127.0.0.1"), 8002, "local").as_deref(), Some("local"), "host -> 127.0.0.1:8002");
+    assert_eq!(
+        tcp_echo(env.host(), ip("127.0.0.1"), 8002, "local").as_deref(),
+        Some("local"),
+        "host -> 127.0.0.1:8002"
+    );
     assert!(!tcp_connect(&out, ip(HOST), 8002), "127.0.0.1-only port must not answer from outside");
 
     env.cnitool("check", "web", &web, &ports(mappings.clone())).expect_ok();
@@ -101,27 +128,46 @@ fn conflicts_are_refused(backend: &str) {
     let out = setup(&env, backend, "10.20.2.0/24");
     let (first, second) = (env.container("one"), env.container("two"));
     let m = json!([{"hostPort": 8003, "containerPort": 80, "protocol": "tcp"}]);
-    let first_ip = first_ip(env.cnitool("add", "web", &first, &ports(m.clone())).expect_ok().result());
+    let first_ip =
+        first_ip(env.cnitool("add", "web", &first, &ports(m.clone())).expect_ok().result());
     let _srv = EchoServer::tcp(&first, SocketAddr::new(first_ip, 80));
     // The same container adding the same mapping again is not a conflict.
     env.cnitool("add", "web", &first, &ports(m.clone())).expect_err(); // eth0 exists: bridge refuses, portmap never runs
     let add = env.cnitool("add", "web", &second, &ports(m.clone()));
     add.expect_err();
-    assert!(add.stderr.contains("Bind for 0.0.0.0:8003 failed: port is already allocated"), "{}", add.stderr);
+    assert!(
+        add.stderr.contains("Bind for 0.0.0.0:8003 failed: port is already allocated"),
+        "{}",
+        add.stderr
+    );
     // The failed ADD was rolled back by the runtime; the first container still answers.
     env.cnitool("del", "web", &second, &ports(m.clone())).expect_ok();
     assert_eq!(tcp_echo(&out, ip(HOST), 8003, "still").as_deref(), Some("still"));
 
     // A specific hostIP overlapping the wildcard mapping conflicts too.
-    let specific = json!([{"hostPort": 8003, "containerPort": 80, "protocol": "tcp", "hostIP": HOST}]);
+    let specific =
+        json!([{"hostPort": 8003, "containerPort": 80, "protocol": "tcp", "hostIP": HOST}]);
     let add = env.cnitool("add", "web", &second, &ports(specific));
-    assert!(add.stderr.contains("Bind for 192.0.2.1:8003 failed: port is already allocated"), "{}", add.stderr);
+    assert!(
+        add.stderr.contains("Bind for 192.0.2.1:8003 failed: port is already allocated"),
+        "{}",
+        add.stderr
+    );
     env.cnitool("del", "web", &second, &CniOpts::ours()).expect_ok();
 
     // A host process listening on a port: refused the same way.
     let _host_listener = EchoServer::tcp(env.host(), "0.0.0.0:8004".parse().unwrap());
-    let add = env.cnitool("add", "web", &second, &ports(json!([{"hostPort": 8004, "containerPort": 80}])));
-    assert!(add.stderr.contains("Bind for 0.0.0.0:8004 failed: port is already allocated"), "{}", add.stderr);
+    let add = env.cnitool(
+        "add",
+        "web",
+        &second,
+        &ports(json!([{"hostPort": 8004, "containerPort": 80}])),
+    );
+    assert!(
+        add.stderr.contains("Bind for 0.0.0.0:8004 failed: port is already allocated"),
+        "{}",
+        add.stderr
+    );
     env.cnitool("del", "web", &second, &CniOpts::ours()).expect_ok();
 
     // The error code is ours (110), seen when the plugin is called directly.
@@ -133,7 +179,13 @@ fn conflicts_are_refused(backend: &str) {
     let our_path = env.our_plugin_dir().display().to_string();
     let direct = env.exec_plugin(
         "portmap",
-        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "direct1"), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0"), ("CNI_PATH", &our_path)],
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "direct1"),
+            ("CNI_NETNS", &path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &our_path),
+        ],
         &conf.to_string(),
     );
     assert_eq!(direct.error_code(), Some(110), "{}", direct.stdout);
@@ -175,7 +227,13 @@ fn portmap_refuses_host_networking_and_bad_mappings() {
         let conf = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "runtimeConfig": {"portMappings": mappings}, "prevResult": prev});
         env.exec_plugin(
             "portmap",
-            &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "h1"), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0"), ("CNI_PATH", &our_path)],
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "h1"),
+                ("CNI_NETNS", netns),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", &our_path),
+            ],
             &conf.to_string(),
         )
     };
@@ -201,26 +259,41 @@ fn gc_removes_ports_of_containers_that_died_without_del() {
     let env = TestEnv::new("pmgc");
     let out = setup(&env, "nftables", "10.20.3.0/24");
     let (keep, leak) = (env.container("keep"), env.container("leak"));
-    let keep_ip = first_ip(env.cnitool("add", "web", &keep, &ports(json!([{"hostPort": 8101, "containerPort": 80}]))).expect_ok().result());
-    env.cnitool("add", "web", &leak, &ports(json!([{"hostPort": 8102, "containerPort": 80}]))).expect_ok();
+    let keep_ip = first_ip(
+        env.cnitool("add", "web", &keep, &ports(json!([{"hostPort": 8101, "containerPort": 80}])))
+            .expect_ok()
+            .result(),
+    );
+    env.cnitool("add", "web", &leak, &ports(json!([{"hostPort": 8102, "containerPort": 80}])))
+        .expect_ok();
     let _srv = EchoServer::tcp(&keep, SocketAddr::new(keep_ip, 80));
     let keep_id = env.container_id(&keep, &CniOpts::ours());
     drop(leak); // died without DEL
     let our_path = env.our_plugin_dir().display().to_string();
     let gc = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": "nftables",
         "cni.dev/valid-attachments": [{"containerID": keep_id, "ifname": "eth0"}]});
-    env.exec_plugin("portmap", &[("CNI_COMMAND", "GC"), ("CNI_PATH", &our_path)], &gc.to_string()).expect_ok();
+    env.exec_plugin("portmap", &[("CNI_COMMAND", "GC"), ("CNI_PATH", &our_path)], &gc.to_string())
+        .expect_ok();
     // The leaked container's port is free again, the kept one still answers.
     let rules = nft_ruleset(env.host());
     assert!(!rules.contains("8102"), "{rules}");
     assert_eq!(tcp_echo(&out, ip(HOST), 8101, "kept").as_deref(), Some("kept"));
     let again = env.container("again");
-    env.cnitool("add", "web", &again, &ports(json!([{"hostPort": 8102, "containerPort": 80}]))).expect_ok();
-    env.cnitool("del", "web", &again, &ports(json!([{"hostPort": 8102, "containerPort": 80}]))).expect_ok();
+    env.cnitool("add", "web", &again, &ports(json!([{"hostPort": 8102, "containerPort": 80}])))
+        .expect_ok();
+    env.cnitool("del", "web", &again, &ports(json!([{"hostPort": 8102, "containerPort": 80}])))
+        .expect_ok();
     // STATUS with a working backend.
-    let status = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": "nftables"});
-    env.exec_plugin("portmap", &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &our_path)], &status.to_string()).expect_ok();
-    env.cnitool("del", "web", &keep, &ports(json!([{"hostPort": 8101, "containerPort": 80}]))).expect_ok();
+    let status =
+        json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": "nftables"});
+    env.exec_plugin(
+        "portmap",
+        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &our_path)],
+        &status.to_string(),
+    )
+    .expect_ok();
+    env.cnitool("del", "web", &keep, &ports(json!([{"hostPort": 8101, "containerPort": 80}])))
+        .expect_ok();
     // The leaked container's bridge side is the bridge plugin's GC's job; its veth died with
     // the namespace. Everything of portmap's is gone.
     assert!(!nft_ruleset(env.host()).contains("cni_portmap"));

@@ -62,8 +62,9 @@ impl NetConf {
             return Err(CniError::decode("decoding network config from stdin: not a JSON object"));
         }
         let de = raw.clone();
-        let conf: NetConf = serde_path_to_error::deserialize(de)
-            .map_err(|e| CniError::config(format!("network config: {}: {}", e.path(), e.inner())))?;
+        let conf: NetConf = serde_path_to_error::deserialize(de).map_err(|e| {
+            CniError::config(format!("network config: {}: {}", e.path(), e.inner()))
+        })?;
         Ok((conf, raw))
     }
 
@@ -115,8 +116,9 @@ impl NetConf {
 /// Deserializes a plugin's own config struct from the raw stdin JSON; a bad key gives code 7
 /// naming the key path and the problem.
 pub fn parse_plugin_config<T: DeserializeOwned>(raw: &Value) -> Result<T, CniError> {
-    serde_path_to_error::deserialize(raw.clone())
-        .map_err(|e| CniError::config(format!("invalid network config key {}: {}", e.path(), e.inner())))
+    serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+        CniError::config(format!("invalid network config key {}: {}", e.path(), e.inner()))
+    })
 }
 
 #[cfg(test)]
@@ -126,7 +128,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_kept() {
-        let (conf, _) = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"bridge","bridge":"br9","mtu":1400}"#).unwrap();
+        let (conf, _) = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"bridge","bridge":"br9","mtu":1400}"#,
+        )
+        .unwrap();
         assert_eq!(conf.extra.get("bridge"), Some(&json!("br9")));
         let back = serde_json::to_value(&conf).unwrap();
         assert_eq!(back["mtu"], json!(1400));
@@ -144,7 +149,9 @@ mod tests {
     fn bad_plugin_key_names_the_path() {
         #[derive(Deserialize, Debug)]
         #[allow(dead_code)]
-        struct C { vlan: Option<u16> }
+        struct C {
+            vlan: Option<u16>,
+        }
         let e = parse_plugin_config::<C>(&json!({"vlan": 70000})).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("vlan"), "{}", e.msg);
@@ -154,6 +161,9 @@ mod tests {
     #[test]
     fn valid_attachments_parse() {
         let (conf, _) = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"x","cni.dev/valid-attachments":[{"containerID":"abc","ifname":"eth0"}]}"#).unwrap();
-        assert_eq!(conf.valid_attachments().unwrap(), vec![Attachment { container_id: "abc".into(), ifname: "eth0".into() }]);
+        assert_eq!(
+            conf.valid_attachments().unwrap(),
+            vec![Attachment { container_id: "abc".into(), ifname: "eth0".into() }]
+        );
     }
 }

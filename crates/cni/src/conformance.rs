@@ -15,8 +15,16 @@ impl Plugin for Recorder {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         self.calls.borrow_mut().push("ADD");
         let mut r = req.prev.clone().unwrap_or_default();
-        r.interfaces.push(Interface { name: req.env.ifname.clone(), sandbox: req.env.netns.as_ref().map(|p| p.display().to_string()), ..Default::default() });
-        r.ips.push(IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), interface: Some(r.interfaces.len() - 1) });
+        r.interfaces.push(Interface {
+            name: req.env.ifname.clone(),
+            sandbox: req.env.netns.as_ref().map(|p| p.display().to_string()),
+            ..Default::default()
+        });
+        r.ips.push(IpConfig {
+            address: "10.0.0.2/24".parse().unwrap(),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            interface: Some(r.interfaces.len() - 1),
+        });
         Ok(r)
     }
     fn del(&self, _req: &Request) -> Result<(), CniError> {
@@ -60,29 +68,84 @@ const CONF: &str = r#"{"cniVersion":"1.1.0","name":"net1","type":"recorder"}"#;
 /// (case, env change, stdin, expected code, text the message must contain)
 #[test]
 fn malformed_inputs_get_the_right_code_and_message() {
-    type Case = (&'static str, Vec<(&'static str, Option<&'static str>)>, &'static str, u32, &'static str);
+    type Case =
+        (&'static str, Vec<(&'static str, Option<&'static str>)>, &'static str, u32, &'static str);
     let cases: Vec<Case> = vec![
         ("invalid JSON", vec![], "{not json", 6, "decoding network config"),
         ("stdin not an object", vec![], "[1,2]", 6, "not a JSON object"),
         ("missing CNI_COMMAND", vec![("CNI_COMMAND", None)], CONF, 4, "CNI_COMMAND"),
         ("unknown command", vec![("CNI_COMMAND", Some("FROB"))], CONF, 4, "\"FROB\""),
         ("missing CNI_CONTAINERID", vec![("CNI_CONTAINERID", None)], CONF, 4, "CNI_CONTAINERID"),
-        ("bad CNI_CONTAINERID", vec![("CNI_CONTAINERID", Some("-bad id"))], CONF, 4, "CNI_CONTAINERID"),
+        (
+            "bad CNI_CONTAINERID",
+            vec![("CNI_CONTAINERID", Some("-bad id"))],
+            CONF,
+            4,
+            "CNI_CONTAINERID",
+        ),
         ("missing CNI_NETNS on ADD", vec![("CNI_NETNS", None)], CONF, 4, "CNI_NETNS"),
         ("missing CNI_IFNAME", vec![("CNI_IFNAME", None)], CONF, 4, "CNI_IFNAME"),
-        ("CNI_IFNAME too long", vec![("CNI_IFNAME", Some("averyveryverylongname"))], CONF, 4, "averyveryverylongname"),
+        (
+            "CNI_IFNAME too long",
+            vec![("CNI_IFNAME", Some("averyveryverylongname"))],
+            CONF,
+            4,
+            "averyveryverylongname",
+        ),
         ("CNI_IFNAME with slash", vec![("CNI_IFNAME", Some("a/b"))], CONF, 4, "CNI_IFNAME"),
         ("missing CNI_PATH", vec![("CNI_PATH", None)], CONF, 4, "CNI_PATH"),
         ("bad CNI_ARGS pair", vec![("CNI_ARGS", Some("IP=10.0.0.5;garbage"))], CONF, 4, "garbage"),
-        ("unsupported cniVersion", vec![], r#"{"cniVersion":"0.9.0","name":"n","type":"t"}"#, 1, "0.9.0"),
-        ("CHECK at 0.3.1", vec![("CNI_COMMAND", Some("CHECK"))], r#"{"cniVersion":"0.3.1","name":"n","type":"t"}"#, 1, "CHECK is not supported by cniVersion 0.3.1"),
-        ("GC at 1.0.0", vec![("CNI_COMMAND", Some("GC"))], r#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#, 1, "GC is not supported by cniVersion 1.0.0"),
-        ("STATUS at 1.0.0", vec![("CNI_COMMAND", Some("STATUS"))], r#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#, 1, "STATUS is not supported"),
+        (
+            "unsupported cniVersion",
+            vec![],
+            r#"{"cniVersion":"0.9.0","name":"n","type":"t"}"#,
+            1,
+            "0.9.0",
+        ),
+        (
+            "CHECK at 0.3.1",
+            vec![("CNI_COMMAND", Some("CHECK"))],
+            r#"{"cniVersion":"0.3.1","name":"n","type":"t"}"#,
+            1,
+            "CHECK is not supported by cniVersion 0.3.1",
+        ),
+        (
+            "GC at 1.0.0",
+            vec![("CNI_COMMAND", Some("GC"))],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#,
+            1,
+            "GC is not supported by cniVersion 1.0.0",
+        ),
+        (
+            "STATUS at 1.0.0",
+            vec![("CNI_COMMAND", Some("STATUS"))],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#,
+            1,
+            "STATUS is not supported",
+        ),
         ("config without name", vec![], r#"{"cniVersion":"1.1.0","type":"t"}"#, 7, "\"name\""),
-        ("bad network name", vec![], r#"{"cniVersion":"1.1.0","name":"-x y","type":"t"}"#, 7, "-x y"),
+        (
+            "bad network name",
+            vec![],
+            r#"{"cniVersion":"1.1.0","name":"-x y","type":"t"}"#,
+            7,
+            "-x y",
+        ),
         ("name of wrong type", vec![], r#"{"cniVersion":"1.1.0","name":5,"type":"t"}"#, 7, "name"),
-        ("bad prevResult", vec![], r#"{"cniVersion":"1.1.0","name":"n","type":"t","prevResult":{"ips":[{"address":"300.1.1.1/24"}]}}"#, 6, "prevResult"),
-        ("bad GC attachments", vec![("CNI_COMMAND", Some("GC"))], r#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":"nope"}"#, 6, "cni.dev/valid-attachments"),
+        (
+            "bad prevResult",
+            vec![],
+            r#"{"cniVersion":"1.1.0","name":"n","type":"t","prevResult":{"ips":[{"address":"300.1.1.1/24"}]}}"#,
+            6,
+            "prevResult",
+        ),
+        (
+            "bad GC attachments",
+            vec![("CNI_COMMAND", Some("GC"))],
+            r#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":"nope"}"#,
+            6,
+            "cni.dev/valid-attachments",
+        ),
     ];
     for (what, changes, stdin, code, text) in cases {
         let mut env = base_env("ADD");
@@ -98,7 +161,9 @@ fn malformed_inputs_get_the_right_code_and_message() {
         }
         let (reply, calls) = call(&env, stdin);
         assert_ne!(reply.exit_code, 0, "{what}: must fail");
-        let err = reply.error_value().unwrap_or_else(|| panic!("{what}: stdout is not a CNI error: {}", reply.stdout));
+        let err = reply
+            .error_value()
+            .unwrap_or_else(|| panic!("{what}: stdout is not a CNI error: {}", reply.stdout));
         assert_eq!(err.code, code, "{what}: code (msg: {})", err.msg);
         assert!(err.msg.contains(text), "{what}: message {:?} should contain {text:?}", err.msg);
         assert!(calls.is_empty(), "{what}: the plugin must not be called");
@@ -148,7 +213,10 @@ fn gc_and_status_need_no_container() {
     let mut env = HashMap::new();
     env.insert("CNI_COMMAND", "GC".to_string());
     env.insert("CNI_PATH", "/opt/cni/bin".to_string());
-    let (reply, calls) = call(&env, r#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#);
+    let (reply, calls) = call(
+        &env,
+        r#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+    );
     assert_eq!(reply.exit_code, 0, "{}", reply.stdout);
     assert_eq!(calls, vec!["GC"]);
     env.insert("CNI_COMMAND", "STATUS".to_string());
@@ -163,7 +231,10 @@ fn version_lists_every_supported_version() {
     env.insert("CNI_COMMAND", "VERSION".to_string());
     let (reply, _) = call(&env, "");
     let v: serde_json::Value = serde_json::from_str(&reply.stdout).unwrap();
-    assert_eq!(v["supportedVersions"], json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
     assert_eq!(v["cniVersion"], json!("1.1.0"));
     let (reply, _) = call(&env, r#"{"cniVersion":"0.4.0"}"#);
     let v: serde_json::Value = serde_json::from_str(&reply.stdout).unwrap();
@@ -177,11 +248,19 @@ fn plugin_errors_pass_through_with_config_version() {
         fn add(&self, _: &Request) -> Result<CniResult, CniError> {
             Err(CniError::bad_value("vlan", 5000, "must be 0-4094"))
         }
-        fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
-        fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+        fn del(&self, _: &Request) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _: &Request) -> Result<(), CniError> {
+            Ok(())
+        }
     }
     let env = base_env("ADD");
-    let reply = dispatch(&Failing, &|k| env.get(k).cloned(), br#"{"cniVersion":"0.4.0","name":"n","type":"t"}"#);
+    let reply = dispatch(
+        &Failing,
+        &|k| env.get(k).cloned(),
+        br#"{"cniVersion":"0.4.0","name":"n","type":"t"}"#,
+    );
     let v: serde_json::Value = serde_json::from_str(&reply.stdout).unwrap();
     assert_eq!(v, json!({"cniVersion":"0.4.0","code":7,"msg":"invalid vlan 5000: must be 0-4094"}));
 }

@@ -12,21 +12,26 @@ use std::process::{Command as Process, Stdio};
 /// Finds `plugin` (a bare file name) on CNI_PATH.
 pub fn find_plugin(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
     if plugin.is_empty() || plugin.contains('/') {
-        return Err(CniError::bad_value("ipam.type", format!("{plugin:?}"), "must be a plugin file name"));
+        return Err(CniError::bad_value(
+            "ipam.type",
+            format!("{plugin:?}"),
+            "must be a plugin file name",
+        ));
     }
-    path.iter()
-        .map(|dir| dir.join(plugin))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            CniError::config(format!(
-                "failed to find plugin {plugin:?} in path {:?}",
-                path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()
-            ))
-        })
+    path.iter().map(|dir| dir.join(plugin)).find(|p| p.is_file()).ok_or_else(|| {
+        CniError::config(format!(
+            "failed to find plugin {plugin:?} in path {:?}",
+            path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()
+        ))
+    })
 }
 
 /// Runs `plugin` with `command`. Returns the parsed result for ADD, None otherwise.
-pub fn delegate(plugin: &str, command: Command, req: &Request) -> Result<Option<CniResult>, CniError> {
+pub fn delegate(
+    plugin: &str,
+    command: Command,
+    req: &Request,
+) -> Result<Option<CniResult>, CniError> {
     let exe = find_plugin(plugin, &req.env.path)?;
     let args: Vec<String> = req.env.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let path: Vec<String> = req.env.path.iter().map(|p| p.display().to_string()).collect();
@@ -57,7 +62,9 @@ pub fn delegate(plugin: &str, command: Command, req: &Request) -> Result<Option<
         Ok(v) => v,
         Err(_) if out.stdout.iter().all(u8::is_ascii_whitespace) => serde_json::Value::Null,
         Err(e) => {
-            return Err(CniError::decode(format!("IPAM plugin {plugin} printed invalid JSON: {e}")));
+            return Err(CniError::decode(format!(
+                "IPAM plugin {plugin} printed invalid JSON: {e}"
+            )));
         }
     };
     if !out.status.success() {

@@ -32,7 +32,9 @@ impl Request {
     }
     /// CNI_NETNS, or code 4 when a verb needs it and it is absent.
     pub fn netns(&self) -> Result<&std::path::Path, CniError> {
-        self.env.netns.as_deref().ok_or_else(|| CniError::invalid_env("CNI_NETNS", "required environment variable is missing"))
+        self.env.netns.as_deref().ok_or_else(|| {
+            CniError::invalid_env("CNI_NETNS", "required environment variable is missing")
+        })
     }
 }
 
@@ -82,7 +84,11 @@ fn reply_version(stdin: &[u8]) -> String {
 }
 
 /// Parses and validates one invocation, then calls the plugin.
-pub fn dispatch(plugin: &dyn Plugin, get_env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Reply {
+pub fn dispatch(
+    plugin: &dyn Plugin,
+    get_env: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Reply {
     let version = reply_version(stdin);
     match dispatch_inner(plugin, get_env, stdin) {
         Ok(v) => Reply::ok(v),
@@ -90,7 +96,11 @@ pub fn dispatch(plugin: &dyn Plugin, get_env: &dyn Fn(&str) -> Option<String>, s
     }
 }
 
-fn dispatch_inner(plugin: &dyn Plugin, get_env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+fn dispatch_inner(
+    plugin: &dyn Plugin,
+    get_env: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Option<Value>, CniError> {
     let env = Env::from_lookup(get_env)?;
     if env.command == Command::Version {
         // stdin is optional for VERSION; it may name the version the caller speaks.

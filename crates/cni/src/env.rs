@@ -23,12 +23,12 @@ impl Command {
             "VERSION" => Command::Version,
             "GC" => Command::Gc,
             "STATUS" => Command::Status,
-            other => {
-                return Err(CniError::invalid_env(
-                    "CNI_COMMAND",
-                    format!("unknown command {other:?} (expected ADD, DEL, CHECK, VERSION, GC or STATUS)"),
-                ))
-            }
+            other => return Err(CniError::invalid_env(
+                "CNI_COMMAND",
+                format!(
+                    "unknown command {other:?} (expected ADD, DEL, CHECK, VERSION, GC or STATUS)"
+                ),
+            )),
         })
     }
     pub fn as_str(&self) -> &'static str {
@@ -67,7 +67,12 @@ impl Env {
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Env, CniError> {
         let command = match get("CNI_COMMAND") {
             Some(c) if !c.is_empty() => Command::parse(&c)?,
-            _ => return Err(CniError::invalid_env("CNI_COMMAND", "required environment variable is missing")),
+            _ => {
+                return Err(CniError::invalid_env(
+                    "CNI_COMMAND",
+                    "required environment variable is missing",
+                ))
+            }
         };
         let present = |k: &str| get(k).filter(|v| !v.is_empty());
         let mut missing = Vec::new();
@@ -106,7 +111,14 @@ impl Env {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .collect();
-        Ok(Env { command, container_id, netns: present("CNI_NETNS").map(PathBuf::from), ifname, args, path })
+        Ok(Env {
+            command,
+            container_id,
+            netns: present("CNI_NETNS").map(PathBuf::from),
+            ifname,
+            args,
+            path,
+        })
     }
 }
 
@@ -133,7 +145,10 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         None
     };
     match why {
-        Some(why) => Err(CniError::invalid_env("CNI_IFNAME", format!("invalid interface name {name:?}: {why}"))),
+        Some(why) => Err(CniError::invalid_env(
+            "CNI_IFNAME",
+            format!("invalid interface name {name:?}: {why}"),
+        )),
         None => Ok(()),
     }
 }
@@ -144,7 +159,12 @@ pub fn parse_args(s: &str) -> Result<Vec<(String, String)>, CniError> {
     for pair in s.split(';').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
-            _ => return Err(CniError::invalid_env("CNI_ARGS", format!("invalid pair {pair:?}: expected KEY=VALUE"))),
+            _ => {
+                return Err(CniError::invalid_env(
+                    "CNI_ARGS",
+                    format!("invalid pair {pair:?}: expected KEY=VALUE"),
+                ))
+            }
         }
     }
     Ok(out)

@@ -36,7 +36,8 @@ pub fn install_panic_hook() {
         } else {
             "panic".to_string()
         };
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location =
+            info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         let version = REPLY_VERSION.get().map(String::as_str).unwrap_or(version::CURRENT_VERSION);
         let err = CniError::internal(format!("internal error: {msg}")).with_details(location);
         let mut out = std::io::stdout().lock();

@@ -80,7 +80,10 @@ pub struct Dns {
 
 impl Dns {
     pub fn is_empty(&self) -> bool {
-        self.nameservers.is_empty() && self.domain.is_none() && self.search.is_empty() && self.options.is_empty()
+        self.nameservers.is_empty()
+            && self.domain.is_none()
+            && self.search.is_empty()
+            && self.options.is_empty()
     }
 }
 
@@ -113,7 +116,8 @@ impl CniResult {
         if v < Version::V0_3_0 {
             // 0.1.0 / 0.2.0: first address of each family, routes split by family.
             for (key, want_v4) in [("ip4", true), ("ip6", false)] {
-                let Some(ip) = self.ips.iter().find(|ip| ip.address.addr().is_ipv4() == want_v4) else {
+                let Some(ip) = self.ips.iter().find(|ip| ip.address.addr().is_ipv4() == want_v4)
+                else {
                     continue;
                 };
                 let mut o = Map::new();
@@ -217,22 +221,26 @@ impl CniResult {
             for key in ["ip4", "ip6"] {
                 let Some(o) = obj.get(key) else { continue };
                 let ip = o.get("ip").and_then(|x| x.as_str()).ok_or(format!("{key}.ip missing"))?;
-                let address: IpNet = ip.parse().map_err(|_| format!("{key}.ip: bad address {ip:?}"))?;
+                let address: IpNet =
+                    ip.parse().map_err(|_| format!("{key}.ip: bad address {ip:?}"))?;
                 let gateway = match o.get("gateway").and_then(|x| x.as_str()) {
-                    Some(g) => Some(g.parse().map_err(|_| format!("{key}.gateway: bad address {g:?}"))?),
+                    Some(g) => {
+                        Some(g.parse().map_err(|_| format!("{key}.gateway: bad address {g:?}"))?)
+                    }
                     None => None,
                 };
                 out.ips.push(IpConfig { address, gateway, interface: None });
                 if let Some(routes) = o.get("routes") {
-                    let routes: Vec<Route> =
-                        serde_json::from_value(routes.clone()).map_err(|e| format!("{key}.routes: {e}"))?;
+                    let routes: Vec<Route> = serde_json::from_value(routes.clone())
+                        .map_err(|e| format!("{key}.routes: {e}"))?;
                     out.routes.extend(routes);
                 }
             }
             return Ok(out);
         }
         if let Some(ifaces) = obj.get("interfaces") {
-            out.interfaces = serde_json::from_value(ifaces.clone()).map_err(|e| format!("interfaces: {e}"))?;
+            out.interfaces =
+                serde_json::from_value(ifaces.clone()).map_err(|e| format!("interfaces: {e}"))?;
         }
         if let Some(ips) = obj.get("ips") {
             let arr = ips.as_array().ok_or("ips is not a list")?;
@@ -241,7 +249,8 @@ impl CniResult {
                 if let Some(o) = ip.as_object_mut() {
                     o.remove("version");
                 }
-                let parsed: IpConfig = serde_json::from_value(ip).map_err(|e| format!("ips[{n}]: {e}"))?;
+                let parsed: IpConfig =
+                    serde_json::from_value(ip).map_err(|e| format!("ips[{n}]: {e}"))?;
                 if let Some(i) = parsed.interface {
                     if i >= out.interfaces.len() {
                         return Err(format!("ips[{n}].interface: index {i} out of range"));
@@ -251,7 +260,8 @@ impl CniResult {
             }
         }
         if let Some(routes) = obj.get("routes") {
-            out.routes = serde_json::from_value(routes.clone()).map_err(|e| format!("routes: {e}"))?;
+            out.routes =
+                serde_json::from_value(routes.clone()).map_err(|e| format!("routes: {e}"))?;
         }
         Ok(out)
     }
@@ -293,7 +303,11 @@ mod tests {
     fn full_result() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "cni0".into(), mac: Some("00:11:22:33:44:55".into()), ..Default::default() },
+                Interface {
+                    name: "cni0".into(),
+                    mac: Some("00:11:22:33:44:55".into()),
+                    ..Default::default()
+                },
                 Interface {
                     name: "eth0".into(),
                     mac: Some("99:88:77:66:55:44".into()),
@@ -304,14 +318,35 @@ mod tests {
                 },
             ],
             ips: vec![
-                IpConfig { address: "10.1.0.5/16".parse().unwrap(), gateway: Some("10.1.0.1".parse().unwrap()), interface: Some(1) },
-                IpConfig { address: "fd00::5/64".parse().unwrap(), gateway: Some("fd00::1".parse().unwrap()), interface: Some(1) },
+                IpConfig {
+                    address: "10.1.0.5/16".parse().unwrap(),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
+                    interface: Some(1),
+                },
+                IpConfig {
+                    address: "fd00::5/64".parse().unwrap(),
+                    gateway: Some("fd00::1".parse().unwrap()),
+                    interface: Some(1),
+                },
             ],
             routes: vec![
-                Route { dst: "0.0.0.0/0".parse().unwrap(), gw: None, mtu: Some(1400), advmss: Some(1360), priority: Some(10), table: Some(100), scope: Some(0) },
+                Route {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gw: None,
+                    mtu: Some(1400),
+                    advmss: Some(1360),
+                    priority: Some(10),
+                    table: Some(100),
+                    scope: Some(0),
+                },
                 Route::new("::/0".parse().unwrap(), Some("fd00::1".parse().unwrap())),
             ],
-            dns: Dns { nameservers: vec!["10.1.0.1".into()], domain: None, search: vec!["example.com".into()], options: vec![] },
+            dns: Dns {
+                nameservers: vec!["10.1.0.1".into()],
+                domain: None,
+                search: vec!["example.com".into()],
+                options: vec![],
+            },
         }
     }
 
@@ -333,8 +368,16 @@ mod tests {
             r.interfaces.clear();
             let first4 = r.ips.iter().find(|i| i.address.addr().is_ipv4()).cloned();
             let first6 = r.ips.iter().find(|i| i.address.addr().is_ipv6()).cloned();
-            r.ips = first4.into_iter().chain(first6).map(|mut i| { i.interface = None; i }).collect();
-            let (v4, v6): (Vec<_>, Vec<_>) = r.routes.iter().cloned().partition(|rt| rt.dst.addr().is_ipv4());
+            r.ips = first4
+                .into_iter()
+                .chain(first6)
+                .map(|mut i| {
+                    i.interface = None;
+                    i
+                })
+                .collect();
+            let (v4, v6): (Vec<_>, Vec<_>) =
+                r.routes.iter().cloned().partition(|rt| rt.dst.addr().is_ipv4());
             r.routes = v4.into_iter().chain(v6).collect();
         }
         r
@@ -368,15 +411,18 @@ mod tests {
         });
         let r = CniResult::from_version(&old, "0.2.0").unwrap();
         let v1 = r.to_version("1.0.0").unwrap();
-        assert_eq!(v1, json!({
-            "cniVersion": "1.0.0",
-            "ips": [
-                {"address": "10.1.0.5/16", "gateway": "10.1.0.1"},
-                {"address": "2001:db8::5/64", "gateway": "2001:db8::1"}
-            ],
-            "routes": [{"dst": "0.0.0.0/0"}],
-            "dns": {"nameservers": ["10.1.0.1"]}
-        }));
+        assert_eq!(
+            v1,
+            json!({
+                "cniVersion": "1.0.0",
+                "ips": [
+                    {"address": "10.1.0.5/16", "gateway": "10.1.0.1"},
+                    {"address": "2001:db8::5/64", "gateway": "2001:db8::1"}
+                ],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dns": {"nameservers": ["10.1.0.1"]}
+            })
+        );
         let v031 = r.to_version("0.3.1").unwrap();
         assert_eq!(v031["ips"][0]["version"], json!("4"));
         assert_eq!(v031["ips"][1]["version"], json!("6"));
@@ -398,11 +444,14 @@ mod tests {
         assert_eq!(r.sandbox_interface("eth0"), Some(2));
         assert_eq!(r.container_ips("eth0").len(), 1);
         let v020 = r.to_version("0.2.0").unwrap();
-        assert_eq!(v020, json!({
-            "cniVersion": "0.2.0",
-            "ip4": {"ip": "10.0.0.5/32"},
-            "dns": {"nameservers": ["10.1.0.1"]}
-        }));
+        assert_eq!(
+            v020,
+            json!({
+                "cniVersion": "0.2.0",
+                "ip4": {"ip": "10.0.0.5/32"},
+                "dns": {"nameservers": ["10.1.0.1"]}
+            })
+        );
     }
 
     #[test]
@@ -422,9 +471,17 @@ mod tests {
 
     #[test]
     fn bad_results_are_rejected_with_the_field() {
-        let e = CniResult::from_version(&json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}), "1.0.0").unwrap_err();
+        let e = CniResult::from_version(
+            &json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}),
+            "1.0.0",
+        )
+        .unwrap_err();
         assert!(e.contains("ips[0]"), "{e}");
-        let e = CniResult::from_version(&json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/24", "interface": 3}]}), "1.0.0").unwrap_err();
+        let e = CniResult::from_version(
+            &json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/24", "interface": 3}]}),
+            "1.0.0",
+        )
+        .unwrap_err();
         assert!(e.contains("interface"), "{e}");
         assert!(CniResult::from_version(&json!([1]), "1.0.0").is_err());
     }

@@ -49,7 +49,13 @@ impl FileLock {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)?;
             }
-            let file = match OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path) {
+            let file = match OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(path)
+            {
                 Ok(f) => f,
                 // The directory went away between create_dir_all and open: start over.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -58,7 +64,9 @@ impl FileLock {
             file.lock()?;
             let held = file.metadata()?;
             match fs::metadata(path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(FileLock { file }),
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(FileLock { file })
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
@@ -71,7 +79,8 @@ impl FileLock {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
         file.lock()?;
         Ok(FileLock { file })
     }

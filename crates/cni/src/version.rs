@@ -3,7 +3,8 @@
 use crate::error::CniError;
 
 /// Every result version the reference plugins accept, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED_VERSIONS: &[&str] =
+    &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// The version this suite implements and reports by default.
 pub const CURRENT_VERSION: &str = "1.1.0";

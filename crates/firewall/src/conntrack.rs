@@ -10,14 +10,7 @@
 use crate::{run_tool, PortMapping, Protocol};
 
 fn family_args(m: &PortMapping) -> [&'static str; 2] {
-    [
-        "-f",
-        if m.container_ip.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        },
-    ]
+    ["-f", if m.container_ip.is_ipv4() { "ipv4" } else { "ipv6" }]
 }
 
 /// `conntrack` arguments deleting every flow to this mapping's host port (for a newly
@@ -93,15 +86,8 @@ mod tests {
             removed_mapping_args(&m).join(" "),
             "-D -f ipv4 -p udp --orig-port-dst 53 --orig-dst 192.168.1.1 --reply-src 10.88.0.5 --reply-port-src 5353"
         );
-        let m6 = PortMapping {
-            host_ip: None,
-            container_ip: "fd00::5".parse().unwrap(),
-            ..m
-        };
-        assert_eq!(
-            new_mapping_args(&m6).join(" "),
-            "-D -f ipv6 -p udp --orig-port-dst 53"
-        );
+        let m6 = PortMapping { host_ip: None, container_ip: "fd00::5".parse().unwrap(), ..m };
+        assert_eq!(new_mapping_args(&m6).join(" "), "-D -f ipv6 -p udp --orig-port-dst 53");
     }
 
     #[test]
@@ -113,17 +99,8 @@ mod tests {
             container_port: 80,
             protocol: Protocol::Tcp,
         };
-        assert_eq!(
-            run_all("/nonexistent/conntrack", &[m], removed_mapping_args),
-            0
-        );
-        let u = PortMapping {
-            protocol: Protocol::Udp,
-            ..m
-        };
-        assert_eq!(
-            run_all("/nonexistent/conntrack", &[u], removed_mapping_args),
-            0
-        );
+        assert_eq!(run_all("/nonexistent/conntrack", &[m], removed_mapping_args), 0);
+        let u = PortMapping { protocol: Protocol::Udp, ..m };
+        assert_eq!(run_all("/nonexistent/conntrack", &[u], removed_mapping_args), 0);
     }
 }

@@ -92,17 +92,9 @@ impl Saved {
                 let mut it = c.split_whitespace();
                 let name = it.next().unwrap_or_default().to_string();
                 let policy = it.next().unwrap_or("-").to_string();
-                s.tables
-                    .get_mut(t)
-                    .expect("table entered")
-                    .chains
-                    .insert(name, policy);
+                s.tables.get_mut(t).expect("table entered").chains.insert(name, policy);
             } else if let (true, Some(t)) = (line.starts_with("-A "), cur.as_ref()) {
-                s.tables
-                    .get_mut(t)
-                    .expect("table entered")
-                    .rules
-                    .push(line.to_string());
+                s.tables.get_mut(t).expect("table entered").rules.push(line.to_string());
             } else if line == "COMMIT" {
                 cur = None;
             }
@@ -123,24 +115,14 @@ impl Saved {
         let prefix = format!("-A {chain} ");
         self.table(t)
             .map(|x| {
-                x.rules
-                    .iter()
-                    .filter(|r| r.starts_with(&prefix))
-                    .map(String::as_str)
-                    .collect()
+                x.rules.iter().filter(|r| r.starts_with(&prefix)).map(String::as_str).collect()
             })
             .unwrap_or_default()
     }
 
     fn chains_with_prefix(&self, t: &str, prefix: &str) -> Vec<String> {
         self.table(t)
-            .map(|x| {
-                x.chains
-                    .keys()
-                    .filter(|c| c.starts_with(prefix))
-                    .cloned()
-                    .collect()
-            })
+            .map(|x| x.chains.keys().filter(|c| c.starts_with(prefix)).cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -287,11 +269,8 @@ pub(crate) fn network_batch(
     let mut b = Batch::default();
     // filter: rebuild CNI-SUITE-FORWARD and the isolation chains from the other networks'
     // rules plus ours.
-    let others: Vec<&str> = cur
-        .rules("filter", FORWARD)
-        .into_iter()
-        .filter(|r| !has_tag(r, &nc.tag))
-        .collect();
+    let others: Vec<&str> =
+        cur.rules("filter", FORWARD).into_iter().filter(|r| !has_tag(r, &nc.tag)).collect();
     let mut bridges: Vec<String> = Vec::new();
     for r in &others {
         if let Some(i) = arg_of(r, "-i") {
@@ -331,19 +310,11 @@ pub(crate) fn network_batch(
             b.push("filter", format!("-A {ISO_OUT} -o {br} -j DROP"));
             b.push("filter", format!("-A {ISO_IN} -i {br} -j DROP"));
         }
-        if !cur
-            .rules("filter", "FORWARD")
-            .iter()
-            .any(|r| jump_target(r) == Some(FORWARD))
-        {
+        if !cur.rules("filter", "FORWARD").iter().any(|r| jump_target(r) == Some(FORWARD)) {
             b.push("filter", format!("-I FORWARD 1 -j {FORWARD}"));
         }
     } else {
-        for r in cur
-            .rules("filter", "FORWARD")
-            .iter()
-            .filter(|r| jump_target(r) == Some(FORWARD))
-        {
+        for r in cur.rules("filter", "FORWARD").iter().filter(|r| jump_target(r) == Some(FORWARD)) {
             b.push("filter", delete_line(r));
         }
         for c in [FORWARD, ISO_OUT, ISO_IN] {
@@ -363,11 +334,8 @@ pub(crate) fn network_batch(
     }
 
     // nat: masquerade.
-    let others: Vec<&str> = cur
-        .rules("nat", POSTROUTING)
-        .into_iter()
-        .filter(|r| !has_tag(r, &nc.tag))
-        .collect();
+    let others: Vec<&str> =
+        cur.rules("nat", POSTROUTING).into_iter().filter(|r| !has_tag(r, &nc.tag)).collect();
     let mut rebuilt: Vec<String> = others.iter().map(|r| r.to_string()).collect();
     let subnets = net.map(|n| fam_nets(&n.subnets, f)).unwrap_or_default();
     let masq = net.is_some_and(|n| n.masquerades()) && !subnets.is_empty();
@@ -376,19 +344,11 @@ pub(crate) fn network_batch(
         for s in &subnets {
             b.push("nat", format!("-A {} -d {s} -j RETURN", nc.masq));
         }
-        let mcast = if f == Family::V4 {
-            "224.0.0.0/4"
-        } else {
-            "ff00::/8"
-        };
+        let mcast = if f == Family::V4 { "224.0.0.0/4" } else { "ff00::/8" };
         b.push("nat", format!("-A {} -d {mcast} -j RETURN", nc.masq));
         b.push("nat", format!("-A {} -j MASQUERADE", nc.masq));
         for s in &subnets {
-            rebuilt.push(format!(
-                "-A {POSTROUTING} -s {s} {} -j {}",
-                comment(&nc.tag),
-                nc.masq
-            ));
+            rebuilt.push(format!("-A {POSTROUTING} -s {s} {} -j {}", comment(&nc.tag), nc.masq));
         }
     }
     let had_ours =
@@ -400,18 +360,12 @@ pub(crate) fn network_batch(
                 b.push("nat", r);
             }
         }
-        if !cur
-            .rules("nat", "POSTROUTING")
-            .iter()
-            .any(|r| jump_target(r) == Some(POSTROUTING))
-        {
+        if !cur.rules("nat", "POSTROUTING").iter().any(|r| jump_target(r) == Some(POSTROUTING)) {
             b.push("nat", format!("-A POSTROUTING -j {POSTROUTING}"));
         }
     } else {
-        for r in cur
-            .rules("nat", "POSTROUTING")
-            .iter()
-            .filter(|r| jump_target(r) == Some(POSTROUTING))
+        for r in
+            cur.rules("nat", "POSTROUTING").iter().filter(|r| jump_target(r) == Some(POSTROUTING))
         {
             b.push("nat", delete_line(r));
         }
@@ -445,10 +399,7 @@ fn network_expectations(f: Family, net: &NetworkRules) -> Vec<(String, usize)> {
 
 /// Comment tag of one mapping's DNAT rule (identifies it for exact removal).
 fn mapping_tag(m: &PortMapping) -> String {
-    let host = m
-        .specific_host_ip()
-        .map(|h| h.to_string())
-        .unwrap_or_else(|| "*".into());
+    let host = m.specific_host_ip().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
     format!("cni-suite hp={}/{host}/{}", m.protocol, m.host_port)
 }
 
@@ -457,10 +408,7 @@ fn dnat_rule(chain: &str, m: &PortMapping) -> String {
         IpAddr::V4(a) => format!("{a}:{}", m.container_port),
         IpAddr::V6(a) => format!("[{a}]:{}", m.container_port),
     };
-    let host = m
-        .specific_host_ip()
-        .map(|h| format!("-d {} ", host_net(h)))
-        .unwrap_or_default();
+    let host = m.specific_host_ip().map(|h| format!("-d {} ", host_net(h))).unwrap_or_default();
     let p = m.protocol;
     format!(
         "-A {chain} {host}-p {p} -m {p} --dport {} {} -j DNAT --to-destination {dest}",
@@ -473,19 +421,13 @@ fn dnat_rule(chain: &str, m: &PortMapping) -> String {
 pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Result<String, Error> {
     let owner = owner_key(&p.container_id, &p.ifname);
     let oc = owner_chains(&owner);
-    let maps: Vec<&PortMapping> = p
-        .mappings
-        .iter()
-        .filter(|m| Family::of(m.container_ip) == f)
-        .collect();
+    let maps: Vec<&PortMapping> =
+        p.mappings.iter().filter(|m| Family::of(m.container_ip) == f).collect();
     if maps.is_empty() {
         return Ok(String::new());
     }
-    let ips: Vec<IpAddr> = p
-        .container_ips()
-        .into_iter()
-        .filter(|ip| Family::of(*ip) == f)
-        .collect();
+    let ips: Vec<IpAddr> =
+        p.container_ips().into_iter().filter(|ip| Family::of(*ip) == f).collect();
     let mut b = Batch::default();
 
     // Other owners' DNAT rules: a stale owner (its target address is ours now) is purged,
@@ -518,10 +460,7 @@ pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Res
             }
             for m in &maps {
                 if has_tag(r, &mapping_tag(m)) {
-                    let o = owner_of_chain
-                        .get(&chain)
-                        .cloned()
-                        .unwrap_or_else(|| chain.clone());
+                    let o = owner_of_chain.get(&chain).cloned().unwrap_or_else(|| chain.clone());
                     let (c, i) = split_owner_key(&o);
                     return Err(Error::new(format!(
                         "host port of mapping {} is already published by container {c} interface {i}",
@@ -552,31 +491,16 @@ pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Res
         }
     }
     for base in ["PREROUTING", "OUTPUT"] {
-        if !cur
-            .rules("nat", base)
-            .iter()
-            .any(|r| jump_target(r) == Some(HOSTPORTS))
-        {
-            b.push(
-                "nat",
-                format!("-A {base} -m addrtype --dst-type LOCAL -j {HOSTPORTS}"),
-            );
+        if !cur.rules("nat", base).iter().any(|r| jump_target(r) == Some(HOSTPORTS)) {
+            b.push("nat", format!("-A {base} -m addrtype --dst-type LOCAL -j {HOSTPORTS}"));
         }
     }
-    if !cur
-        .rules("nat", "POSTROUTING")
-        .iter()
-        .any(|r| jump_target(r) == Some(PM_POST))
-    {
+    if !cur.rules("nat", "POSTROUTING").iter().any(|r| jump_target(r) == Some(PM_POST)) {
         b.push("nat", format!("-A POSTROUTING -j {PM_POST}"));
     }
 
     // The owner's chains, flushed and refilled; its jumps replaced.
-    for r in cur
-        .rules("nat", HOSTPORTS)
-        .iter()
-        .chain(cur.rules("nat", PM_POST).iter())
-    {
+    for r in cur.rules("nat", HOSTPORTS).iter().chain(cur.rules("nat", PM_POST).iter()) {
         if has_tag(r, &oc.tag) {
             b.push("nat", delete_line(r));
         }
@@ -596,11 +520,8 @@ pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Res
     protos.sort();
     protos.dedup();
     for proto in protos {
-        let mut ports: Vec<u16> = maps
-            .iter()
-            .filter(|m| m.protocol == proto)
-            .map(|m| m.host_port)
-            .collect();
+        let mut ports: Vec<u16> =
+            maps.iter().filter(|m| m.protocol == proto).map(|m| m.host_port).collect();
         ports.sort();
         ports.dedup();
         let filter = if ports.len() <= 15 {
@@ -641,11 +562,7 @@ pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Res
 
 /// Removes an owner's jumps and chains.
 fn purge_owner(b: &mut Batch, cur: &Saved, oc: &OwnerChains, dnat_chain: &str) {
-    for r in cur
-        .rules("nat", HOSTPORTS)
-        .iter()
-        .chain(cur.rules("nat", PM_POST).iter())
-    {
+    for r in cur.rules("nat", HOSTPORTS).iter().chain(cur.rules("nat", PM_POST).iter()) {
         let t = jump_target(r).unwrap_or_default();
         if has_tag(r, &oc.tag) || t == dnat_chain || t == oc.snat {
             b.push("nat", delete_line(r));
@@ -698,14 +615,10 @@ pub(crate) fn remove_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> 
     let oc = owner_chains(&owner);
     let mut b = Batch::default();
     let rules = cur.rules("nat", &oc.dnat);
-    let maps: Vec<&PortMapping> = p
-        .mappings
-        .iter()
-        .filter(|m| Family::of(m.container_ip) == f)
-        .collect();
-    let (gone, kept): (Vec<&str>, Vec<&str>) = rules
-        .iter()
-        .partition(|r| maps.iter().any(|m| has_tag(r, &mapping_tag(m))));
+    let maps: Vec<&PortMapping> =
+        p.mappings.iter().filter(|m| Family::of(m.container_ip) == f).collect();
+    let (gone, kept): (Vec<&str>, Vec<&str>) =
+        rules.iter().partition(|r| maps.iter().any(|m| has_tag(r, &mapping_tag(m))));
     let mut removed = Vec::new();
     if kept.is_empty() {
         if cur.has_chain("nat", &oc.dnat) || cur.has_chain("nat", &oc.snat) {
@@ -768,10 +681,7 @@ impl Iptables {
         if r.ok {
             Ok(())
         } else {
-            Err(Error::new(format!(
-                "{restore} failed ({what}): {}",
-                r.stderr.trim()
-            )))
+            Err(Error::new(format!("{restore} failed ({what}): {}", r.stderr.trim())))
         }
     }
 
@@ -884,11 +794,7 @@ impl Firewall for Iptables {
         let mut missing = Vec::new();
         for f in [Family::V4, Family::V6] {
             let cur = self.save(f)?;
-            let fam = if f == Family::V4 {
-                "iptables"
-            } else {
-                "ip6tables"
-            };
+            let fam = if f == Family::V4 { "iptables" } else { "ip6tables" };
             for (chain, n) in network_expectations(f, net) {
                 let t = if chain == nc.masq { "nat" } else { "filter" };
                 if !cur.has_chain(t, &chain) {
@@ -906,11 +812,7 @@ impl Firewall for Iptables {
                     missing.push(format!("{fam} jump to {c}"));
                 }
             }
-            if !cur
-                .rules("filter", "FORWARD")
-                .iter()
-                .any(|r| jump_target(r) == Some(FORWARD))
-            {
+            if !cur.rules("filter", "FORWARD").iter().any(|r| jump_target(r) == Some(FORWARD)) {
                 missing.push(format!("{fam} jump FORWARD -> {FORWARD}"));
             }
             let subnets = fam_nets(&net.subnets, f);
@@ -961,11 +863,7 @@ impl Firewall for Iptables {
         for f in Self::port_families(ports) {
             let cur = self.save(f)?;
             let rules = cur.rules("nat", &oc.dnat);
-            for m in ports
-                .mappings
-                .iter()
-                .filter(|m| Family::of(m.container_ip) == f)
-            {
+            for m in ports.mappings.iter().filter(|m| Family::of(m.container_ip) == f) {
                 let tag = mapping_tag(m);
                 let dest = match m.container_ip {
                     IpAddr::V4(a) => format!("{a}:{}", m.container_port),
@@ -977,19 +875,12 @@ impl Firewall for Iptables {
                     missing.push(m.describe());
                 }
             }
-            if !cur
-                .rules("nat", HOSTPORTS)
-                .iter()
-                .any(|r| jump_target(r) == Some(oc.dnat.as_str()))
+            if !cur.rules("nat", HOSTPORTS).iter().any(|r| jump_target(r) == Some(oc.dnat.as_str()))
             {
                 missing.push(format!("jump to {}", oc.dnat));
             }
             for base in ["PREROUTING", "OUTPUT"] {
-                if !cur
-                    .rules("nat", base)
-                    .iter()
-                    .any(|r| jump_target(r) == Some(HOSTPORTS))
-                {
+                if !cur.rules("nat", base).iter().any(|r| jump_target(r) == Some(HOSTPORTS)) {
                     missing.push(format!("jump {base} -> {HOSTPORTS}"));
                 }
             }
@@ -1028,11 +919,7 @@ impl Firewall for Iptables {
         let owner = owner_key_of(container_id, ifname);
         for (f, cur) in self.owner_families(&owner)? {
             let batch = remove_owner_batch(&owner, &cur);
-            self.restore(
-                f,
-                &format!("remove ports of {container_id}/{ifname}"),
-                &batch,
-            )?;
+            self.restore(f, &format!("remove ports of {container_id}/{ifname}"), &batch)?;
         }
         Ok(())
     }
@@ -1059,10 +946,7 @@ impl Firewall for Iptables {
         let mut found = Vec::new();
         for (f, name) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
             if let Ok(cur) = self.save(f) {
-                if cur
-                    .table("filter")
-                    .and_then(|t| t.chains.get("FORWARD"))
-                    .map(String::as_str)
+                if cur.table("filter").and_then(|t| t.chains.get("FORWARD")).map(String::as_str)
                     == Some("DROP")
                 {
                     found.push(format!("{name} filter FORWARD"));
@@ -1099,11 +983,8 @@ mod tests {
     }
 
     fn net() -> NetworkRules {
-        let mut n = NetworkRules::new(
-            "podman",
-            "cni-podman0",
-            vec!["10.88.0.0/16".parse().unwrap()],
-        );
+        let mut n =
+            NetworkRules::new("podman", "cni-podman0", vec!["10.88.0.0/16".parse().unwrap()]);
         n.isolate = true;
         n
     }
@@ -1173,9 +1054,7 @@ mod tests {
         )), "{b}");
         assert!(b.contains(&format!("-A {HOSTPORTS} -p tcp -m multiport --dports 8080 -m comment --comment \"cni-suite owner=abc/eth0\" -j {}", oc.dnat)));
         assert!(b.contains(&format!("-A {} -s 10.88.0.5/32 -j MASQUERADE", oc.snat)));
-        assert!(add_ports_batch(Family::V6, &p, &Saved::default())
-            .unwrap()
-            .is_empty());
+        assert!(add_ports_batch(Family::V6, &p, &Saved::default()).unwrap().is_empty());
         // Someone else (another address) holds the port.
         let other = owner_chains("def/eth0");
         let saved = format!(

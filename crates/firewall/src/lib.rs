@@ -54,7 +54,8 @@ fn on_path(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
 }
 
@@ -221,10 +222,7 @@ impl PortMapping {
             IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
-        format!(
-            "{host}{}->{cont}:{}/{}",
-            self.host_port, self.container_port, self.protocol
-        )
+        format!("{host}{}->{cont}:{}/{}", self.host_port, self.container_port, self.protocol)
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
@@ -378,11 +376,7 @@ pub trait Firewall: Send + Sync {
         let keep: Vec<String> = valid.iter().map(|(c, i)| owner_key(c, i)).collect();
         let mut removed = Vec::new();
         for (c, i) in self.list_port_owners()? {
-            let k = if i.is_empty() && c.starts_with('#') {
-                c.clone()
-            } else {
-                owner_key(&c, &i)
-            };
+            let k = if i.is_empty() && c.starts_with('#') { c.clone() } else { owner_key(&c, &i) };
             if !keep.contains(&k) {
                 self.remove_port_owner(&c, &i)?;
                 removed.push((c, i));
@@ -416,13 +410,8 @@ pub(crate) fn stable_hash(data: &str) -> u64 {
 pub(crate) fn network_id(network: &str) -> String {
     let plain = !network.is_empty()
         && network.len() <= 32
-        && network
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && network
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && network.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && network.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain {
         network.to_string()
     } else {
@@ -444,11 +433,7 @@ pub fn owner_key(container_id: &str, ifname: &str) -> String {
     if k.len() <= 120 && owner_part_ok(container_id) && owner_part_ok(ifname) {
         k
     } else {
-        format!(
-            "#{:016x}{:016x}",
-            stable_hash(&k),
-            stable_hash(&format!("cni-suite:{k}"))
-        )
+        format!("#{:016x}{:016x}", stable_hash(&k), stable_hash(&format!("cni-suite:{k}")))
     }
 }
 
@@ -502,16 +487,10 @@ pub(crate) struct Run {
 pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Result<Run, Error> {
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         let data = input.as_bytes().to_vec();
@@ -529,9 +508,8 @@ pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Res
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
+    let out =
+        child.wait_with_output().map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
     Ok(Run {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -546,14 +524,8 @@ mod tests {
     #[test]
     fn backend_kind_parses() {
         assert_eq!("nft".parse::<BackendKind>().unwrap(), BackendKind::Nftables);
-        assert_eq!(
-            "nftables".parse::<BackendKind>().unwrap(),
-            BackendKind::Nftables
-        );
-        assert_eq!(
-            "IPTables".parse::<BackendKind>().unwrap(),
-            BackendKind::Iptables
-        );
+        assert_eq!("nftables".parse::<BackendKind>().unwrap(), BackendKind::Nftables);
+        assert_eq!("IPTables".parse::<BackendKind>().unwrap(), BackendKind::Iptables);
         let e = "ebtables".parse::<BackendKind>().unwrap_err();
         assert!(e.msg.contains("\"ebtables\""), "{e}");
     }
@@ -602,11 +574,7 @@ mod tests {
             protocol: Protocol::Tcp,
         };
         assert!(m.validate().unwrap_err().msg.contains("families"));
-        let m = PortMapping {
-            host_ip: Some("0.0.0.0".parse().unwrap()),
-            host_port: 0,
-            ..m
-        };
+        let m = PortMapping { host_ip: Some("0.0.0.0".parse().unwrap()), host_port: 0, ..m };
         assert!(m.validate().unwrap_err().msg.contains("hostPort"));
     }
 
@@ -614,17 +582,8 @@ mod tests {
     fn hairpin_sources_default_to_the_container() {
         let mut p = ContainerPorts::new("n", "c", "eth0");
         let ip: IpAddr = "10.88.0.5".parse().unwrap();
-        assert_eq!(
-            p.hairpin_sources(ip),
-            vec!["10.88.0.5/32".parse::<ipnet::IpNet>().unwrap()]
-        );
-        p.container_nets = vec![
-            "10.88.0.5/16".parse().unwrap(),
-            "fd00::5/64".parse().unwrap(),
-        ];
-        assert_eq!(
-            p.hairpin_sources(ip),
-            vec!["10.88.0.0/16".parse::<ipnet::IpNet>().unwrap()]
-        );
+        assert_eq!(p.hairpin_sources(ip), vec!["10.88.0.5/32".parse::<ipnet::IpNet>().unwrap()]);
+        p.container_nets = vec!["10.88.0.5/16".parse().unwrap(), "fd00::5/64".parse().unwrap()];
+        assert_eq!(p.hairpin_sources(ip), vec!["10.88.0.0/16".parse::<ipnet::IpNet>().unwrap()]);
     }
 }

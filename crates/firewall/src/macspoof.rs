@@ -29,7 +29,9 @@ pub fn guard_script(port: &str, mac: &[u8; 6]) -> String {
     let mut s = skeleton();
     // Flush and re-add the single rule so repeated calls never duplicate it.
     s += &format!("flush chain bridge {TABLE} guard\n");
-    s += &format!("add rule bridge {TABLE} guard iifname @ports iifname . ether saddr != @allowed drop\n");
+    s += &format!(
+        "add rule bridge {TABLE} guard iifname @ports iifname . ether saddr != @allowed drop\n"
+    );
     s += &format!("add element bridge {TABLE} ports {{ \"{port}\" }}\n");
     s += &format!("add element bridge {TABLE} allowed {{ \"{port}\" . {} }}\n", mac_str(mac));
     s
@@ -89,7 +91,12 @@ mod tests {
     fn scripts_name_port_and_mac() {
         let mac = [0x02, 0, 0, 0, 0xab, 0x01];
         let g = guard_script("veth1234", &mac);
-        assert!(g.contains("add element bridge cni_macspoof allowed { \"veth1234\" . 02:00:00:00:ab:01 }"), "{g}");
+        assert!(
+            g.contains(
+                "add element bridge cni_macspoof allowed { \"veth1234\" . 02:00:00:00:ab:01 }"
+            ),
+            "{g}"
+        );
         assert_eq!(g.matches("add rule").count(), 1);
         let u = unguard_script("veth1234", &mac);
         assert!(u.contains("delete element bridge cni_macspoof ports { \"veth1234\" }"), "{u}");

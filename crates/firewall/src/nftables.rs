@@ -71,18 +71,13 @@ impl Default for Nftables {
 
 impl Nftables {
     pub fn new() -> Self {
-        Nftables {
-            nft: "nft".to_string(),
-        }
+        Nftables { nft: "nft".to_string() }
     }
 
     /// Uses another `nft` binary (path or name).
     pub fn with_program(program: impl Into<String>) -> Self {
-        Nftables {
-            nft: program.into(),
-        }
+        Nftables { nft: program.into() }
     }
-
 
     /// Runs one script as one transaction.
     fn apply(&self, what: &str, script: &str) -> Result<(), Error> {
@@ -90,10 +85,7 @@ impl Nftables {
         if r.ok {
             Ok(())
         } else {
-            Err(Error::new(format!(
-                "nft failed ({what}): {}",
-                r.stderr.trim()
-            )))
+            Err(Error::new(format!("nft failed ({what}): {}", r.stderr.trim())))
         }
     }
 
@@ -150,11 +142,7 @@ impl Nftables {
     }
 
     fn drop_portmap_if_empty(&self) {
-        let _ = run_tool(
-            &self.nft,
-            &["-f", "-"],
-            Some(&portmap_drop_if_empty_script()),
-        );
+        let _ = run_tool(&self.nft, &["-f", "-"], Some(&portmap_drop_if_empty_script()));
     }
 }
 
@@ -194,11 +182,7 @@ impl Listing {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| Error::new(format!("cannot parse nft JSON output: {e}")))?;
         let mut out = Listing::default();
-        let items = v
-            .get("nftables")
-            .and_then(|x| x.as_array())
-            .cloned()
-            .unwrap_or_default();
+        let items = v.get("nftables").and_then(|x| x.as_array()).cloned().unwrap_or_default();
         for item in items {
             if let Some(c) = item.get("chain") {
                 out.chains.push(ChainInfo {
@@ -216,12 +200,7 @@ impl Listing {
                 let key_quoted = s.get("type").and_then(|t| t.as_str()) == Some("ifname");
                 let data_quoted = s.get("map").and_then(|t| t.as_str()) == Some("ifname");
                 let mut elems = Vec::new();
-                for e in s
-                    .get("elem")
-                    .and_then(|x| x.as_array())
-                    .cloned()
-                    .unwrap_or_default()
-                {
+                for e in s.get("elem").and_then(|x| x.as_array()).cloned().unwrap_or_default() {
                     let (k, d) = if is_map {
                         match e.as_array() {
                             Some(pair) if pair.len() == 2 => {
@@ -235,10 +214,7 @@ impl Listing {
                     let (kv, comment) = match k.get("elem") {
                         Some(inner) => (
                             inner.get("val").cloned().unwrap_or(Value::Null),
-                            inner
-                                .get("comment")
-                                .and_then(|c| c.as_str())
-                                .map(str::to_string),
+                            inner.get("comment").and_then(|c| c.as_str()).map(str::to_string),
                         ),
                         None => (k.clone(), None),
                     };
@@ -268,10 +244,7 @@ impl Listing {
 }
 
 fn str_of(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(|x| x.as_str())
-        .unwrap_or_default()
-        .to_string()
+    v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string()
 }
 
 /// Renders a JSON value of nft's output back in nft's input syntax.
@@ -287,30 +260,18 @@ fn json_to_nft(v: &Value, quote: bool) -> String {
         Value::Number(n) => n.to_string(),
         Value::Object(o) => {
             if let Some(c) = o.get("concat").and_then(|c| c.as_array()) {
-                return c
-                    .iter()
-                    .map(|x| json_to_nft(x, false))
-                    .collect::<Vec<_>>()
-                    .join(" . ");
+                return c.iter().map(|x| json_to_nft(x, false)).collect::<Vec<_>>().join(" . ");
             }
             if let Some(p) = o.get("prefix") {
                 return format!(
                     "{}/{}",
-                    p.get("addr")
-                        .map(|a| json_to_nft(a, false))
-                        .unwrap_or_default(),
-                    p.get("len")
-                        .map(|a| json_to_nft(a, false))
-                        .unwrap_or_default()
+                    p.get("addr").map(|a| json_to_nft(a, false)).unwrap_or_default(),
+                    p.get("len").map(|a| json_to_nft(a, false)).unwrap_or_default()
                 );
             }
             if let Some(r) = o.get("range").and_then(|r| r.as_array()) {
                 if r.len() == 2 {
-                    return format!(
-                        "{}-{}",
-                        json_to_nft(&r[0], false),
-                        json_to_nft(&r[1], false)
-                    );
+                    return format!("{}-{}", json_to_nft(&r[0], false), json_to_nft(&r[1], false));
                 }
             }
             for verdict in ["jump", "goto"] {
@@ -338,16 +299,8 @@ fn q(s: &str) -> String {
 
 /// A comment-safe rendering of a free-form name.
 fn comment_text(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| {
-            if c == '"' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let t: String =
+        s.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).collect();
     t.chars().take(100).collect()
 }
 
@@ -360,12 +313,7 @@ struct NetNames {
 
 fn net_names(network: &str) -> NetNames {
     let id = network_id(network);
-    NetNames {
-        from: format!("nf_{id}"),
-        to: format!("nt_{id}"),
-        masq: format!("nm_{id}"),
-        id,
-    }
+    NetNames { from: format!("nf_{id}"), to: format!("nt_{id}"), masq: format!("nm_{id}"), id }
 }
 
 /// Is this chain name one of a network's chains?
@@ -498,11 +446,7 @@ fn network_comment(net: &NetworkRules) -> String {
         normalized(&net.subnets),
         net.icc
     );
-    comment_text(&format!(
-        "cni network {} cfg={:016x}",
-        net.network,
-        stable_hash(&fp)
-    ))
+    comment_text(&format!("cni network {} cfg={:016x}", net.network, stable_hash(&fp)))
 }
 
 /// True when the listing already has exactly this network's rules (nothing to do).
@@ -596,10 +540,8 @@ pub(crate) fn apply_network_script(
             }
         }
     }
-    let had_icc_off = cur
-        .elems("icc_off")
-        .iter()
-        .any(|e| e.comment.as_deref() == Some(names.id.as_str()));
+    let had_icc_off =
+        cur.elems("icc_off").iter().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
     let mut old_nets: Vec<String> = Vec::new();
     for set in ["nets4", "nets6"] {
         for e in cur.elems(set) {
@@ -656,16 +598,10 @@ pub(crate) fn apply_network_script(
     s += &format!("add element {t} bridges {{ {bq} comment {idq} }}\n");
     s += &format!("add element {t} live {{ {bq} comment {idq} : jump br_anchor }}\n");
     for n in &subnets {
-        s += &format!(
-            "add element {t} {} {{ {} comment {idq} }}\n",
-            fam_set("nets", n),
-            net_key(n)
-        );
+        s +=
+            &format!("add element {t} {} {{ {} comment {idq} }}\n", fam_set("nets", n), net_key(n));
     }
-    s += &format!(
-        "add element {t} from_br {{ {bq} comment {} : {jump_from} }}\n",
-        q(&comment)
-    );
+    s += &format!("add element {t} from_br {{ {bq} comment {} : {jump_from} }}\n", q(&comment));
     s += &format!("add element {t} to_br {{ {bq} : {jump_to} }}\n");
     if want_masq {
         for n in &subnets {
@@ -700,18 +636,12 @@ pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<Stri
     let names = net_names(network);
     let t = format!("inet {BRIDGE_TABLE}");
     let ours = [names.from.as_str(), names.to.as_str(), names.masq.as_str()];
-    let others_left = cur
-        .chains
-        .iter()
-        .any(|c| is_network_chain(&c.name) && !ours.contains(&c.name.as_str()));
+    let others_left =
+        cur.chains.iter().any(|c| is_network_chain(&c.name) && !ours.contains(&c.name.as_str()));
     let present = cur.has_chain(&names.from)
         || cur.has_chain(&names.to)
         || cur.has_chain(&names.masq)
-        || cur
-            .sets
-            .values()
-            .flatten()
-            .any(|e| e.comment.as_deref() == Some(names.id.as_str()));
+        || cur.sets.values().flatten().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
     let mut s = String::new();
     if !others_left {
         // Last network: everything goes. Every network's `live` element references
@@ -731,10 +661,8 @@ pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<Stri
     if !present {
         return None;
     }
-    let had_icc_off = cur
-        .elems("icc_off")
-        .iter()
-        .any(|e| e.comment.as_deref() == Some(names.id.as_str()));
+    let had_icc_off =
+        cur.elems("icc_off").iter().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
     let targets: Vec<String> = ours.iter().map(|c| format!("jump {c}")).collect();
     for map in ["from_br", "to_br", "masq4", "masq6"] {
         for e in cur.elems(map) {
@@ -754,10 +682,8 @@ pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<Stri
                         "add element bridge {ICC_TABLE} {icc_set} {{ {} : drop }}\n",
                         e.key
                     );
-                    icc += &format!(
-                        "delete element bridge {ICC_TABLE} {icc_set} {{ {} }}\n",
-                        e.key
-                    );
+                    icc +=
+                        &format!("delete element bridge {ICC_TABLE} {icc_set} {{ {} }}\n", e.key);
                 }
             }
         }
@@ -810,25 +736,10 @@ pub(crate) fn check_network_listing(
         Some(e) if data.is_none() || e.data == data => {}
         _ => missing.push(format!("element {key} in {set}")),
     };
-    want(
-        "from_br",
-        &bq,
-        Some(format!("jump {}", names.from)),
-        &mut missing,
-    );
-    want(
-        "to_br",
-        &bq,
-        Some(format!("jump {}", names.to)),
-        &mut missing,
-    );
+    want("from_br", &bq, Some(format!("jump {}", names.from)), &mut missing);
+    want("to_br", &bq, Some(format!("jump {}", names.to)), &mut missing);
     want("bridges", &bq, None, &mut missing);
-    want(
-        "live",
-        &bq,
-        Some("jump br_anchor".to_string()),
-        &mut missing,
-    );
+    want("live", &bq, Some("jump br_anchor".to_string()), &mut missing);
     let subnets = normalized(&net.subnets);
     for n in &subnets {
         want(&fam_set("nets", n), &net_key(n), None, &mut missing);
@@ -981,11 +892,7 @@ pub(crate) fn mapping_element(m: &PortMapping) -> (String, String, String) {
     let proto = m.protocol.as_str();
     let data = format!("{} . {}", m.container_ip, m.container_port);
     match m.specific_host_ip() {
-        Some(h) => (
-            format!("hp{f}"),
-            format!("{h} . {proto} . {}", m.host_port),
-            data,
-        ),
+        Some(h) => (format!("hp{f}"), format!("{h} . {proto} . {}", m.host_port), data),
         None => (format!("ap{f}"), format!("{proto} . {}", m.host_port), data),
     }
 }
@@ -1033,13 +940,7 @@ fn owner_elems(p: &ContainerPorts) -> OwnerElems {
             maps.push(e);
         }
     }
-    OwnerElems {
-        live: (q(&h), "jump pm_anchor".to_string()),
-        owners,
-        maps,
-        sets,
-        chains,
-    }
+    OwnerElems { live: (q(&h), "jump pm_anchor".to_string()), owners, maps, sets, chains }
 }
 
 /// Refuses a request that maps one host port twice to different targets.
@@ -1070,10 +971,7 @@ pub(crate) fn add_ports_script(p: &ContainerPorts) -> Result<String, Error> {
     let oq = q(&owner_key(&p.container_id, &p.ifname));
     let e = owner_elems(p);
     let mut s = String::new();
-    s += &format!(
-        "add element {t} live {{ {} comment {oq} : {} }}\n",
-        e.live.0, e.live.1
-    );
+    s += &format!("add element {t} live {{ {} comment {oq} : {} }}\n", e.live.0, e.live.1);
     for (set, k, d) in &e.owners {
         s += &format!("add element {t} {set} {{ {k} comment {oq} : {d} }}\n");
     }
@@ -1126,15 +1024,10 @@ fn purge_lines(
     let mut s = String::new();
     for set in OWNED_SETS {
         for e in cur.elems(set) {
-            let by_comment = e
-                .comment
-                .as_deref()
-                .is_some_and(|c| hashes.contains(&owner_hash(c)));
+            let by_comment = e.comment.as_deref().is_some_and(|c| hashes.contains(&owner_hash(c)));
             let by_key = set == "live" && hashes.contains(e.key.trim_matches('"'));
             let by_data = set.starts_with("owners")
-                && e.data
-                    .as_deref()
-                    .is_some_and(|d| hashes.contains(d.trim_matches('"')));
+                && e.data.as_deref().is_some_and(|d| hashes.contains(d.trim_matches('"')));
             if (by_comment || by_key || by_data) && done.insert((set.to_string(), e.key.clone())) {
                 s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
             }
@@ -1151,20 +1044,12 @@ pub(crate) fn add_ports_recovery_script(
 ) -> Result<String, Error> {
     let o = owner_key(&p.container_id, &p.ifname);
     let h = owner_hash(&o);
-    let live: HashSet<String> = cur
-        .elems("live")
-        .iter()
-        .map(|e| e.key.trim_matches('"').to_string())
-        .collect();
+    let live: HashSet<String> =
+        cur.elems("live").iter().map(|e| e.key.trim_matches('"').to_string()).collect();
     let mut stale: HashSet<String> = HashSet::new();
     for ip in p.container_ips() {
         if let Some(e) = cur.find(&format!("owners{}", v(ip)), &ip.to_string()) {
-            let holder = e
-                .data
-                .as_deref()
-                .unwrap_or("")
-                .trim_matches('"')
-                .to_string();
+            let holder = e.data.as_deref().unwrap_or("").trim_matches('"').to_string();
             if holder != h {
                 // Our address (IPAM gave it to us): the previous holder is gone.
                 stale.insert(holder);
@@ -1188,20 +1073,12 @@ pub(crate) fn add_ports_recovery_script(
             continue;
         }
         // Does the holder still own the address it maps to?
-        let holder_ip = e
-            .data
-            .as_deref()
-            .unwrap_or("")
-            .split(" . ")
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let holder_ip =
+            e.data.as_deref().unwrap_or("").split(" . ").next().unwrap_or("").to_string();
         let fam = if holder_ip.contains(':') { '6' } else { '4' };
-        let holds_ip = cur
-            .find(&format!("owners{fam}"), &holder_ip)
-            .is_some_and(|x| {
-                x.data.as_deref().map(|d| d.trim_matches('"')) == Some(holder.as_str())
-            });
+        let holds_ip = cur.find(&format!("owners{fam}"), &holder_ip).is_some_and(|x| {
+            x.data.as_deref().map(|d| d.trim_matches('"')) == Some(holder.as_str())
+        });
         if live.contains(&holder) && holds_ip && holder != h {
             let (c, i) = split_owner_key(&holder_owner);
             return Err(Error::new(format!(
@@ -1232,11 +1109,8 @@ pub(crate) fn remove_owner_script(
     let mut s = purge_lines(cur, &hashes, &mut done);
     // Elements with our exact data whose recorded owner is no longer live (orphans).
     if let Some(p) = p {
-        let live: HashSet<String> = cur
-            .elems("live")
-            .iter()
-            .map(|e| e.key.trim_matches('"').to_string())
-            .collect();
+        let live: HashSet<String> =
+            cur.elems("live").iter().map(|e| e.key.trim_matches('"').to_string()).collect();
         let t = format!("inet {PORTMAP_TABLE}");
         for m in &p.mappings {
             let (map, key, data) = mapping_element(m);
@@ -1378,11 +1252,7 @@ impl Firewall for Nftables {
                 net.network
             )));
         };
-        let icc = if net.icc {
-            None
-        } else {
-            self.list_table("bridge", ICC_TABLE)?
-        };
+        let icc = if net.icc { None } else { self.list_table("bridge", ICC_TABLE)? };
         let missing = check_network_listing(net, &cur, icc.as_ref());
         if missing.is_empty() {
             Ok(())
@@ -1448,10 +1318,8 @@ impl Firewall for Nftables {
         let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else {
             return Ok(Vec::new());
         };
-        let keep: HashSet<String> = valid
-            .iter()
-            .map(|(c, i)| owner_hash(&owner_key(c, i)))
-            .collect();
+        let keep: HashSet<String> =
+            valid.iter().map(|(c, i)| owner_hash(&owner_key(c, i))).collect();
         let mut stale = HashSet::new();
         let mut removed = BTreeSet::new();
         for e in cur.elems("live") {
@@ -1476,20 +1344,13 @@ impl Firewall for Nftables {
     fn is_available(&self) -> Result<(), Error> {
         // A check-only transaction of our base tables: the kernel validates it (nf_tables,
         // nat, fib, bridge family) without committing.
-        let script = format!(
-            "{}{}{}",
-            bridge_base_script(&[]),
-            icc_base_script(),
-            portmap_base_script()
-        );
+        let script =
+            format!("{}{}{}", bridge_base_script(&[]), icc_base_script(), portmap_base_script());
         let r = run_tool(&self.nft, &["-c", "-f", "-"], Some(&script))?;
         if r.ok {
             Ok(())
         } else {
-            Err(Error::new(format!(
-                "nftables cannot be programmed: {}",
-                r.stderr.trim()
-            )))
+            Err(Error::new(format!("nftables cannot be programmed: {}", r.stderr.trim())))
         }
     }
 
@@ -1535,10 +1396,7 @@ mod tests {
         NetworkRules::new(
             "podman",
             "cni-podman0",
-            vec![
-                "10.88.0.1/16".parse().unwrap(),
-                "fd00::/64".parse().unwrap(),
-            ],
+            vec!["10.88.0.1/16".parse().unwrap(), "fd00::/64".parse().unwrap()],
         )
     }
 
@@ -1625,10 +1483,7 @@ mod tests {
     fn network_script_replaces_old_elements() {
         let l = Listing::parse(LISTING).unwrap();
         let s = apply_network_script(&net(), Some(&l)).unwrap();
-        assert!(
-            s.contains("delete element inet cni_bridge from_br { \"oldbr\" }"),
-            "{s}"
-        );
+        assert!(s.contains("delete element inet cni_bridge from_br { \"oldbr\" }"), "{s}");
         assert!(s.contains("delete element inet cni_bridge bridges { \"oldbr\" }"));
         assert!(s.contains("delete element inet cni_bridge masq4 { 10.77.0.0/16 }"));
         assert!(s.contains("delete element inet cni_bridge nets4 { 10.77.0.0/16 }"));
@@ -1660,9 +1515,7 @@ mod tests {
         let s = remove_network_script(
             "other",
             &Listing::parse(
-                &LISTING
-                    .replace("nf_podman", "x_podman")
-                    .replace("nm_podman", "y_podman"),
+                &LISTING.replace("nf_podman", "x_podman").replace("nm_podman", "y_podman"),
             )
             .unwrap(),
         )
@@ -1686,14 +1539,10 @@ mod tests {
         assert!(s.contains(&format!(
             "add element inet cni_portmap owners4 {{ 10.88.0.5 comment \"abc/eth0\" : \"{h}\" }}"
         )));
-        assert!(s.contains(&format!(
-            "live {{ \"{h}\" comment \"abc/eth0\" : jump pm_anchor }}"
-        )));
+        assert!(s.contains(&format!("live {{ \"{h}\" comment \"abc/eth0\" : jump pm_anchor }}")));
         let r = remove_ports_script(&p).unwrap();
         assert!(r.contains("add element inet cni_portmap ap4 { tcp . 8080 : 10.88.0.5 . 80 }\ndelete element inet cni_portmap ap4 { tcp . 8080 }"), "{r}");
-        assert!(r.contains(&format!(
-            "delete element inet cni_portmap live {{ \"{h}\" }}"
-        )));
+        assert!(r.contains(&format!("delete element inet cni_portmap live {{ \"{h}\" }}")));
         // The script size depends on the request only.
         let mut p2 = p.clone();
         p2.container_id = "def".into();
@@ -1706,10 +1555,7 @@ mod tests {
         let mut m = p.mappings[0];
         m.container_port = 81;
         p.mappings.push(m);
-        assert!(add_ports_script(&p)
-            .unwrap_err()
-            .msg
-            .contains("same host port"));
+        assert!(add_ports_script(&p).unwrap_err().msg.contains("same host port"));
     }
 
     #[test]
@@ -1726,14 +1572,9 @@ mod tests {
         let l = Listing::parse(&listing).unwrap();
         let p = ports();
         let s = add_ports_recovery_script(&p, &l).unwrap();
-        assert!(
-            s.contains("delete element inet cni_portmap ap4 { tcp . 8080 }"),
-            "{s}"
-        );
+        assert!(s.contains("delete element inet cni_portmap ap4 { tcp . 8080 }"), "{s}");
         assert!(s.contains("delete element inet cni_portmap owners4 { 10.88.0.5 }"));
-        assert!(s.contains(&format!(
-            "delete element inet cni_portmap live {{ \"{h_old}\" }}"
-        )));
+        assert!(s.contains(&format!("delete element inet cni_portmap live {{ \"{h_old}\" }}")));
         assert!(
             s.find("delete element").unwrap()
                 < s.find("add element inet cni_portmap live").unwrap()
@@ -1741,11 +1582,7 @@ mod tests {
         let mut p2 = ports();
         p2.mappings[0].host_port = 9090;
         let e = add_ports_recovery_script(&p2, &l).unwrap_err();
-        assert!(
-            e.msg
-                .contains("already published by container live interface eth0"),
-            "{e}"
-        );
+        assert!(e.msg.contains("already published by container live interface eth0"), "{e}");
     }
 
     #[test]

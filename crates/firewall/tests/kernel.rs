@@ -22,15 +22,9 @@ struct Netns {
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!(
-            "fwtest-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip");
+        let name =
+            format!("fwtest-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip");
         assert!(st.success(), "ip netns add {name}");
         let ns = Netns { name };
         ns.sh("ip link set lo up");
@@ -78,9 +72,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -212,10 +204,7 @@ fn network_rules_are_idempotent_and_removed() {
             "{kind}: not idempotent\n{first}\n---\n{second}"
         );
         assert_eq!(first, second, "{kind}: not idempotent");
-        println!(
-            "{kind}: two networks applied twice, {} lines both times",
-            second.lines().count()
-        );
+        println!("{kind}: two networks applied twice, {} lines both times", second.lines().count());
 
         // Changing a network replaces its rules.
         let mut a3 = a.clone();
@@ -255,10 +244,7 @@ fn network_rules_are_idempotent_and_removed() {
             fw7.remove_network("alpha").unwrap();
         });
         let left = dump(&ns, kind);
-        assert!(
-            !left.contains("10.77.3.0/24") && left.contains("10.77.2.0/24"),
-            "{kind}:\n{left}"
-        );
+        assert!(!left.contains("10.77.3.0/24") && left.contains("10.77.2.0/24"), "{kind}:\n{left}");
         let fw8 = mk();
         ns.run(move || {
             fw8.remove_network("beta net").unwrap();
@@ -266,11 +252,7 @@ fn network_rules_are_idempotent_and_removed() {
         });
         let end = dump(&ns, kind);
         if kind == "nftables" {
-            assert_eq!(
-                end.trim(),
-                "",
-                "nftables: ruleset not empty after removal:\n{end}"
-            );
+            assert_eq!(end.trim(), "", "nftables: ruleset not empty after removal:\n{end}");
         } else {
             assert_eq!(end.trim(), "", "iptables: CNI-SUITE chains left:\n{end}");
         }
@@ -292,10 +274,7 @@ fn nft_icc_false_and_iptables_refusal() {
         fw.apply_network(&n2).unwrap();
         fw.check_network(&n2).unwrap();
         let e = Iptables::new().apply_network(&n2).unwrap_err();
-        assert!(
-            e.msg.contains("icc=false needs the nftables backend"),
-            "{e}"
-        );
+        assert!(e.msg.contains("icc=false needs the nftables backend"), "{e}");
     });
     let rs = nft_ruleset(&ns);
     assert!(
@@ -352,10 +331,7 @@ fn ports_add_remove_exact() {
                 ]
             );
             // Another container may not take a published host port.
-            let thief = ports(
-                "c3",
-                vec![mapping(None, 8080, "10.77.0.9", 80, Protocol::Tcp)],
-            );
+            let thief = ports("c3", vec![mapping(None, 8080, "10.77.0.9", 80, Protocol::Tcp)]);
             let e = fw.add_ports(&thief).unwrap_err();
             assert!(e.msg.contains("already published by container c1"), "{e}");
         });
@@ -364,20 +340,14 @@ fn ports_add_remove_exact() {
         assert!(
             d.contains("8080") && d.contains("5353") && d.contains("9090") && d.contains("fd77::3")
         );
-        assert!(
-            !d.contains("10.77.0.9"),
-            "{kind}: failed add left state:\n{d}"
-        );
+        assert!(!d.contains("10.77.0.9"), "{kind}: failed add left state:\n{d}");
 
         // CHECK detects a missing mapping.
         if kind == "nftables" {
             ns.sh("nft delete element inet cni_portmap ap4 '{ tcp . 8080 }'");
         } else {
             let dn = ns.sh("iptables-save -t nat | grep -- '--dport 8080' | head -1");
-            ns.sh(&format!(
-                "iptables -t nat {}",
-                dn.trim().replacen("-A", "-D", 1)
-            ));
+            ns.sh(&format!("iptables -t nat {}", dn.trim().replacen("-A", "-D", 1)));
         }
         let fw = mk();
         let q1 = p1.clone();
@@ -404,10 +374,7 @@ fn ports_add_remove_exact() {
             );
         });
         let d = dump(&ns, kind);
-        assert!(
-            !d.contains("8080") && !d.contains("5353") && d.contains("9090"),
-            "{kind}:\n{d}"
-        );
+        assert!(!d.contains("8080") && !d.contains("5353") && d.contains("9090"), "{kind}:\n{d}");
 
         // GC removes every owner not listed; the port tables go with the last one.
         let fw = mk();
@@ -425,10 +392,7 @@ fn stale_owner_of_an_address_is_replaced() {
     }
     for (kind, mk) in backends() {
         let ns = Netns::new();
-        let old = ports(
-            "old",
-            vec![mapping(None, 8080, "10.77.0.2", 80, Protocol::Tcp)],
-        );
+        let old = ports("old", vec![mapping(None, 8080, "10.77.0.2", 80, Protocol::Tcp)]);
         let new = ports(
             "new",
             vec![
@@ -516,14 +480,7 @@ fn scale(kind: &str, mk: &(dyn Fn() -> Box<dyn Firewall> + Send + Sync), n: usiz
     for l in report {
         println!("{l}");
     }
-    let d = dump(
-        &ns,
-        if kind == "nftables" {
-            "nftables"
-        } else {
-            "iptables"
-        },
-    );
+    let d = dump(&ns, if kind == "nftables" { "nftables" } else { "iptables" });
     assert_eq!(d.trim(), "", "left after removing all mappings:\n{d}");
 }
 
@@ -553,24 +510,17 @@ fn echo_peer_server(ns: &Netns, port: u16) {
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
         use std::os::fd::AsRawFd;
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
         let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
         tx.send(()).unwrap();
         // Serves until the namespace goes away (the process ends with the test binary).
         for s in l.incoming().flatten() {
             let mut s: TcpStream = s;
-            let peer = s
-                .peer_addr()
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default();
+            let peer = s.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
             let _ = s.write_all(peer.as_bytes());
         }
     });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("server started");
+    rx.recv_timeout(Duration::from_secs(5)).expect("server started");
 }
 
 /// Connects from inside `ns` and returns what the server said (its view of our address).
@@ -601,29 +551,18 @@ fn topo() -> Topo {
     host.sh("sysctl -qw net.ipv4.ip_forward=1");
     host.sh("ip link add br-e2e type bridge && ip addr add 10.79.0.1/24 dev br-e2e && ip link set br-e2e up");
     for (i, c) in [(2, &c1), (3, &c2)] {
-        host.sh(&format!(
-            "ip link add vh{i} type veth peer name eth0 netns {}",
-            c.name
-        ));
+        host.sh(&format!("ip link add vh{i} type veth peer name eth0 netns {}", c.name));
         host.sh(&format!("ip link set vh{i} master br-e2e up"));
         // Hairpin mode lets a container reach itself through the host (bridge plugin's
         // hairpinMode).
         host.sh(&format!("ip link set vh{i} type bridge_slave hairpin on"));
         c.sh(&format!("ip addr add 10.79.0.{i}/24 dev eth0 && ip link set eth0 up && ip route add default via 10.79.0.1"));
     }
-    host.sh(&format!(
-        "ip link add up0 type veth peer name eth0 netns {}",
-        client.name
-    ));
+    host.sh(&format!("ip link add up0 type veth peer name eth0 netns {}", client.name));
     host.sh("ip addr add 10.80.0.1/24 dev up0 && ip link set up0 up");
     client.sh("ip addr add 10.80.0.2/24 dev eth0 && ip link set eth0 up");
     host.sh("sysctl -qw net.ipv4.conf.br-e2e.route_localnet=1");
-    Topo {
-        host,
-        client,
-        c1,
-        c2,
-    }
+    Topo { host, client, c1, c2 }
 }
 
 #[test]
@@ -674,11 +613,7 @@ fn end_to_end_published_port() {
             "{kind}: host -> 127.0.0.1"
         );
         // Hairpin: a container on the same bridge through the host address.
-        assert_eq!(
-            fetch(&t.c2, "10.80.0.1:8080").unwrap(),
-            "10.79.0.1",
-            "{kind}: hairpin from c2"
-        );
+        assert_eq!(fetch(&t.c2, "10.80.0.1:8080").unwrap(), "10.79.0.1", "{kind}: hairpin from c2");
         assert_eq!(
             fetch(&t.c1, "10.80.0.1:8080").unwrap(),
             "10.79.0.1",
@@ -692,11 +627,7 @@ fn end_to_end_published_port() {
             "{kind}: outbound masquerade"
         );
         // Containers reach each other directly (icc).
-        assert_eq!(
-            fetch(&t.c1, "10.79.0.3:80").unwrap(),
-            "10.79.0.2",
-            "{kind}: icc"
-        );
+        assert_eq!(fetch(&t.c1, "10.79.0.3:80").unwrap(), "10.79.0.2", "{kind}: icc");
         println!("{kind}: end to end DNAT/hairpin/localhost/masquerade ok");
 
         // Removal: the port is closed again and nothing is left.
@@ -706,10 +637,7 @@ fn end_to_end_published_port() {
             fw.remove_ports(&p2).unwrap();
             fw.remove_network("e2e").unwrap();
         });
-        assert!(
-            fetch(&t.client, "10.80.0.1:8080").is_err(),
-            "{kind}: port still published"
-        );
+        assert!(fetch(&t.client, "10.80.0.1:8080").is_err(), "{kind}: port still published");
         assert_eq!(dump(&t.host, kind).trim(), "");
     }
 }
@@ -725,30 +653,17 @@ fn end_to_end_icc_internal_isolation_nft() {
     let mut n = net("e2e", "br-e2e", "10.79.0.0/24");
     n.icc = false;
     let n2 = n.clone();
-    t.host
-        .run(move || Nftables::new().apply_network(&n2).unwrap());
+    t.host.run(move || Nftables::new().apply_network(&n2).unwrap());
     let e = fetch(&t.c1, "10.79.0.3:80");
     assert!(e.is_err(), "icc=false: c1 reached c2: {e:?}");
-    assert_eq!(
-        fetch(&t.c1, "10.80.0.2:7000").unwrap(),
-        "10.80.0.1",
-        "icc=false still routes out"
-    );
+    assert_eq!(fetch(&t.c1, "10.80.0.2:7000").unwrap(), "10.80.0.1", "icc=false still routes out");
 
     n.icc = true;
     n.internal = true;
     let n2 = n.clone();
-    t.host
-        .run(move || Nftables::new().apply_network(&n2).unwrap());
-    assert_eq!(
-        fetch(&t.c1, "10.79.0.3:80").unwrap(),
-        "10.79.0.2",
-        "internal: icc restored"
-    );
-    assert!(
-        fetch(&t.c1, "10.80.0.2:7000").is_err(),
-        "internal: reached the outside"
-    );
+    t.host.run(move || Nftables::new().apply_network(&n2).unwrap());
+    assert_eq!(fetch(&t.c1, "10.79.0.3:80").unwrap(), "10.79.0.2", "internal: icc restored");
+    assert!(fetch(&t.c1, "10.80.0.2:7000").is_err(), "internal: reached the outside");
 
     // Isolation: a second network on another bridge (the client link stands in for it).
     n.internal = false;
@@ -760,19 +675,14 @@ fn end_to_end_icc_internal_isolation_nft() {
         fw.apply_network(&n2).unwrap();
         fw.apply_network(&other).unwrap();
     });
-    assert!(
-        fetch(&t.c1, "10.80.0.2:7000").is_err(),
-        "isolated: reached another managed bridge"
-    );
-    t.host
-        .run(|| Nftables::new().remove_network("other").unwrap());
+    assert!(fetch(&t.c1, "10.80.0.2:7000").is_err(), "isolated: reached another managed bridge");
+    t.host.run(|| Nftables::new().remove_network("other").unwrap());
     assert_eq!(
         fetch(&t.c1, "10.80.0.2:7000").unwrap(),
         "10.80.0.1",
         "isolation lifted with the other network"
     );
-    t.host
-        .run(|| Nftables::new().remove_network("e2e").unwrap());
+    t.host.run(|| Nftables::new().remove_network("e2e").unwrap());
     assert_eq!(nft_ruleset(&t.host).trim(), "");
 }
 

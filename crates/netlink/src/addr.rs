@@ -31,15 +31,12 @@ fn address_message(index: u32, addr: IpNet) -> AddressMessage {
     match addr {
         IpNet::V4(net) => {
             msg.header.family = AddressFamily::Inet;
-            msg.attributes
-                .push(AddressAttribute::Local(IpAddr::V4(net.addr())));
-            msg.attributes
-                .push(AddressAttribute::Address(IpAddr::V4(net.addr())));
+            msg.attributes.push(AddressAttribute::Local(IpAddr::V4(net.addr())));
+            msg.attributes.push(AddressAttribute::Address(IpAddr::V4(net.addr())));
         }
         IpNet::V6(net) => {
             msg.header.family = AddressFamily::Inet6;
-            msg.attributes
-                .push(AddressAttribute::Address(IpAddr::V6(net.addr())));
+            msg.attributes.push(AddressAttribute::Address(IpAddr::V6(net.addr())));
         }
     }
     msg
@@ -105,28 +102,21 @@ impl Handle {
         let mut msg = address_message(index, addr);
         if let IpNet::V4(net) = addr {
             if net.prefix_len() < 31 {
-                msg.attributes
-                    .push(AddressAttribute::Broadcast(net.broadcast()));
+                msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
             }
         }
         if nodad && addr.addr().is_ipv6() {
             msg.header.flags = AddressHeaderFlags::Nodad;
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         let ctx = format!("adding address {addr} to link #{index}");
-        self.sock.request(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &ctx,
-        )
+        self.sock.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL, &ctx)
     }
 
     /// Removes an address; a missing one gives is_not_found() (EADDRNOTAVAIL).
     pub fn del_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
         let msg = address_message(index, addr);
         let ctx = format!("removing address {addr} from link #{index}");
-        self.sock
-            .request(RouteNetlinkMessage::DelAddress(msg), 0, &ctx)
+        self.sock.request(RouteNetlinkMessage::DelAddress(msg), 0, &ctx)
     }
 }

@@ -47,10 +47,7 @@ fn bridge_message(index: u32) -> LinkMessage {
 
 fn check_vid(vid: u16, ctx: &str) -> Result<()> {
     if vid == 0 || vid > 4094 {
-        return Err(Error::from_errno(
-            format!("{ctx}: vlan id must be 1-4094"),
-            libc::EINVAL,
-        ));
+        return Err(Error::from_errno(format!("{ctx}: vlan id must be 1-4094"), libc::EINVAL));
     }
     Ok(())
 }
@@ -98,8 +95,7 @@ impl Handle {
     /// Reads a link's bridge port settings; Ok(None) when it is not a bridge port (or does not exist).
     pub fn bridge_port(&mut self, index: u32) -> Result<Option<BridgePort>> {
         let mut msg = link_message(index);
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         let ctx = format!("reading bridge port settings of link #{index}");
         let replies = match self.sock.get(RouteNetlinkMessage::GetLink(msg), &ctx) {
             Ok(replies) => replies,
@@ -153,8 +149,7 @@ impl Handle {
             flags |= BridgeVlanInfoFlags::Untagged;
         }
         let mut msg = bridge_message(index);
-        msg.attributes
-            .push(LinkAttribute::AfSpecBridge(vlan_spec(vid, flags, self_)));
+        msg.attributes.push(LinkAttribute::AfSpecBridge(vlan_spec(vid, flags, self_)));
         self.set_link(msg, &ctx)
     }
 
@@ -168,19 +163,15 @@ impl Handle {
             BridgeVlanInfoFlags::empty(),
             self_,
         )));
-        self.sock
-            .request(RouteNetlinkMessage::DelLink(msg), 0, &ctx)
+        self.sock.request(RouteNetlinkMessage::DelLink(msg), 0, &ctx)
     }
 
     /// Lists the VLAN filtering entries of a bridge port or bridge (empty without VLAN filtering).
     pub fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>> {
         let mut msg = LinkMessage::default();
         msg.header.interface_family = AddressFamily::Bridge;
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Brvlan]));
-        let replies = self
-            .sock
-            .dump(RouteNetlinkMessage::GetLink(msg), "listing bridge vlans")?;
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::Brvlan]));
+        let replies = self.sock.dump(RouteNetlinkMessage::GetLink(msg), "listing bridge vlans")?;
         let mut out = Vec::new();
         for reply in replies {
             let RouteNetlinkMessage::NewLink(link) = reply else {
@@ -238,8 +229,7 @@ mod tests {
     fn vlan_request_layout() {
         let mut msg = bridge_message(7);
         let flags = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
-        msg.attributes
-            .push(LinkAttribute::AfSpecBridge(vlan_spec(100, flags, true)));
+        msg.attributes.push(LinkAttribute::AfSpecBridge(vlan_spec(100, flags, true)));
         let bytes = emit(&msg);
         assert_eq!(bytes[0], libc::AF_BRIDGE as u8);
         assert_eq!(i32::from_ne_bytes(bytes[4..8].try_into().unwrap()), 7);
@@ -247,11 +237,7 @@ mod tests {
         assert_eq!(attrs.len(), 1);
         assert_eq!(attrs[0].0, 26, "IFLA_AF_SPEC");
         let inner = nlas(&attrs[0].2);
-        assert_eq!(
-            inner[0],
-            (0, 0, 2u16.to_ne_bytes().to_vec()),
-            "IFLA_BRIDGE_FLAGS = SELF"
-        );
+        assert_eq!(inner[0], (0, 0, 2u16.to_ne_bytes().to_vec()), "IFLA_BRIDGE_FLAGS = SELF");
         let mut vinfo = (2u16 | 4u16).to_ne_bytes().to_vec(); // PVID | UNTAGGED
         vinfo.extend_from_slice(&100u16.to_ne_bytes());
         assert_eq!(inner[1], (2, 0, vinfo), "IFLA_BRIDGE_VLAN_INFO");
@@ -267,11 +253,7 @@ mod tests {
             LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_ISOLATED, vec![0])),
         ]));
         let attrs = nlas(&emit(&msg)[16..]);
-        assert_eq!(
-            (attrs[0].0, attrs[0].1),
-            (12, 0x8000),
-            "IFLA_PROTINFO | NLA_F_NESTED"
-        );
+        assert_eq!((attrs[0].0, attrs[0].1), (12, 0x8000), "IFLA_PROTINFO | NLA_F_NESTED");
         let inner = nlas(&attrs[0].2);
         assert_eq!(inner, vec![(4, 0, vec![1]), (33, 0, vec![0])]);
     }

@@ -18,35 +18,19 @@ pub struct Error {
 impl Error {
     /// An error carrying an errno (positive value, e.g. `libc::EEXIST`).
     pub fn from_errno(context: impl Into<String>, errno: i32) -> Error {
-        Error {
-            context: context.into(),
-            errno: Some(errno),
-            detail: None,
-        }
+        Error { context: context.into(), errno: Some(errno), detail: None }
     }
 
     /// An error from an `io::Error`, keeping its errno when it has one.
     pub fn from_io(context: impl Into<String>, err: io::Error) -> Error {
         let errno = err.raw_os_error();
-        let detail = if errno.is_none() {
-            Some(err.to_string())
-        } else {
-            None
-        };
-        Error {
-            context: context.into(),
-            errno,
-            detail,
-        }
+        let detail = if errno.is_none() { Some(err.to_string()) } else { None };
+        Error { context: context.into(), errno, detail }
     }
 
     /// An error without errno (bad input, undecodable reply, ...).
     pub fn msg(context: impl Into<String>, detail: impl Into<String>) -> Error {
-        Error {
-            context: context.into(),
-            errno: None,
-            detail: Some(detail.into()),
-        }
+        Error { context: context.into(), errno: None, detail: Some(detail.into()) }
     }
 
     /// Builds an error from the current thread's `errno` after a failed libc call.
@@ -132,10 +116,7 @@ mod tests {
     #[test]
     fn display_with_errno() {
         let e = Error::from_errno("creating veth vethX", libc::EEXIST);
-        assert_eq!(
-            e.to_string(),
-            "creating veth vethX: File exists (os error 17)"
-        );
+        assert_eq!(e.to_string(), "creating veth vethX: File exists (os error 17)");
         assert!(e.is_exists());
         assert!(!e.is_not_found());
     }
@@ -144,11 +125,7 @@ mod tests {
     fn display_with_detail() {
         let e = Error::from_errno("creating vlan v0", libc::EOPNOTSUPP)
             .with_detail(Some("Unknown device type".into()));
-        assert!(
-            e.to_string()
-                .ends_with("(os error 95) (Unknown device type)"),
-            "{e}"
-        );
+        assert!(e.to_string().ends_with("(os error 95) (Unknown device type)"), "{e}");
         assert!(e.is_not_supported());
         let e = Error::msg("parsing mac", "bad length");
         assert_eq!(e.to_string(), "parsing mac: bad length");

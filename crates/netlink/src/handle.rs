@@ -12,9 +12,7 @@ pub struct Handle {
 impl Handle {
     /// Opens a handle in the calling thread's current namespace.
     pub fn new() -> Result<Handle> {
-        Ok(Handle {
-            sock: RtSocket::open()?,
-        })
+        Ok(Handle { sock: RtSocket::open()? })
     }
 
     /// Opens a handle in `ns`: enters it, opens the socket, and returns the thread to where it was.

@@ -117,14 +117,9 @@ pub fn check_ifname(name: &str) -> Result<()> {
         || name.len() > MAX_IFNAME_LEN
         || name == "."
         || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
     if bad {
-        return Err(Error::from_errno(
-            format!("invalid interface name {name:?}"),
-            libc::EINVAL,
-        ));
+        return Err(Error::from_errno(format!("invalid interface name {name:?}"), libc::EINVAL));
     }
     Ok(())
 }
@@ -185,11 +180,8 @@ impl Handle {
     /// Lists every link in this handle's namespace.
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let mut msg = LinkMessage::default();
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let replies = self
-            .sock
-            .dump(RouteNetlinkMessage::GetLink(msg), "listing links")?;
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self.sock.dump(RouteNetlinkMessage::GetLink(msg), "listing links")?;
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
@@ -204,16 +196,14 @@ impl Handle {
         check_ifname(name)?;
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         self.get_link(msg, &format!("looking up link {name}"))
     }
 
     /// Looks a link up by ifindex; Ok(None) when there is none.
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let mut msg = link_message(index);
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         self.get_link(msg, &format!("looking up link #{index}"))
     }
 
@@ -236,11 +226,7 @@ impl Handle {
 
     /// Creates a link with RTM_NEWLINK and NLM_F_CREATE | NLM_F_EXCL.
     fn new_link(&mut self, msg: LinkMessage, ctx: &str) -> Result<()> {
-        self.sock.request(
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            ctx,
-        )
+        self.sock.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, ctx)
     }
 
     /// Changes an existing link with RTM_SETLINK.
@@ -264,9 +250,7 @@ impl Handle {
         }
         let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
         if vlan_filtering {
-            info.push(LinkInfo::Data(InfoData::Bridge(vec![
-                InfoBridge::VlanFiltering(true),
-            ])));
+            info.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(info));
         self.new_link(msg, &ctx)?;
@@ -287,8 +271,7 @@ impl Handle {
         check_ifname(name)?;
         check_ifname(peer_name)?;
         let mut peer = LinkMessage::default();
-        peer.attributes
-            .push(LinkAttribute::IfName(peer_name.to_string()));
+        peer.attributes.push(LinkAttribute::IfName(peer_name.to_string()));
         if let Some(mtu) = mtu {
             peer.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -369,10 +352,7 @@ impl Handle {
         let ctx = format!("creating vlan {name} (id {vlan_id}) on link #{parent}");
         check_ifname(name)?;
         if vlan_id == 0 || vlan_id > 4094 {
-            return Err(Error::from_errno(
-                format!("{ctx}: vlan id must be 1-4094"),
-                libc::EINVAL,
-            ));
+            return Err(Error::from_errno(format!("{ctx}: vlan id must be 1-4094"), libc::EINVAL));
         }
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
@@ -394,28 +374,17 @@ impl Handle {
     /// Deletes a link (and, for a veth, its peer); a missing link gives is_not_found().
     pub fn delete_link(&mut self, index: u32) -> Result<()> {
         let ctx = format!("deleting link #{index}");
-        self.sock
-            .request(RouteNetlinkMessage::DelLink(link_message(index)), 0, &ctx)
+        self.sock.request(RouteNetlinkMessage::DelLink(link_message(index)), 0, &ctx)
     }
 
     /// Sets IFF_UP.
     pub fn set_up(&mut self, index: u32) -> Result<()> {
-        self.set_flag(
-            index,
-            LinkFlags::Up,
-            true,
-            format!("setting link #{index} up"),
-        )
+        self.set_flag(index, LinkFlags::Up, true, format!("setting link #{index} up"))
     }
 
     /// Clears IFF_UP.
     pub fn set_down(&mut self, index: u32) -> Result<()> {
-        self.set_flag(
-            index,
-            LinkFlags::Up,
-            false,
-            format!("setting link #{index} down"),
-        )
+        self.set_flag(index, LinkFlags::Up, false, format!("setting link #{index} down"))
     }
 
     /// Turns user-requested promiscuous mode (IFF_PROMISC) on or off.
@@ -446,8 +415,7 @@ impl Handle {
             None => format!("detaching link #{index} from its master"),
         };
         let mut msg = link_message(index);
-        msg.attributes
-            .push(LinkAttribute::Controller(master.unwrap_or(0)));
+        msg.attributes.push(LinkAttribute::Controller(master.unwrap_or(0)));
         self.set_link(msg, &ctx)
     }
 
@@ -462,10 +430,7 @@ impl Handle {
     pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
         let mut msg = link_message(index);
         msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.set_link(
-            msg,
-            &format!("setting mac {} on link #{index}", format_mac(&mac)),
-        )
+        self.set_link(msg, &format!("setting mac {} on link #{index}", format_mac(&mac)))
     }
 
     /// Renames the link (the kernel refuses with EBUSY while it is up).
@@ -480,10 +445,7 @@ impl Handle {
     pub fn set_netns(&mut self, index: u32, ns: &Netns) -> Result<()> {
         let mut msg = link_message(index);
         msg.attributes.push(LinkAttribute::NetNsFd(ns.fd()));
-        self.set_link(
-            msg,
-            &format!("moving link #{index} to {}", ns.path().display()),
-        )
+        self.set_link(msg, &format!("moving link #{index} to {}", ns.path().display()))
     }
 
     /// Sets the transmit queue length.

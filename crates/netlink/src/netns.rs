@@ -41,10 +41,7 @@ impl Netns {
         if kind != libc::CLONE_NEWNET {
             return Err(Error::msg(context(), "not a network namespace"));
         }
-        Ok(Netns {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(Netns { file, path: path.to_path_buf() })
     }
 
     /// The namespace the calling thread is in now (/proc/thread-self/ns/net).
@@ -81,10 +78,7 @@ impl AsFd for Netns {
 fn set_thread_netns(ns: &Netns) -> Result<()> {
     // SAFETY: setns on a valid namespace fd; affects only the calling thread.
     if unsafe { libc::setns(ns.fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(Error::last_os(format!(
-            "entering network namespace {}",
-            ns.path.display()
-        )));
+        return Err(Error::last_os(format!("entering network namespace {}", ns.path.display())));
     }
     Ok(())
 }
@@ -102,10 +96,7 @@ impl NetnsGuard {
     pub fn enter(ns: &Netns) -> Result<NetnsGuard> {
         let original = Netns::current()?;
         set_thread_netns(ns)?;
-        Ok(NetnsGuard {
-            original,
-            _not_send: PhantomData,
-        })
+        Ok(NetnsGuard { original, _not_send: PhantomData })
     }
 }
 

@@ -65,10 +65,7 @@ impl Route {
             IpAddr::V4(_) => IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             IpAddr::V6(_) => IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
         };
-        Route {
-            gateway: Some(gateway),
-            ..Route::new(dst.expect("prefix 0 is valid"))
-        }
+        Route { gateway: Some(gateway), ..Route::new(dst.expect("prefix 0 is valid")) }
     }
 
     /// True for 0.0.0.0/0 and ::/0.
@@ -115,33 +112,24 @@ impl Route {
         if let Some(gw) = self.gateway {
             if gw.is_ipv4() != self.dst.addr().is_ipv4() {
                 return Err(Error::from_errno(
-                    format!(
-                        "route to {}: gateway {gw} is not of the same IP family",
-                        self.dst
-                    ),
+                    format!("route to {}: gateway {gw} is not of the same IP family", self.dst),
                     libc::EINVAL,
                 ));
             }
         }
         let mut msg = RouteMessage::default();
         let table = self.table.unwrap_or(TABLE_MAIN);
-        msg.header.address_family = if self.dst.addr().is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
+        msg.header.address_family =
+            if self.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
         msg.header.destination_prefix_length = self.dst.prefix_len();
         msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
         msg.attributes.push(RouteAttribute::Table(table));
         if self.dst.prefix_len() > 0 {
             msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::from(
-                    self.dst.network(),
-                )));
+                .push(RouteAttribute::Destination(RouteAddress::from(self.dst.network())));
         }
         if let Some(gw) = self.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
         }
         if let Some(oif) = self.oif {
             msg.attributes.push(RouteAttribute::Oif(oif));
@@ -189,14 +177,8 @@ impl Handle {
     /// Lists the unicast routes of one routing table.
     pub fn routes_in_table(&mut self, v6: bool, table: u32) -> Result<Vec<Route>> {
         let mut req = RouteMessage::default();
-        req.header.address_family = if v6 {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        let replies = self
-            .sock
-            .dump(RouteNetlinkMessage::GetRoute(req), "listing routes")?;
+        req.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        let replies = self.sock.dump(RouteNetlinkMessage::GetRoute(req), "listing routes")?;
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
@@ -212,9 +194,7 @@ impl Handle {
     /// Adds a unicast route; EEXIST when an identical one is there.
     pub fn add_route(&mut self, route: &Route) -> Result<()> {
         let ctx = format!("adding route {route}");
-        let mut msg = route
-            .to_message()
-            .map_err(|e| e.with_context(ctx.clone()))?;
+        let mut msg = route.to_message().map_err(|e| e.with_context(ctx.clone()))?;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.kind = RouteType::Unicast;
         msg.header.scope = RouteScope::from(route.scope.unwrap_or(if route.gateway.is_some() {
@@ -232,26 +212,16 @@ impl Handle {
         if !metrics.is_empty() {
             msg.attributes.push(RouteAttribute::Metrics(metrics));
         }
-        self.sock.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &ctx,
-        )
+        self.sock.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL, &ctx)
     }
 
     /// Deletes the first route matching the set fields; none gives is_not_found() (ESRCH).
     pub fn del_route(&mut self, route: &Route) -> Result<()> {
         let ctx = format!("deleting route {route}");
-        let mut msg = route
-            .to_message()
-            .map_err(|e| e.with_context(ctx.clone()))?;
+        let mut msg = route.to_message().map_err(|e| e.with_context(ctx.clone()))?;
         // RT_SCOPE_NOWHERE is the wildcard scope for deletion.
-        msg.header.scope = route
-            .scope
-            .map(RouteScope::from)
-            .unwrap_or(RouteScope::NoWhere);
-        self.sock
-            .request(RouteNetlinkMessage::DelRoute(msg), 0, &ctx)
+        msg.header.scope = route.scope.map(RouteScope::from).unwrap_or(RouteScope::NoWhere);
+        self.sock.request(RouteNetlinkMessage::DelRoute(msg), 0, &ctx)
     }
 }
 

@@ -36,14 +36,8 @@ impl RtSocket {
         // Both are best effort: old kernels without them still work.
         let _ = socket.set_cap_ack(true);
         let _ = socket.set_ext_ack(true);
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| Error::from_io(ctx, e))?;
-        Ok(RtSocket {
-            socket,
-            seq: 0,
-            buf: vec![0; RECV_BUF_LEN],
-        })
+        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| Error::from_io(ctx, e))?;
+        Ok(RtSocket { socket, seq: 0, buf: vec![0; RECV_BUF_LEN] })
     }
 
     /// Turns kernel-side filtering of dumps on or off (NETLINK_GET_STRICT_CHK, Linux 4.20+).
@@ -76,8 +70,7 @@ impl RtSocket {
         flags: u16,
         ctx: &str,
     ) -> Result<()> {
-        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK | flags, ctx)
-            .map(|_| ())
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK | flags, ctx).map(|_| ())
     }
 
     /// Sends a GET request for one object and returns its reply messages
@@ -115,8 +108,7 @@ impl RtSocket {
         flags: u16,
         ctx: &str,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.exchange_raw(msg, flags, ctx)
-            .map(|(replies, _)| replies)
+        self.exchange_raw(msg, flags, ctx).map(|(replies, _)| replies)
     }
 
     /// Sends one request and collects its replies; the flag tells whether the
@@ -201,10 +193,7 @@ impl RtSocket {
             let mut slice = &mut self.buf[..];
             match self.socket.recv(&mut slice, libc::MSG_TRUNC) {
                 Ok(n) if n > RECV_BUF_LEN => {
-                    return Err(Error::msg(
-                        ctx,
-                        format!("netlink reply of {n} bytes truncated"),
-                    ))
+                    return Err(Error::msg(ctx, format!("netlink reply of {n} bytes truncated")))
                 }
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -15,14 +15,9 @@ use crate::error::{Error, Result};
 fn sysctl_path(path: &str) -> Result<String> {
     let bad = path.is_empty()
         || path.starts_with('/')
-        || path
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..");
+        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
     if bad {
-        return Err(Error::from_errno(
-            format!("invalid sysctl path {path:?}"),
-            libc::EINVAL,
-        ));
+        return Err(Error::from_errno(format!("invalid sysctl path {path:?}"), libc::EINVAL));
     }
     Ok(format!("/proc/sys/{path}"))
 }
@@ -51,18 +46,8 @@ mod tests {
 
     #[test]
     fn paths_stay_under_proc_sys() {
-        assert_eq!(
-            sysctl_path("net/ipv4/ip_forward").unwrap(),
-            "/proc/sys/net/ipv4/ip_forward"
-        );
-        for bad in [
-            "",
-            "/etc/passwd",
-            "net/../../etc",
-            "net//ipv4",
-            "net/./x",
-            "net/ipv4/",
-        ] {
+        assert_eq!(sysctl_path("net/ipv4/ip_forward").unwrap(), "/proc/sys/net/ipv4/ip_forward");
+        for bad in ["", "/etc/passwd", "net/../../etc", "net//ipv4", "net/./x", "net/ipv4/"] {
             assert!(sysctl_path(bad).is_err(), "{bad}");
         }
     }

@@ -26,16 +26,10 @@ impl TestNs {
     fn new() -> TestNs {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("nltest-{}-{n}", std::process::id());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("running ip");
+        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("running ip");
         assert!(status.success(), "ip netns add {name} failed");
         // From here on, Drop removes it even if opening fails.
-        let mut ns = TestNs {
-            name,
-            ns: Netns::current().unwrap(),
-        };
+        let mut ns = TestNs { name, ns: Netns::current().unwrap() };
         ns.ns = Netns::open(format!("/var/run/netns/{}", ns.name)).expect("opening test netns");
         ns
     }
@@ -46,26 +40,15 @@ impl TestNs {
 
     /// Runs `ip -n <ns> args...` and returns stdout (for cross-checking with iproute2).
     fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -106,45 +89,23 @@ fn veth_peer_is_created_in_its_namespace_with_final_name() {
     let cont = TestNs::new();
     let mut h = host.handle();
     let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
-    let link = h
-        .create_veth("veth1234", "eth0", Some(&cont.ns), Some(1400), Some(mac))
-        .unwrap();
+    let link = h.create_veth("veth1234", "eth0", Some(&cont.ns), Some(1400), Some(mac)).unwrap();
     assert_eq!(link.name, "veth1234");
     assert_eq!(link.kind.as_deref(), Some("veth"));
     assert_eq!(link.mtu, 1400);
-    assert!(
-        link.link_netnsid.is_some(),
-        "peer should be in another namespace: {link:?}"
-    );
-    assert!(
-        h.link_by_name("eth0").unwrap().is_none(),
-        "peer must not be in the host namespace"
-    );
+    assert!(link.link_netnsid.is_some(), "peer should be in another namespace: {link:?}");
+    assert!(h.link_by_name("eth0").unwrap().is_none(), "peer must not be in the host namespace");
 
     let mut c = cont.handle();
-    let peer = c
-        .link_by_name("eth0")
-        .unwrap()
-        .expect("peer in container namespace");
+    let peer = c.link_by_name("eth0").unwrap().expect("peer in container namespace");
     assert_eq!(peer.kind.as_deref(), Some("veth"));
     assert_eq!(peer.mtu, 1400);
     assert_eq!(peer.mac, Some(mac));
-    assert_eq!(
-        peer.link,
-        Some(link.index),
-        "peer's IFLA_LINK is the host end"
-    );
-    assert_eq!(
-        link.link,
-        Some(peer.index),
-        "host end's IFLA_LINK is the peer"
-    );
+    assert_eq!(peer.link, Some(link.index), "peer's IFLA_LINK is the host end");
+    assert_eq!(link.link, Some(peer.index), "host end's IFLA_LINK is the peer");
     // iproute2 sees the same thing.
     let shown = cont.ip(&["link", "show", "eth0"]);
-    assert!(
-        shown.contains("mtu 1400") && shown.contains(&format_mac(&mac)),
-        "{shown}"
-    );
+    assert!(shown.contains("mtu 1400") && shown.contains(&format_mac(&mac)), "{shown}");
 
     // Deleting the host end removes the pair.
     h.delete_link(link.index).unwrap();
@@ -181,10 +142,7 @@ fn veth_in_same_namespace_and_link_settings() {
 
     let names: Vec<String> = h.links().unwrap().into_iter().map(|l| l.name).collect();
     for want in ["lo", "va", "vb"] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 }
 
@@ -196,9 +154,7 @@ fn bridge_master_up_and_addresses() {
     let br = h.create_bridge("br-test", Some(1450), false).unwrap();
     assert_eq!(br.kind.as_deref(), Some("bridge"));
     assert_eq!(br.mtu, 1450);
-    let port = h
-        .create_veth("vport", "vpeer", None, Some(1450), None)
-        .unwrap();
+    let port = h.create_veth("vport", "vpeer", None, Some(1450), None).unwrap();
     h.set_master(port.index, Some(br.index)).unwrap();
     h.set_up(port.index).unwrap();
     h.set_up(br.index).unwrap();
@@ -225,10 +181,7 @@ fn bridge_master_up_and_addresses() {
     h.del_address(br.index, v4).unwrap();
     h.del_address(br.index, v6).unwrap();
     let addrs = h.addresses(Some(br.index)).unwrap();
-    assert!(
-        !addrs.contains(&(br.index, v4)) && !addrs.contains(&(br.index, v6)),
-        "{addrs:?}"
-    );
+    assert!(!addrs.contains(&(br.index, v4)) && !addrs.contains(&(br.index, v6)), "{addrs:?}");
     let gone = h.del_address(br.index, v4).unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
 
@@ -267,34 +220,22 @@ fn routes_add_list_delete() {
     assert!(dup.is_exists(), "{dup}");
 
     let v4 = h.routes(false).unwrap();
-    let found = v4
-        .iter()
-        .find(|r| r.dst == to_net.dst)
-        .expect("10.20.0.0/16 listed");
+    let found = v4.iter().find(|r| r.dst == to_net.dst).expect("10.20.0.0/16 listed");
     assert_eq!(found.gateway, to_net.gateway);
     assert_eq!(found.oif, Some(a.index));
     assert_eq!(found.metric, Some(50));
     assert_eq!((found.mtu, found.advmss), (Some(1300), Some(1260)));
     assert_eq!(found.table, None);
-    let def = v4
-        .iter()
-        .find(|r| r.is_default())
-        .expect("default route listed");
+    let def = v4.iter().find(|r| r.is_default()).expect("default route listed");
     assert_eq!(def.gateway, Some(ip("10.9.0.254")));
-    let d = v4
-        .iter()
-        .find(|r| r.dst == direct.dst)
-        .expect("direct route listed");
+    let d = v4.iter().find(|r| r.dst == direct.dst).expect("direct route listed");
     assert_eq!((d.gateway, d.scope), (None, Some(netlink::SCOPE_LINK)));
     // The connected route of the address is there too.
     assert!(v4.iter().any(|r| r.dst == net("10.9.0.0/24")));
     assert!(ns.ip(&["route"]).contains("default via 10.9.0.254 dev rt0"));
 
     let v6 = h.routes(true).unwrap();
-    let def6 = v6
-        .iter()
-        .find(|r| r.is_default())
-        .expect("v6 default listed");
+    let def6 = v6.iter().find(|r| r.is_default()).expect("v6 default listed");
     assert_eq!(def6.gateway, Some(ip("fd00:9::fe")));
     assert!(v6.iter().all(|r| r.dst.addr().is_ipv6()));
 
@@ -305,8 +246,7 @@ fn routes_add_list_delete() {
     h.del_route(&Route::new(direct.dst)).unwrap();
     let v4 = h.routes(false).unwrap();
     assert!(
-        !v4.iter()
-            .any(|r| r.dst == to_net.dst || r.is_default() || r.dst == direct.dst),
+        !v4.iter().any(|r| r.dst == to_net.dst || r.is_default() || r.dst == direct.dst),
         "{v4:?}"
     );
     let gone = h.del_route(&default4).unwrap_err();
@@ -330,9 +270,7 @@ fn macvlan_over_veth_parent_in_target_namespace() {
     let host = TestNs::new();
     let cont = TestNs::new();
     let mut h = host.handle();
-    let parent = h
-        .create_veth("mvparent", "mvpeer", None, Some(1500), None)
-        .unwrap();
+    let parent = h.create_veth("mvparent", "mvpeer", None, Some(1500), None).unwrap();
     h.set_up(parent.index).unwrap();
     let mac = random_mac();
     h.create_macvlan(
@@ -346,10 +284,7 @@ fn macvlan_over_veth_parent_in_target_namespace() {
     .unwrap();
     assert!(h.link_by_name("eth0").unwrap().is_none());
     let mut c = cont.handle();
-    let mv = c
-        .link_by_name("eth0")
-        .unwrap()
-        .expect("macvlan in container namespace");
+    let mv = c.link_by_name("eth0").unwrap().expect("macvlan in container namespace");
     assert_eq!(mv.kind.as_deref(), Some("macvlan"));
     assert_eq!(mv.macvlan_mode, Some(MacvlanMode::Bridge));
     assert_eq!(mv.mtu, 1400);
@@ -357,18 +292,15 @@ fn macvlan_over_veth_parent_in_target_namespace() {
     assert!(mv.link_netnsid.is_some());
 
     // Same namespace, other mode; a second one on the same name fails cleanly.
-    h.create_macvlan("mv1", parent.index, MacvlanMode::Private, None, None, None)
-        .unwrap();
+    h.create_macvlan("mv1", parent.index, MacvlanMode::Private, None, None, None).unwrap();
     let mv1 = h.link_by_name("mv1").unwrap().unwrap();
     assert_eq!(mv1.macvlan_mode, Some(MacvlanMode::Private));
     assert_eq!(mv1.link, Some(parent.index));
-    let dup = h
-        .create_macvlan("mv1", parent.index, MacvlanMode::Bridge, None, None, None)
-        .unwrap_err();
+    let dup =
+        h.create_macvlan("mv1", parent.index, MacvlanMode::Bridge, None, None, None).unwrap_err();
     assert!(dup.is_exists(), "{dup}");
-    let missing = h
-        .create_macvlan("mv2", 99999, MacvlanMode::Bridge, None, None, None)
-        .unwrap_err();
+    let missing =
+        h.create_macvlan("mv2", 99999, MacvlanMode::Bridge, None, None, None).unwrap_err();
     assert!(missing.errno().is_some(), "{missing}");
 }
 
@@ -378,9 +310,7 @@ fn rename_move_and_delete() {
     let host = TestNs::new();
     let cont = TestNs::new();
     let mut h = host.handle();
-    let a = h
-        .create_veth("tmpname", "tmppeer", None, None, None)
-        .unwrap();
+    let a = h.create_veth("tmpname", "tmppeer", None, None, None).unwrap();
     h.set_name(a.index, "renamed").unwrap();
     assert!(h.link_by_name("tmpname").unwrap().is_none());
     assert_eq!(h.link_by_name("renamed").unwrap().unwrap().index, a.index);
@@ -393,10 +323,7 @@ fn rename_move_and_delete() {
     assert!(peer.link_netnsid.is_some());
 
     c.delete_link(moved.index).unwrap();
-    assert!(
-        h.link_by_name("tmppeer").unwrap().is_none(),
-        "deleting one end removes the pair"
-    );
+    assert!(h.link_by_name("tmppeer").unwrap().is_none(), "deleting one end removes the pair");
     let err = c.delete_link(moved.index).unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert!(c.link_by_index(moved.index).unwrap().is_none());
@@ -410,28 +337,20 @@ fn errors_are_clean() {
     h.create_bridge("dupbr", None, false).unwrap();
     let err = h.create_bridge("dupbr", None, false).unwrap_err();
     assert!(err.is_exists(), "{err}");
-    assert_eq!(
-        err.to_string(),
-        "creating bridge dupbr: File exists (os error 17)"
-    );
+    assert_eq!(err.to_string(), "creating bridge dupbr: File exists (os error 17)");
     let err = h.create_veth("dupbr", "x0", None, None, None).unwrap_err();
     assert!(err.is_exists(), "{err}");
 
     let err = h.delete_link(424242).unwrap_err();
     assert!(err.is_not_found(), "{err}");
-    assert!(
-        err.to_string().starts_with("deleting link #424242: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("deleting link #424242: "), "{err}");
 
     let lo = h.link_by_name("lo").unwrap().unwrap();
     let err = h.create_vlan("lo.10", lo.index, 10).unwrap_err();
     eprintln!("create_vlan error: {err}");
     assert!(err.errno().is_some(), "{err}");
 
-    let err = h
-        .create_bridge("this-name-is-too-long", None, false)
-        .unwrap_err();
+    let err = h.create_bridge("this-name-is-too-long", None, false).unwrap_err();
     assert_eq!(err.errno(), Some(libc::EINVAL));
     let v = h.create_veth("mtu0", "mtu1", None, None, None).unwrap();
     let err = h.set_mtu(v.index, 10).unwrap_err();
@@ -450,19 +369,9 @@ fn sysctl_is_per_namespace() {
         sysctl_set("net/ipv4/ip_forward", other).unwrap(); // no-op path
     })
     .unwrap();
-    assert_eq!(
-        sysctl_get("net/ipv4/ip_forward").unwrap(),
-        root_before,
-        "root namespace untouched"
-    );
+    assert_eq!(sysctl_get("net/ipv4/ip_forward").unwrap(), root_before, "root namespace untouched");
     let seen = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "cat",
-            "/proc/sys/net/ipv4/ip_forward",
-        ])
+        .args(["netns", "exec", &ns.name, "cat", "/proc/sys/net/ipv4/ip_forward"])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&seen.stdout).trim(), other);
@@ -474,9 +383,7 @@ fn sysctl_is_per_namespace() {
         assert_eq!(sysctl_get("net/ipv6/conf/sy0/accept_dad").unwrap(), "0");
     })
     .unwrap();
-    assert!(sysctl_get("net/ipv6/conf/sy0/accept_dad")
-        .unwrap_err()
-        .is_not_found());
+    assert!(sysctl_get("net/ipv6/conf/sy0/accept_dad").unwrap_err().is_not_found());
 }
 
 #[test]
@@ -524,15 +431,11 @@ fn bridge_port_hairpin_and_isolation() {
     let p = h.bridge_port(port.index).unwrap().expect("bridge port");
     assert!(!p.hairpin && !p.isolated);
 
-    h.set_bridge_port(port.index, Some(true), Some(true))
-        .unwrap();
+    h.set_bridge_port(port.index, Some(true), Some(true)).unwrap();
     let p = h.bridge_port(port.index).unwrap().unwrap();
     assert!(p.hairpin && p.isolated, "{p:?}");
     let shown = ns.ip(&["-d", "link", "show", "hp0"]);
-    assert!(
-        shown.contains("hairpin on") && shown.contains("isolated on"),
-        "{shown}"
-    );
+    assert!(shown.contains("hairpin on") && shown.contains("isolated on"), "{shown}");
 
     h.set_bridge_port(port.index, Some(false), None).unwrap();
     let p = h.bridge_port(port.index).unwrap().unwrap();
@@ -558,13 +461,9 @@ fn bridge_vlan_filtering_entries() {
             eprintln!("kernel lacks bridge VLAN filtering ({e}); checking clean errors only");
             let br = h.create_bridge("brv", None, false).unwrap();
             h.set_master(port.index, Some(br.index)).unwrap();
-            let err = h
-                .bridge_vlan_add(port.index, 100, true, true, false)
-                .unwrap_err();
+            let err = h.bridge_vlan_add(port.index, 100, true, true, false).unwrap_err();
             assert!(err.is_not_supported(), "{err}");
-            let err = h
-                .bridge_vlan_add(br.index, 100, false, false, true)
-                .unwrap_err();
+            let err = h.bridge_vlan_add(br.index, 100, false, false, true).unwrap_err();
             assert!(err.is_not_supported(), "{err}");
             assert!(h.bridge_vlans(port.index).unwrap().is_empty());
             return;
@@ -573,57 +472,26 @@ fn bridge_vlan_filtering_entries() {
     };
     h.set_master(port.index, Some(br.index)).unwrap();
 
-    h.bridge_vlan_add(port.index, 100, true, true, false)
-        .unwrap();
-    h.bridge_vlan_add(port.index, 200, false, false, false)
-        .unwrap();
-    h.bridge_vlan_add(br.index, 100, false, false, true)
-        .unwrap();
+    h.bridge_vlan_add(port.index, 100, true, true, false).unwrap();
+    h.bridge_vlan_add(port.index, 200, false, false, false).unwrap();
+    h.bridge_vlan_add(br.index, 100, false, false, true).unwrap();
     let vlans = h.bridge_vlans(port.index).unwrap();
-    assert!(
-        vlans.contains(&BridgeVlan {
-            vid: 100,
-            pvid: true,
-            untagged: true
-        }),
-        "{vlans:?}"
-    );
-    assert!(
-        vlans.contains(&BridgeVlan {
-            vid: 200,
-            pvid: false,
-            untagged: false
-        }),
-        "{vlans:?}"
-    );
-    assert!(
-        h.bridge_vlans(br.index)
-            .unwrap()
-            .iter()
-            .any(|v| v.vid == 100),
-        "bridge self entry"
-    );
+    assert!(vlans.contains(&BridgeVlan { vid: 100, pvid: true, untagged: true }), "{vlans:?}");
+    assert!(vlans.contains(&BridgeVlan { vid: 200, pvid: false, untagged: false }), "{vlans:?}");
+    assert!(h.bridge_vlans(br.index).unwrap().iter().any(|v| v.vid == 100), "bridge self entry");
 
     h.bridge_vlan_del(port.index, 200, false).unwrap();
     let vlans = h.bridge_vlans(port.index).unwrap();
     assert!(!vlans.iter().any(|v| v.vid == 200), "{vlans:?}");
     h.bridge_vlan_del(br.index, 100, true).unwrap();
-    assert!(!h
-        .bridge_vlans(br.index)
-        .unwrap()
-        .iter()
-        .any(|v| v.vid == 100));
+    assert!(!h.bridge_vlans(br.index).unwrap().iter().any(|v| v.vid == 100));
 
     assert_eq!(
-        h.bridge_vlan_add(port.index, 0, false, false, false)
-            .unwrap_err()
-            .errno(),
+        h.bridge_vlan_add(port.index, 0, false, false, false).unwrap_err().errno(),
         Some(libc::EINVAL)
     );
     assert_eq!(
-        h.bridge_vlan_add(port.index, 4095, false, false, false)
-            .unwrap_err()
-            .errno(),
+        h.bridge_vlan_add(port.index, 4095, false, false, false).unwrap_err().errno(),
         Some(libc::EINVAL)
     );
 }
@@ -649,13 +517,7 @@ fn veth_timing() {
     for _ in 0..RUNS {
         let start = Instant::now();
         let link = h
-            .create_veth(
-                "vtime0",
-                "eth0",
-                Some(&cont.ns),
-                Some(1500),
-                Some(random_mac()),
-            )
+            .create_veth("vtime0", "eth0", Some(&cont.ns), Some(1500), Some(random_mac()))
             .unwrap();
         in_place.push(start.elapsed());
         h.delete_link(link.index).unwrap();
@@ -664,9 +526,7 @@ fn veth_timing() {
     let mut moved = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();
-        let link = h
-            .create_veth("vtime0", "eth0", None, Some(1500), Some(random_mac()))
-            .unwrap();
+        let link = h.create_veth("vtime0", "eth0", None, Some(1500), Some(random_mac())).unwrap();
         let peer = link.link.unwrap();
         h.set_netns(peer, &cont.ns).unwrap();
         moved.push(start.elapsed());
@@ -681,13 +541,7 @@ fn veth_timing() {
         drop(handle);
     }
 
-    println!(
-        "create_veth, peer created in netns: median {:?} ({RUNS} runs)",
-        median(in_place)
-    );
-    println!(
-        "create_veth in place, then move peer: median {:?} ({RUNS} runs)",
-        median(moved)
-    );
+    println!("create_veth, peer created in netns: median {:?} ({RUNS} runs)", median(in_place));
+    println!("create_veth in place, then move peer: median {:?} ({RUNS} runs)", median(moved));
     println!("Handle::new_in: median {:?} ({RUNS} runs)", median(open));
 }

@@ -116,7 +116,9 @@ fn usage(msg: &str) -> ! {
 
 fn parse_list(s: &str, what: &str) -> Vec<usize> {
     s.split(',')
-        .map(|x| x.trim().parse().unwrap_or_else(|_| usage(&format!("{what}: {x:?} is not a number"))))
+        .map(|x| {
+            x.trim().parse().unwrap_or_else(|_| usage(&format!("{what}: {x:?} is not a number")))
+        })
         .collect()
 }
 
@@ -257,7 +259,17 @@ impl Recorder {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn add(&mut self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str, sample: usize, ms: f64, detail: &str) {
+    fn add(
+        &mut self,
+        scenario: &str,
+        imp: &str,
+        plugin: &str,
+        n: usize,
+        op: &str,
+        sample: usize,
+        ms: f64,
+        detail: &str,
+    ) {
         let _ = writeln!(self.csv, "{scenario},{imp},{plugin},{n},{op},{sample},{ms:.4},{detail}");
         let _ = self.csv.flush();
         self.rows
@@ -269,7 +281,10 @@ impl Recorder {
     fn fail(&mut self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str, sample: usize) {
         let _ = writeln!(self.csv, "{scenario},{imp},{plugin},{n},{op},{sample},,failed");
         let _ = self.csv.flush();
-        *self.fails.entry((scenario.into(), imp.into(), plugin.into(), n, op.into())).or_default() += 1;
+        *self
+            .fails
+            .entry((scenario.into(), imp.into(), plugin.into(), n, op.into()))
+            .or_default() += 1;
     }
 
     fn get(&self, scenario: &str, imp: &str, plugin: &str, n: usize, op: &str) -> Option<Stats> {
@@ -286,7 +301,8 @@ impl Recorder {
     }
 
     fn write_summary(&self, path: &Path) -> Res<()> {
-        let mut s = String::from("scenario,impl,plugin,n,op,count,median_ms,p90_ms,min_ms,max_ms,failed\n");
+        let mut s =
+            String::from("scenario,impl,plugin,n,op,count,median_ms,p90_ms,min_ms,max_ms,failed\n");
         for ((sc, imp, plugin, n, op), v) in &self.rows {
             if let Some(st) = stats(v) {
                 let failed = self.failures(sc, imp, plugin, *n, op);
@@ -305,7 +321,8 @@ impl Recorder {
 // namespaces
 
 fn cstr(p: &Path) -> Res<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| format!("NUL in path {}", p.display()))
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("NUL in path {}", p.display()))
 }
 
 fn os_err(what: &str) -> String {
@@ -350,7 +367,13 @@ fn make_netns(paths: &[PathBuf]) -> Res<()> {
             let target = cstr(p)?;
             // SAFETY: valid C strings; a bind mount of our own namespace file.
             let rc = unsafe {
-                libc::mount(src.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+                libc::mount(
+                    src.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
             };
             if rc != 0 {
                 let e = os_err(&format!("bind mount of a new netns on {}", p.display()));
@@ -406,11 +429,17 @@ fn wait_kernel_cleanup(baseline: Option<u64>, limit: Duration) {
             return;
         }
         if start.elapsed() > limit || STOP.load(Ordering::SeqCst) {
-            eprintln!("  kernel still tearing down {} namespaces; going on", now.saturating_sub(base));
+            eprintln!(
+                "  kernel still tearing down {} namespaces; going on",
+                now.saturating_sub(base)
+            );
             return;
         }
         if last_print.elapsed() > Duration::from_secs(10) {
-            eprintln!("  waiting for the kernel to free {} namespaces...", now.saturating_sub(base));
+            eprintln!(
+                "  waiting for the kernel to free {} namespaces...",
+                now.saturating_sub(base)
+            );
             last_print = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -438,7 +467,14 @@ fn enter_host(path: &Path, name: &str, libcni: Option<&Path>) -> Res<()> {
             return Err(os_err("unshare(CLONE_NEWNS)"));
         }
         let root = CString::new("/").unwrap();
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(os_err("mount --make-rslave /"));
         }
         let sys = CString::new("/sys").unwrap();
@@ -451,7 +487,14 @@ fn enter_host(path: &Path, name: &str, libcni: Option<&Path>) -> Res<()> {
         if let Some(dir) = libcni {
             let target = CString::new("/var/lib/cni").unwrap();
             let from = cstr(dir)?;
-            if libc::mount(from.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+            if libc::mount(
+                from.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
                 return Err(os_err("bind mount on /var/lib/cni"));
             }
         }
@@ -583,7 +626,8 @@ fn exec(bin: &Path, env: &[(String, String)], stdin: &str) -> Res<Proc> {
         // Configs are far below the pipe buffer, so this never blocks on a child not reading.
         let _ = pipe.write_all(stdin.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| format!("waiting for {}: {e}", bin.display()))?;
+    let out =
+        child.wait_with_output().map_err(|e| format!("waiting for {}: {e}", bin.display()))?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(Proc {
         ms,
@@ -714,8 +758,8 @@ impl Setup {
     fn add(&self, id: &str, netns: &Path, port: u32) -> Res<(f64, String, Value)> {
         let conf = self.bridge_conf();
         let b = self.call("bridge", "ADD", id, netns, &conf)?;
-        let result: Value =
-            serde_json::from_str(b.stdout.trim()).map_err(|e| format!("bridge ADD {id}: result is not JSON ({e}): {}", b.stdout))?;
+        let result: Value = serde_json::from_str(b.stdout.trim())
+            .map_err(|e| format!("bridge ADD {id}: result is not JSON ({e}): {}", b.stdout))?;
         if self.scenario == Scenario::Bridge {
             return Ok((b.ms, format!("bridge={:.3}", b.ms), result));
         }
@@ -800,7 +844,11 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
                 let p = exec(path, &env, &stdin)?;
                 let good = p.ok && (*imp == "baseline" || p.stdout.contains("supportedVersions"));
                 if !good {
-                    return Err(format!("{imp} {label} VERSION failed: {} {}", p.stdout.trim(), p.stderr.trim()));
+                    return Err(format!(
+                        "{imp} {label} VERSION failed: {} {}",
+                        p.stdout.trim(),
+                        p.stderr.trim()
+                    ));
                 }
                 if round >= warmup {
                     times[i].push(p.ms);
@@ -852,8 +900,10 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
         })?;
         match r {
             Ok(out) if out.status.success() => {
-                let text = fs::read_to_string(&json_path).map_err(|e| format!("hyperfine json: {e}"))?;
-                let v: Value = serde_json::from_str(&text).map_err(|e| format!("hyperfine json: {e}"))?;
+                let text =
+                    fs::read_to_string(&json_path).map_err(|e| format!("hyperfine json: {e}"))?;
+                let v: Value =
+                    serde_json::from_str(&text).map_err(|e| format!("hyperfine json: {e}"))?;
                 for res in v["results"].as_array().into_iter().flatten() {
                     let cmd = res["command"].as_str().unwrap_or("");
                     let Some((imp, label)) = cmd.split_once(':') else { continue };
@@ -865,7 +915,9 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
                 }
                 hf_ok = true;
             }
-            Ok(out) => eprintln!("  hyperfine failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Ok(out) => {
+                eprintln!("  hyperfine failed: {}", String::from_utf8_lossy(&out.stderr).trim())
+            }
             Err(e) => eprintln!("  cannot run hyperfine: {e}"),
         }
     }
@@ -890,7 +942,13 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
         let so = rec.get("startup", "ours", ours, 0, "VERSION");
         let sr = rec.get("startup", "reference", ours, 0, "VERSION");
         let refname = reference.clone().unwrap_or_else(|| "(none)".into());
-        let _ = write!(md, "| `{ours}` | `{refname}` | {} | {} | {} |", cell(so), cell(sr), ratio(sr, so));
+        let _ = write!(
+            md,
+            "| `{ours}` | `{refname}` | {} | {} | {} |",
+            cell(so),
+            cell(sr),
+            ratio(sr, so)
+        );
         if hf_ok {
             let ho = rec.get("startup-hyperfine", "ours", ours, 0, "VERSION");
             let hr = rec.get("startup-hyperfine", "reference", ours, 0, "VERSION");
@@ -903,7 +961,8 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
         let _ = write!(md, "| `/bin/true` (floor) | | {} | | |", cell(Some(b)));
         if hf_ok {
             let hb = rec.get("startup-hyperfine", "baseline", "/bin/true", 0, "VERSION");
-            let _ = write!(md, " {} | |", hb.map(|s| fmt_ms(s.median)).unwrap_or_else(|| "—".into()));
+            let _ =
+                write!(md, " {} | |", hb.map(|s| fmt_ms(s.median)).unwrap_or_else(|| "—".into()));
         }
         let _ = writeln!(md);
     }
@@ -948,7 +1007,11 @@ fn latency(o: &Opts, scenario: Scenario, rec: &mut Recorder, md: &mut String) ->
     let mut lanes: Vec<Lane> = Vec::new();
     let mut ctrs = Containers::default();
     let r = latency_inner(o, scenario, &impls, &mut lanes, &mut ctrs, rec, md);
-    eprintln!("{sc}: cleaning up ({} container namespaces, {} host namespaces)", ctrs.paths.len(), lanes.len());
+    eprintln!(
+        "{sc}: cleaning up ({} container namespaces, {} host namespaces)",
+        ctrs.paths.len(),
+        lanes.len()
+    );
     ctrs.clear();
     lanes.clear();
     wait_kernel_cleanup(baseline, Duration::from_secs(180));
@@ -976,7 +1039,8 @@ fn latency_inner(
             state_dir: base.join("state"),
             ipam_dir: base.join("ipam"),
         };
-        fs::create_dir_all(&setup.state_dir).map_err(|e| format!("mkdir {}: {e}", setup.state_dir.display()))?;
+        fs::create_dir_all(&setup.state_dir)
+            .map_err(|e| format!("mkdir {}: {e}", setup.state_dir.display()))?;
         let host = Host::new(format!("{}-{}{}", o.tag, &sc[..1], imp.short()), &o.work)?;
         lanes.push(Lane { setup, host, filled: 0, broken: None });
     }
@@ -998,7 +1062,14 @@ fn latency_inner(
                 let batch: Vec<usize> = (lane.filled..level.min(lane.filled + 50)).collect();
                 let paths: Vec<PathBuf> = batch
                     .iter()
-                    .map(|i| netns_path(&format!("{}-{}{}-f{i}", o.tag, &sc[..1], lane.setup.imp.short())))
+                    .map(|i| {
+                        netns_path(&format!(
+                            "{}-{}{}-f{i}",
+                            o.tag,
+                            &sc[..1],
+                            lane.setup.imp.short()
+                        ))
+                    })
                     .collect();
                 ctrs.make(&paths)?;
                 let setup = lane.setup.clone();
@@ -1011,14 +1082,22 @@ fn latency_inner(
                     Ok(())
                 })?;
                 if let Err(e) = r {
-                    eprintln!("  {} fill failed, dropping it from this scenario: {e}", lane.setup.imp.key());
+                    eprintln!(
+                        "  {} fill failed, dropping it from this scenario: {e}",
+                        lane.setup.imp.key()
+                    );
                     check_stop()?;
                     lane.broken = Some(e);
                     break;
                 }
                 lane.filled = level.min(lane.filled + 50);
                 if last.elapsed() > Duration::from_secs(10) {
-                    eprintln!("  {} {}/{level} ({:.0} s)", lane.setup.imp.key(), lane.filled, t0.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  {} {}/{level} ({:.0} s)",
+                        lane.setup.imp.key(),
+                        lane.filled,
+                        t0.elapsed().as_secs_f64()
+                    );
                     last = Instant::now();
                 }
             }
@@ -1044,13 +1123,21 @@ fn latency_inner(
         let mut added: Vec<Sample> = Vec::new();
         for s in 0..samples {
             check_stop()?;
-            let live: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].broken.is_none()).collect();
+            let live: Vec<usize> =
+                (0..lanes.len()).filter(|&i| lanes[i].broken.is_none()).collect();
             if live.is_empty() {
                 return Err(format!("{sc}: every implementation failed"));
             }
             let paths: Vec<PathBuf> = live
                 .iter()
-                .map(|&i| netns_path(&format!("{}-{}{}-n{level}s{s}", o.tag, &sc[..1], lanes[i].setup.imp.short())))
+                .map(|&i| {
+                    netns_path(&format!(
+                        "{}-{}{}-n{level}s{s}",
+                        o.tag,
+                        &sc[..1],
+                        lanes[i].setup.imp.short()
+                    ))
+                })
                 .collect();
             ctrs.make(&paths)?;
             for k in 0..live.len() {
@@ -1066,12 +1153,26 @@ fn latency_inner(
                 match r {
                     Ok((ms, detail, result)) => {
                         rec.add(sc, key, plugin, level, "ADD", s, ms, &detail);
-                        added.push(Sample { lane: live[j], sample: s, id, netns: p, port, result: Some(result) });
+                        added.push(Sample {
+                            lane: live[j],
+                            sample: s,
+                            id,
+                            netns: p,
+                            port,
+                            result: Some(result),
+                        });
                     }
                     Err(e) => {
                         eprintln!("  ADD failed: {e}");
                         rec.fail(sc, key, plugin, level, "ADD", s);
-                        added.push(Sample { lane: live[j], sample: s, id, netns: p, port, result: None });
+                        added.push(Sample {
+                            lane: live[j],
+                            sample: s,
+                            id,
+                            netns: p,
+                            port,
+                            result: None,
+                        });
                     }
                 }
             }
@@ -1088,7 +1189,9 @@ fn latency_inner(
             let r = lane.host.run(move || setup.del(&id, &p, port, &prev))?;
             let sample_no = smp.sample;
             match (r, measured) {
-                (Ok((ms, detail)), true) => rec.add(sc, key, plugin, level, "DEL", sample_no, ms, &detail),
+                (Ok((ms, detail)), true) => {
+                    rec.add(sc, key, plugin, level, "DEL", sample_no, ms, &detail)
+                }
                 (Ok(_), false) => {}
                 (Err(e), _) => {
                     eprintln!("  DEL failed: {e}");
@@ -1114,8 +1217,12 @@ fn latency_inner(
 
     // Markdown.
     let title = match scenario {
-        Scenario::Bridge => "## 2. bridge + host-local: ADD and DEL latency vs containers on the bridge",
-        Scenario::Portmap => "## 3. bridge + portmap (one published port per container): ADD and DEL latency",
+        Scenario::Bridge => {
+            "## 2. bridge + host-local: ADD and DEL latency vs containers on the bridge"
+        }
+        Scenario::Portmap => {
+            "## 3. bridge + portmap (one published port per container): ADD and DEL latency"
+        }
     };
     let _ = writeln!(md, "{title}\n");
     let what = match scenario {
@@ -1147,7 +1254,8 @@ fn latency_inner(
             let so = rec.get(sc, "ours", plugin, level, op);
             let si = rec.get(sc, "ours-iptables", plugin, level, op);
             let sr = rec.get(sc, "reference", plugin, level, op);
-            let _ = write!(md, "| {plugin} | {level} | {op} | {} | {} |", o.samples_at(li), cell(so));
+            let _ =
+                write!(md, "| {plugin} | {level} | {op} | {} | {} |", o.samples_at(li), cell(so));
             if ipt {
                 let _ = write!(md, " {} |", cell(si));
             }
@@ -1159,7 +1267,10 @@ fn latency_inner(
             for imp in impls {
                 let f = rec.failures(sc, imp.key(), plugin, level, op);
                 if f > 0 {
-                    notes.push(format!("{} {op} at N={level}: {f} failed sample(s), left out", imp.key()));
+                    notes.push(format!(
+                        "{} {op} at N={level}: {f} failed sample(s), left out",
+                        imp.key()
+                    ));
                 }
             }
         }
@@ -1167,13 +1278,25 @@ fn latency_inner(
     let _ = writeln!(md);
     for lane in lanes.iter() {
         if let Some(e) = &lane.broken {
-            notes.push(format!("{} failed while filling and was dropped: {}", lane.setup.imp.key(), e.lines().next().unwrap_or("")));
+            notes.push(format!(
+                "{} failed while filling and was dropped: {}",
+                lane.setup.imp.key(),
+                e.lines().next().unwrap_or("")
+            ));
         }
     }
     let _ = write!(md, "Fill (untimed in the table above; sequential ADDs with the same plugins):");
     for f in &fills {
         let per = if f.to > f.from { f.secs * 1e3 / (f.to - f.from) as f64 } else { 0.0 };
-        let _ = write!(md, " {} {}→{}: {:.1} s ({} ms/container);", f.imp.key(), f.from, f.to, f.secs, fmt_ms(per));
+        let _ = write!(
+            md,
+            " {} {}→{}: {:.1} s ({} ms/container);",
+            f.imp.key(),
+            f.from,
+            f.to,
+            f.secs,
+            fmt_ms(per)
+        );
     }
     let _ = writeln!(md, " whole scenario {total:.0} s.\n");
     for n in notes {
@@ -1223,7 +1346,11 @@ fn main() {
             "bridge" => latency(&o, Scenario::Bridge, &mut rec, &mut md),
             _ => latency(&o, Scenario::Portmap, &mut rec, &mut md),
         };
-        eprintln!("[{:.0} s] {sc} finished{}", start.elapsed().as_secs_f64(), if r.is_ok() { "" } else { " with an error" });
+        eprintln!(
+            "[{:.0} s] {sc} finished{}",
+            start.elapsed().as_secs_f64(),
+            if r.is_ok() { "" } else { " with an error" }
+        );
         if let Err(e) = r {
             eprintln!("cni-bench: {sc}: {e}");
             let _ = writeln!(md, "**{sc}: not completed: {}**\n", e.lines().next().unwrap_or(""));

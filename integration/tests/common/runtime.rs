@@ -170,9 +170,7 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Run {
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(err.try_clone().unwrap()));
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -320,11 +318,7 @@ impl Holder {
     /// `busybox wget -qO- <url>` from the host namespace (5 s budget; not wget's own `-T`,
     /// which makes Debian's busybox-static 1.35 segfault).
     pub fn wget(&self, url: &str) -> Run {
-        self.run(
-            &["timeout", "5", "busybox", "wget", "-qO-", url],
-            &[],
-            Duration::from_secs(10),
-        )
+        self.run(&["timeout", "5", "busybox", "wget", "-qO-", url], &[], Duration::from_secs(10))
     }
 }
 
@@ -383,11 +377,7 @@ impl CgroupGuard {
             .dirs()
             .iter()
             .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| {
-                s.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
+            .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
             .collect();
         pids.sort();
         pids.dedup();
@@ -462,15 +452,7 @@ pub fn busybox_rootfs(dir: &Path, index: &str) {
 /// `tar -cf out -C dir .` (numeric owners), bounded in time.
 pub fn tar_dir(dir: &Path, out: &Path) {
     run_argv(
-        &[
-            "tar",
-            "--numeric-owner",
-            "-cf",
-            out.to_str().unwrap(),
-            "-C",
-            dir.to_str().unwrap(),
-            ".",
-        ],
+        &["tar", "--numeric-owner", "-cf", out.to_str().unwrap(), "-C", dir.to_str().unwrap(), "."],
         Duration::from_secs(60),
     )
     .expect_ok();
@@ -574,7 +556,9 @@ pub fn leftovers(env: &TestEnv, keep_links: &[&str], keep_pids: &[u32]) -> Vec<S
         if !f.ends_with("lock") {
             // Small files (leases, cursors) with their content, to tell who left them.
             let content = fs::read(&f).ok().filter(|c| c.len() <= 200);
-            let content = content.map(|c| format!(" = {:?}", String::from_utf8_lossy(&c))).unwrap_or_default();
+            let content = content
+                .map(|c| format!(" = {:?}", String::from_utf8_lossy(&c)))
+                .unwrap_or_default();
             left.push(format!("file {}{content}", f.display()));
         }
     }

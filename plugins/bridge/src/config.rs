@@ -85,7 +85,11 @@ pub struct BridgeConf {
 }
 
 fn valid_ifname(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 15 && name != "." && name != ".." && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 fn vlan_id(key: &str, v: i64) -> Result<u16, CniError> {
@@ -102,7 +106,11 @@ impl BridgeConf {
         let raw: RawConf = req.plugin_config()?;
         let bridge = raw.bridge.unwrap_or_else(|| "cni0".to_string());
         if !valid_ifname(&bridge) {
-            return Err(CniError::bad_value("bridge", format!("{bridge:?}"), "not a valid interface name (1-15 characters, no '/', ':' or spaces)"));
+            return Err(CniError::bad_value(
+                "bridge",
+                format!("{bridge:?}"),
+                "not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+            ));
         }
         let mtu = match raw.mtu {
             None | Some(0) => None,
@@ -120,9 +128,16 @@ impl BridgeConf {
             match (entry.id, entry.min_id, entry.max_id) {
                 (Some(id), None, None) => vlan_trunk.push(vlan_id("vlanTrunk.id", id as i64)?),
                 (None, Some(lo), Some(hi)) => {
-                    let (lo, hi) = (vlan_id("vlanTrunk.minID", lo as i64)?, vlan_id("vlanTrunk.maxID", hi as i64)?);
+                    let (lo, hi) = (
+                        vlan_id("vlanTrunk.minID", lo as i64)?,
+                        vlan_id("vlanTrunk.maxID", hi as i64)?,
+                    );
                     if lo > hi {
-                        return Err(CniError::bad_value("vlanTrunk.minID", lo, format!("greater than maxID {hi}")));
+                        return Err(CniError::bad_value(
+                            "vlanTrunk.minID",
+                            lo,
+                            format!("greater than maxID {hi}"),
+                        ));
                     }
                     vlan_trunk.extend(lo..=hi);
                 }
@@ -132,13 +147,19 @@ impl BridgeConf {
             }
         }
         if vlan.is_some() && !vlan_trunk.is_empty() {
-            return Err(CniError::config("invalid config: \"vlan\" and \"vlanTrunk\" cannot both be set"));
+            return Err(CniError::config(
+                "invalid config: \"vlan\" and \"vlanTrunk\" cannot both be set",
+            ));
         }
         let backend_name = raw.firewall_backend.or(raw.ip_masq_backend);
         let firewall = match backend_name.as_deref() {
             None | Some("") => None,
             Some(name) => Some(name.parse::<firewall::BackendKind>().map_err(|_| {
-                CniError::bad_value("firewallBackend", format!("{name:?}"), "expected \"nftables\" or \"iptables\"")
+                CniError::bad_value(
+                    "firewallBackend",
+                    format!("{name:?}"),
+                    "expected \"nftables\" or \"iptables\"",
+                )
             })?),
         };
         let mac = Self::requested_mac(req, raw.mac.as_deref())?;
@@ -182,7 +203,11 @@ impl BridgeConf {
         };
         match netlink::parse_mac(&value) {
             Some(m) if m[0] & 1 == 0 => Ok(Some(m)),
-            Some(_) => Err(CniError::bad_value(key, &value, "a multicast MAC cannot be used for an interface")),
+            Some(_) => Err(CniError::bad_value(
+                key,
+                &value,
+                "a multicast MAC cannot be used for an interface",
+            )),
             None => Err(CniError::bad_value(key, &value, "not a MAC address (aa:bb:cc:dd:ee:ff)")),
         }
     }

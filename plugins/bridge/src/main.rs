@@ -28,7 +28,11 @@ fn has_ipam(req: &Request) -> bool {
 }
 
 /// The rules this network needs, or None when there is nothing to enforce.
-fn network_rules(req: &Request, conf: &BridgeConf, subnets: &[ipnet::IpNet]) -> Option<firewall::NetworkRules> {
+fn network_rules(
+    req: &Request,
+    conf: &BridgeConf,
+    subnets: &[ipnet::IpNet],
+) -> Option<firewall::NetworkRules> {
     let rules = firewall::NetworkRules {
         network: req.conf.name.clone(),
         bridge: conf.bridge.clone(),
@@ -72,7 +76,11 @@ fn remove_links(req: &Request, host_veth: &str) -> Result<(), CniError> {
 
 /// After the last attachment left: the network's rules go, and the bridge if we created it
 /// and nothing else is plugged into it.
-fn teardown_network(req: &Request, conf: &BridgeConf, state: &NetworkState) -> Result<(), CniError> {
+fn teardown_network(
+    req: &Request,
+    conf: &BridgeConf,
+    state: &NetworkState,
+) -> Result<(), CniError> {
     let record = state.network();
     let fw = firewall::backend(conf.firewall).map_err(fw_err)?;
     fw.remove_network(&req.conf.name).map_err(fw_err)?;
@@ -80,7 +88,12 @@ fn teardown_network(req: &Request, conf: &BridgeConf, state: &NetworkState) -> R
         if rec.created_bridge {
             let mut host = Handle::new().map_err(kernel)?;
             if let Some(br) = host.link_by_name(&rec.bridge).map_err(kernel)? {
-                let ports = host.links().map_err(kernel)?.iter().filter(|l| l.master == Some(br.index)).count();
+                let ports = host
+                    .links()
+                    .map_err(kernel)?
+                    .iter()
+                    .filter(|l| l.master == Some(br.index))
+                    .count();
                 if ports == 0 {
                     match host.delete_link(br.index) {
                         Err(e) if !e.is_not_found() => return Err(kernel(e)),
@@ -98,8 +111,9 @@ impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf = BridgeConf::from_request(req)?;
         let netns_path = req.netns()?;
-        let ns = Netns::open(netns_path)
-            .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns_path.display())))?;
+        let ns = Netns::open(netns_path).map_err(|e| {
+            CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns_path.display()))
+        })?;
         let fw = firewall::backend(conf.firewall).map_err(fw_err)?;
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
@@ -112,7 +126,10 @@ impl Plugin for BridgePlugin {
             let previous = state.network();
             let record = NetworkRecord {
                 bridge: conf.bridge.clone(),
-                created_bridge: created.bridge || previous.as_ref().is_some_and(|p| p.created_bridge && p.bridge == conf.bridge),
+                created_bridge: created.bridge
+                    || previous
+                        .as_ref()
+                        .is_some_and(|p| p.created_bridge && p.bridge == conf.bridge),
                 subnets,
                 firewall: fw.name().to_string(),
                 rules: rules.as_ref().map(|r| format!("{r:?}")).unwrap_or_default(),
@@ -157,11 +174,10 @@ impl Plugin for BridgePlugin {
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
         let record = state.attachment(&req.env.container_id, &req.env.ifname);
-        let host_veth = record
-            .as_ref()
-            .map(|a| a.host_veth.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| host_veth_name(&req.conf.name, &req.env.container_id, &req.env.ifname));
+        let host_veth =
+            record.as_ref().map(|a| a.host_veth.clone()).filter(|n| !n.is_empty()).unwrap_or_else(
+                || host_veth_name(&req.conf.name, &req.env.container_id, &req.env.ifname),
+            );
         // The guard's MAC: from our record, else from the container interface in prevResult.
         let guard_mac = record.as_ref().and_then(|a| a.mac_guard.clone()).or_else(|| {
             let prev = req.prev.as_ref()?;
@@ -189,8 +205,9 @@ impl Plugin for BridgePlugin {
             .as_ref()
             .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
         let netns_path = req.netns()?;
-        let ns = Netns::open(netns_path)
-            .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns_path.display())))?;
+        let ns = Netns::open(netns_path).map_err(|e| {
+            CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns_path.display()))
+        })?;
         setup::verify(req, &conf, &ns, prev)?;
         let subnets = setup::subnets(prev);
         if let Some(rules) = network_rules(req, &conf, &subnets) {
@@ -209,7 +226,8 @@ impl Plugin for BridgePlugin {
         let _lock = state.lock()?;
         let mut host = Handle::new().map_err(kernel)?;
         for att in state.attachments() {
-            let keep = valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname);
+            let keep =
+                valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname);
             if keep {
                 continue;
             }
@@ -237,8 +255,12 @@ impl Plugin for BridgePlugin {
         let conf = BridgeConf::from_request(req)?;
         let fw = firewall::backend(conf.firewall)
             .map_err(|e| CniError::not_available(format!("no usable firewall backend: {e}")))?;
-        fw.is_available()
-            .map_err(|e| CniError::not_available(format!("firewall backend {} cannot program the kernel: {e}", fw.name())))?;
+        fw.is_available().map_err(|e| {
+            CniError::not_available(format!(
+                "firewall backend {} cannot program the kernel: {e}",
+                fw.name()
+            ))
+        })?;
         if let Some(drop) = fw.foreign_drop_policy() {
             // Not fatal, but say so: our accept cannot override another table's drop.
             eprintln!("bridge: warning: forwarded container traffic may be dropped by another firewall: {drop}");

@@ -51,11 +51,19 @@ pub fn subnets(result: &CniResult) -> Vec<IpNet> {
 }
 
 fn default_dst(v4: bool) -> IpNet {
-    if v4 { "0.0.0.0/0".parse().expect("literal") } else { "::/0".parse().expect("literal") }
+    if v4 {
+        "0.0.0.0/0".parse().expect("literal")
+    } else {
+        "::/0".parse().expect("literal")
+    }
 }
 
 /// The bridge: reused when it exists (must really be a bridge), created otherwise.
-fn ensure_bridge(host: &mut Handle, conf: &BridgeConf, created: &mut Created) -> Result<Link, CniError> {
+fn ensure_bridge(
+    host: &mut Handle,
+    conf: &BridgeConf,
+    created: &mut Created,
+) -> Result<Link, CniError> {
     created.bridge_name = conf.bridge.clone();
     let vlan_filtering = conf.vlan.is_some() || !conf.vlan_trunk.is_empty();
     let br = match host.link_by_name(&conf.bridge).map_err(kernel)? {
@@ -63,7 +71,10 @@ fn ensure_bridge(host: &mut Handle, conf: &BridgeConf, created: &mut Created) ->
             return Err(CniError::bad_value(
                 "bridge",
                 format!("{:?}", conf.bridge),
-                format!("an interface of that name exists and is a {}, not a bridge", l.kind.as_deref().unwrap_or("device")),
+                format!(
+                    "an interface of that name exists and is a {}, not a bridge",
+                    l.kind.as_deref().unwrap_or("device")
+                ),
             ));
         }
         Some(l) => l,
@@ -93,8 +104,14 @@ fn ensure_bridge(host: &mut Handle, conf: &BridgeConf, created: &mut Created) ->
 }
 
 /// Puts the gateway address of each allocated subnet on the bridge.
-fn ensure_gateway(host: &mut Handle, conf: &BridgeConf, br: &Link, ips: &[IpConfig]) -> Result<(), CniError> {
-    let existing: Vec<IpNet> = host.addresses(Some(br.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
+fn ensure_gateway(
+    host: &mut Handle,
+    conf: &BridgeConf,
+    br: &Link,
+    ips: &[IpConfig],
+) -> Result<(), CniError> {
+    let existing: Vec<IpNet> =
+        host.addresses(Some(br.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
     for ip in ips {
         let Some(gw) = ip.gateway else { continue };
         let want = IpNet::new(gw, ip.address.prefix_len()).expect("prefix from a valid address");
@@ -117,7 +134,10 @@ fn ensure_gateway(host: &mut Handle, conf: &BridgeConf, br: &Link, ips: &[IpConf
             _ => {}
         }
     }
-    let (v4, v6) = (ips.iter().any(|i| i.address.addr().is_ipv4()), ips.iter().any(|i| i.address.addr().is_ipv6()));
+    let (v4, v6) = (
+        ips.iter().any(|i| i.address.addr().is_ipv4()),
+        ips.iter().any(|i| i.address.addr().is_ipv6()),
+    );
     // Routing between the bridge and the outside needs forwarding on in this namespace.
     if v4 {
         netlink::sysctl_set("net/ipv4/ip_forward", "1").map_err(kernel)?;
@@ -129,13 +149,21 @@ fn ensure_gateway(host: &mut Handle, conf: &BridgeConf, br: &Link, ips: &[IpConf
 }
 
 /// Creates the veth pair, configures both ends, and returns the CNI result.
-pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult, created: &mut Created) -> Result<CniResult, CniError> {
+pub fn apply(
+    req: &Request,
+    conf: &BridgeConf,
+    ns: &Netns,
+    allocated: &CniResult,
+    created: &mut Created,
+) -> Result<CniResult, CniError> {
     let ifname = &req.env.ifname;
     let mut host = Handle::new().map_err(kernel)?;
     let br = ensure_bridge(&mut host, conf, created)?;
     let mut ctr = Handle::new_in(ns).map_err(kernel)?;
     if ctr.link_by_name(ifname).map_err(kernel)?.is_some() {
-        return Err(CniError::config(format!("container already has an interface named {ifname:?} (CNI_IFNAME)")));
+        return Err(CniError::config(format!(
+            "container already has an interface named {ifname:?} (CNI_IFNAME)"
+        )));
     }
 
     let host_name = host_veth_name(&req.conf.name, &req.env.container_id, ifname);
@@ -148,7 +176,12 @@ pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult
     created.host_veth = Some(host_name.clone());
     host.set_master(hv.index, Some(br.index)).map_err(kernel)?;
     if conf.hairpin || conf.port_isolation {
-        host.set_bridge_port(hv.index, conf.hairpin.then_some(true), conf.port_isolation.then_some(true)).map_err(kernel)?;
+        host.set_bridge_port(
+            hv.index,
+            conf.hairpin.then_some(true),
+            conf.port_isolation.then_some(true),
+        )
+        .map_err(kernel)?;
     }
     if let Some(vid) = conf.vlan {
         host.bridge_vlan_add(hv.index, vid, true, true, false).map_err(kernel)?;
@@ -167,7 +200,9 @@ pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult
     // Container side: addresses, then up, then routes (routes need the link up).
     let cl = ctr.require_link(ifname).map_err(kernel)?;
     if conf.macspoofchk {
-        let mac = cl.mac.ok_or_else(|| CniError::new(cni::code::KERNEL, format!("container interface {ifname} has no MAC")))?;
+        let mac = cl.mac.ok_or_else(|| {
+            CniError::new(cni::code::KERNEL, format!("container interface {ifname} has no MAC"))
+        })?;
         firewall::macspoof::guard_port(&host_name, &mac).map_err(crate::fw_err)?;
         created.mac_guard = Some((host_name.clone(), mac));
     }
@@ -213,48 +248,69 @@ pub fn apply(req: &Request, conf: &BridgeConf, ns: &Netns, allocated: &CniResult
 }
 
 /// CHECK: the links, addresses and routes of `prev` are really there.
-pub fn verify(req: &Request, conf: &BridgeConf, ns: &Netns, prev: &CniResult) -> Result<(), CniError> {
+pub fn verify(
+    req: &Request,
+    conf: &BridgeConf,
+    ns: &Netns,
+    prev: &CniResult,
+) -> Result<(), CniError> {
     let ifname = &req.env.ifname;
     let mut host = Handle::new().map_err(kernel)?;
-    let br = host
-        .link_by_name(&conf.bridge)
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::new(cni::code::KERNEL, format!("bridge {} does not exist", conf.bridge)))?;
+    let br = host.link_by_name(&conf.bridge).map_err(kernel)?.ok_or_else(|| {
+        CniError::new(cni::code::KERNEL, format!("bridge {} does not exist", conf.bridge))
+    })?;
     let host_name = host_veth_name(&req.conf.name, &req.env.container_id, ifname);
-    let hv = host
-        .link_by_name(&host_name)
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::new(cni::code::KERNEL, format!("host veth {host_name} does not exist")))?;
+    let hv = host.link_by_name(&host_name).map_err(kernel)?.ok_or_else(|| {
+        CniError::new(cni::code::KERNEL, format!("host veth {host_name} does not exist"))
+    })?;
     if hv.master != Some(br.index) {
-        return Err(CniError::new(cni::code::KERNEL, format!("host veth {host_name} is not attached to bridge {}", conf.bridge)));
+        return Err(CniError::new(
+            cni::code::KERNEL,
+            format!("host veth {host_name} is not attached to bridge {}", conf.bridge),
+        ));
     }
     let mut ctr = Handle::new_in(ns).map_err(kernel)?;
-    let cl = ctr
-        .link_by_name(ifname)
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::new(cni::code::KERNEL, format!("container interface {ifname} does not exist")))?;
+    let cl = ctr.link_by_name(ifname).map_err(kernel)?.ok_or_else(|| {
+        CniError::new(cni::code::KERNEL, format!("container interface {ifname} does not exist"))
+    })?;
     if cl.kind.as_deref() != Some("veth") {
-        return Err(CniError::new(cni::code::KERNEL, format!("container interface {ifname} is not a veth")));
+        return Err(CniError::new(
+            cni::code::KERNEL,
+            format!("container interface {ifname} is not a veth"),
+        ));
     }
-    let have: Vec<IpNet> = ctr.addresses(Some(cl.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
+    let have: Vec<IpNet> =
+        ctr.addresses(Some(cl.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
     for ip in prev.container_ips(ifname) {
         if !have.contains(&ip.address) {
-            return Err(CniError::new(cni::code::KERNEL, format!("container interface {ifname} lacks address {}", ip.address)));
+            return Err(CniError::new(
+                cni::code::KERNEL,
+                format!("container interface {ifname} lacks address {}", ip.address),
+            ));
         }
     }
     if conf.macspoofchk {
-        let mac = cl.mac.ok_or_else(|| CniError::new(cni::code::KERNEL, format!("container interface {ifname} has no MAC")))?;
+        let mac = cl.mac.ok_or_else(|| {
+            CniError::new(cni::code::KERNEL, format!("container interface {ifname} has no MAC"))
+        })?;
         firewall::macspoof::check_port(&host_name, &mac).map_err(crate::fw_err)?;
     }
     if conf.is_default_gateway && !conf.disable_container_interface {
         for v6 in [false, true] {
-            let wants = prev.ips.iter().any(|i| i.address.addr().is_ipv6() == v6 && i.gateway.is_some());
+            let wants =
+                prev.ips.iter().any(|i| i.address.addr().is_ipv6() == v6 && i.gateway.is_some());
             if !wants {
                 continue;
             }
             let routes = ctr.routes(v6).map_err(kernel)?;
             if !routes.iter().any(|r| r.dst.prefix_len() == 0 && r.oif == Some(cl.index)) {
-                return Err(CniError::new(cni::code::KERNEL, format!("container has no default {} route via {ifname}", if v6 { "IPv6" } else { "IPv4" })));
+                return Err(CniError::new(
+                    cni::code::KERNEL,
+                    format!(
+                        "container has no default {} route via {ifname}",
+                        if v6 { "IPv6" } else { "IPv4" }
+                    ),
+                ));
             }
         }
     }

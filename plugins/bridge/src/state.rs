@@ -44,7 +44,6 @@ pub struct NetworkState {
     lock_path: PathBuf,
 }
 
-
 fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))
 }
@@ -71,7 +70,8 @@ impl NetworkState {
 
     pub fn save_network(&self, rec: &NetworkRecord) -> Result<(), CniError> {
         let path = self.dir.join("network.json");
-        atomic_write(&path, &serde_json::to_vec(rec).expect("serializes")).map_err(|e| io_err("writing", &path, e))
+        atomic_write(&path, &serde_json::to_vec(rec).expect("serializes"))
+            .map_err(|e| io_err("writing", &path, e))
     }
 
     pub fn attachment(&self, container_id: &str, ifname: &str) -> Option<AttachmentRecord> {
@@ -81,7 +81,8 @@ impl NetworkState {
 
     pub fn save_attachment(&self, rec: &AttachmentRecord) -> Result<(), CniError> {
         let path = self.attachment_path(&rec.container_id, &rec.ifname);
-        atomic_write(&path, &serde_json::to_vec(rec).expect("serializes")).map_err(|e| io_err("writing", &path, e))
+        atomic_write(&path, &serde_json::to_vec(rec).expect("serializes"))
+            .map_err(|e| io_err("writing", &path, e))
     }
 
     pub fn remove_attachment(&self, container_id: &str, ifname: &str) -> Result<(), CniError> {
@@ -127,7 +128,8 @@ impl NetworkState {
 pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
     // FNV-1a: tiny, stable across releases (unlike std's hasher).
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes()) {
+    for b in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes())
+    {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -145,7 +147,8 @@ mod tests {
         assert!(a.len() <= 15);
         assert_ne!(a, host_veth_name("net1", "ctr1", "eth1"));
         assert_ne!(a, host_veth_name("net2", "ctr1", "eth0"));
-        let names: std::collections::HashSet<_> = (0..10000).map(|i| host_veth_name("n", &format!("c{i}"), "eth0")).collect();
+        let names: std::collections::HashSet<_> =
+            (0..10000).map(|i| host_veth_name("n", &format!("c{i}"), "eth0")).collect();
         assert_eq!(names.len(), 10000);
     }
 }

@@ -34,7 +34,10 @@ pub fn request(dir: &Path, cmd: &str, timeout: Duration) -> io::Result<Vec<Strin
 }
 
 fn not_running(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused | io::ErrorKind::UnexpectedEof)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused | io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// Makes sure a daemon serves `dir`: when none answers (first ADD, or it died and left a
@@ -44,13 +47,20 @@ pub fn ensure_running(dir: &Path) -> Result<(), CniError> {
     match request(dir, "ping", Duration::from_secs(5)) {
         Ok(_) => return Ok(()),
         Err(e) if not_running(&e) => {}
-        Err(e) => return Err(CniError::try_again(format!("the dns-alias daemon does not answer on {}: {e}", dir.join(CONTROL_SOCKET).display()))),
+        Err(e) => {
+            return Err(CniError::try_again(format!(
+                "the dns-alias daemon does not answer on {}: {e}",
+                dir.join(CONTROL_SOCKET).display()
+            )))
+        }
     }
     start(dir)
 }
 
 fn start(dir: &Path) -> Result<(), CniError> {
-    let exe = std::env::current_exe().map_err(|e| CniError::io(format!("cannot find the dns-alias binary to start the daemon: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        CniError::io(format!("cannot find the dns-alias binary to start the daemon: {e}"))
+    })?;
     let out = Command::new(&exe)
         .arg("daemon")
         .arg("--state-dir")
@@ -113,7 +123,11 @@ pub fn remove_stale_files(dir: &Path) {
 /// namespace, and checks that the answer carries the record's addresses.
 pub fn probe(rec: &Record) -> Result<(), String> {
     let name = rec.names.first().ok_or("the record has no name")?.clone();
-    let qtype = if rec.ips.iter().any(IpAddr::is_ipv4) || rec.ips.is_empty() { wire::T_A } else { wire::T_AAAA };
+    let qtype = if rec.ips.iter().any(IpAddr::is_ipv4) || rec.ips.is_empty() {
+        wire::T_A
+    } else {
+        wire::T_AAAA
+    };
     let want: Vec<Vec<u8>> = rec
         .ips
         .iter()
@@ -146,7 +160,8 @@ pub fn probe(rec: &Record) -> Result<(), String> {
     if wire::rcode(&reply) != wire::NOERROR {
         return Err(format!("127.0.0.11 answered rcode {} for {name:?}", wire::rcode(&reply)));
     }
-    let got: Vec<Vec<u8>> = wire::answers(&reply).unwrap_or_default().into_iter().map(|(_, d)| d).collect();
+    let got: Vec<Vec<u8>> =
+        wire::answers(&reply).unwrap_or_default().into_iter().map(|(_, d)| d).collect();
     for w in &want {
         if !got.contains(w) {
             return Err(format!("127.0.0.11 did not answer {name:?} with the container's address"));

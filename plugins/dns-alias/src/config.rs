@@ -31,13 +31,18 @@ impl DnsConf {
             if d.is_empty() {
                 c.domain_name = None;
             } else {
-                validate_name(&d).map_err(|why| CniError::bad_value("domainName", format!("{d:?}"), why))?;
+                validate_name(&d)
+                    .map_err(|why| CniError::bad_value("domainName", format!("{d:?}"), why))?;
                 c.domain_name = Some(d);
             }
         }
         for u in &c.upstreams {
             parse_upstream(u).ok_or_else(|| {
-                CniError::bad_value("upstreams", format!("{u:?}"), "expected an IP address, optionally with :port")
+                CniError::bad_value(
+                    "upstreams",
+                    format!("{u:?}"),
+                    "expected an IP address, optionally with :port",
+                )
             })?;
         }
         if c.ttl > 86400 {
@@ -93,7 +98,9 @@ pub fn container_names(req: &Request) -> Result<Vec<String>, CniError> {
     if let Some(n) = req.env.arg("K8S_POD_NAME").filter(|n| !n.is_empty()) {
         raw.push(("CNI_ARGS K8S_POD_NAME".into(), n.to_string()));
     } else if let Some(v) = req.conf.args_cni("name") {
-        let n = v.as_str().ok_or_else(|| CniError::bad_value("args.cni.name", v, "must be a string"))?;
+        let n = v
+            .as_str()
+            .ok_or_else(|| CniError::bad_value("args.cni.name", v, "must be a string"))?;
         raw.push(("args.cni.name".into(), n.to_string()));
     }
     if let Some(v) = req.conf.runtime("aliases") {
@@ -119,7 +126,9 @@ pub fn container_names(req: &Request) -> Result<Vec<String>, CniError> {
             }
         };
         for a in list.into_iter().flatten() {
-            let s = a.as_str().ok_or_else(|| CniError::bad_value("runtimeConfig.aliases", a, "each alias must be a string"))?;
+            let s = a.as_str().ok_or_else(|| {
+                CniError::bad_value("runtimeConfig.aliases", a, "each alias must be a string")
+            })?;
             raw.push(("runtimeConfig.aliases".into(), s.to_string()));
         }
     }
@@ -186,7 +195,11 @@ mod tests {
         );
         let e = container_names(&r).unwrap_err();
         assert_eq!(e.code, 7);
-        assert!(e.msg.contains("runtimeConfig.aliases") && e.msg.contains("has space"), "{}", e.msg);
+        assert!(
+            e.msg.contains("runtimeConfig.aliases") && e.msg.contains("has space"),
+            "{}",
+            e.msg
+        );
         let r = req(
             "",
             serde_json::json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias",
@@ -207,10 +220,16 @@ mod tests {
         assert_eq!(c.ttl, 5);
         assert_eq!(parse_upstream("10.9.0.2:5353"), Some("10.9.0.2:5353".parse().unwrap()));
         assert_eq!(parse_upstream("fd00::1"), Some("[fd00::1]:53".parse().unwrap()));
-        let r = req("", serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "upstreams": ["dns.google"]}));
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "upstreams": ["dns.google"]}),
+        );
         let e = DnsConf::from_request(&r).unwrap_err();
         assert!(e.msg.contains("upstreams") && e.msg.contains("dns.google"), "{}", e.msg);
-        let r = req("", serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "disableDns": "yes"}));
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "disableDns": "yes"}),
+        );
         assert_eq!(DnsConf::from_request(&r).unwrap_err().code, 7);
     }
 }

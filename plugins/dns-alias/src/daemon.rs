@@ -100,7 +100,8 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
 fn lock_pid_file(path: &Path) -> io::Result<Option<File>> {
     let start = Instant::now();
     loop {
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let f =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         match f.try_lock() {
             Ok(()) => {
                 // The previous owner may have unlinked the file between our open and lock.
@@ -121,7 +122,8 @@ fn lock_pid_file(path: &Path) -> io::Result<Option<File>> {
 }
 
 fn launch(dir: &Path, foreground: bool) -> io::Result<()> {
-    fs::create_dir_all(dir).map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
     let pid_path = dir.join(PID_FILE);
     let Some(mut pid_file) = lock_pid_file(&pid_path)? else {
         let pid = fs::read_to_string(&pid_path).unwrap_or_default();
@@ -332,7 +334,11 @@ impl Daemon {
                 libc::sigaddset(&mut set, s);
             }
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            OwnedFd::from_raw_fd(cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?)
+            OwnedFd::from_raw_fd(cvt(libc::signalfd(
+                -1,
+                &set,
+                libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
+            ))?)
         };
         // SAFETY: epoll_create1 returns a new fd we own.
         let epfd = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
@@ -349,7 +355,10 @@ impl Daemon {
             listeners: Vec::new(),
             by_ns: HashMap::new(),
             next_id: 1,
-            shared: Arc::new(Shared { zone: RwLock::new(zone.clone()), threads: AtomicUsize::new(0) }),
+            shared: Arc::new(Shared {
+                zone: RwLock::new(zone.clone()),
+                threads: AtomicUsize::new(0),
+            }),
             zone,
             pending: Vec::new(),
             free_pending: Vec::new(),
@@ -368,7 +377,14 @@ impl Daemon {
         loop {
             let timeout = self.next_timeout_ms();
             // SAFETY: epoll_wait into a buffer of events.len() entries.
-            let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epfd.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -421,10 +437,27 @@ impl Daemon {
                 let forward = match wire::parse_query(msg) {
                     Err(Bad::Ignore) => continue,
                     Err(Bad::Reply { rcode, question_end }) => {
-                        wire::build_reply(&mut self.out, msg, question_end, false, rcode, false, 0, &[], wire::UDP_MIN);
+                        wire::build_reply(
+                            &mut self.out,
+                            msg,
+                            question_end,
+                            false,
+                            rcode,
+                            false,
+                            0,
+                            &[],
+                            wire::UDP_MIN,
+                        );
                         None
                     }
-                    Ok(q) => match self.zone.answer(scope, msg, &q, q.udp_limit(), &mut self.out, &mut self.scratch) {
+                    Ok(q) => match self.zone.answer(
+                        scope,
+                        msg,
+                        &q,
+                        q.udp_limit(),
+                        &mut self.out,
+                        &mut self.scratch,
+                    ) {
                         Outcome::Reply => None,
                         Outcome::Forward(ups) => Some((msg.to_vec(), q, ups)),
                     },
@@ -445,12 +478,36 @@ impl Daemon {
         }
     }
 
-    fn servfail(&mut self, query: &[u8], question_end: usize, edns: bool, via: &UdpSocket, to: SocketAddr) {
-        wire::build_reply(&mut self.out, query, Some(question_end), edns, wire::SERVFAIL, false, 0, &[], wire::UDP_MIN);
+    fn servfail(
+        &mut self,
+        query: &[u8],
+        question_end: usize,
+        edns: bool,
+        via: &UdpSocket,
+        to: SocketAddr,
+    ) {
+        wire::build_reply(
+            &mut self.out,
+            query,
+            Some(question_end),
+            edns,
+            wire::SERVFAIL,
+            false,
+            0,
+            &[],
+            wire::UDP_MIN,
+        );
         let _ = via.send_to(&self.out, to);
     }
 
-    fn start_forward(&mut self, query: Vec<u8>, q: &wire::Query, ups: Arc<[SocketAddr]>, via: Arc<UdpSocket>, client: SocketAddr) {
+    fn start_forward(
+        &mut self,
+        query: Vec<u8>,
+        q: &wire::Query,
+        ups: Arc<[SocketAddr]>,
+        via: Arc<UdpSocket>,
+        client: SocketAddr,
+    ) {
         if self.n_pending >= MAX_PENDING {
             self.servfail(&query, q.question_end, q.edns.is_some(), &via, client);
             return;
@@ -491,8 +548,14 @@ impl Daemon {
 
     /// A fresh socket (random source port) per attempt, connected to the upstream so only its
     /// replies arrive; the query goes out with a new random ID.
-    fn send_upstream(&mut self, query: &[u8], up: SocketAddr, slot: usize) -> io::Result<(UdpSocket, u16)> {
-        let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    fn send_upstream(
+        &mut self,
+        query: &[u8],
+        up: SocketAddr,
+        slot: usize,
+    ) -> io::Result<(UdpSocket, u16)> {
+        let bind: SocketAddr =
+            if up.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
         let s = UdpSocket::bind(bind)?;
         s.connect(up)?;
         s.set_nonblocking(true)?;
@@ -642,7 +705,10 @@ impl Daemon {
         let mut info = [0u8; 128];
         let mut flow = Flow::Continue;
         // SAFETY: reads whole signalfd_siginfo records into a 128-byte buffer.
-        while unsafe { libc::read(self.sigfd.as_raw_fd(), info.as_mut_ptr() as *mut libc::c_void, 128) } == 128 {
+        while unsafe {
+            libc::read(self.sigfd.as_raw_fd(), info.as_mut_ptr() as *mut libc::c_void, 128)
+        } == 128
+        {
             let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
             if signo == libc::SIGHUP {
                 log!("SIGHUP: reloading");
@@ -756,7 +822,9 @@ impl Daemon {
     /// Re-reads the records, opens and closes per-container listeners, and publishes a new
     /// zone. Returns the namespaces that could not be served, with the reason.
     fn reload(&mut self) -> Vec<(String, String)> {
-        let records = store::read_all(&self.dir, |p, e| log!("skipping unreadable record {}: {e}", p.display()));
+        let records = store::read_all(&self.dir, |p, e| {
+            log!("skipping unreadable record {}: {e}", p.display())
+        });
         let mut fails = Vec::new();
         let mut idents: HashMap<&str, (u64, u64)> = HashMap::new();
         let mut wanted: BTreeMap<(u64, u64), &str> = BTreeMap::new();
@@ -792,7 +860,8 @@ impl Daemon {
             }
         }
         // Every path of a failed namespace fails (the plugin looks for its own path).
-        let failed: Vec<(u64, u64)> = fails.iter().filter_map(|(ns, _)| idents.get(ns.as_str()).copied()).collect();
+        let failed: Vec<(u64, u64)> =
+            fails.iter().filter_map(|(ns, _)| idents.get(ns.as_str()).copied()).collect();
         for (path, id) in &idents {
             if failed.contains(id) && !fails.iter().any(|(ns, _)| ns == path) {
                 fails.push((path.to_string(), "namespace could not be served".into()));
@@ -803,7 +872,13 @@ impl Daemon {
         let listeners = &self.listeners;
         let zone = Zone::build(
             &records,
-            |ns| idents.get(ns).and_then(|id| by_ns.get(id)).and_then(|&i| listeners[i].as_ref()).map(|l| l.id),
+            |ns| {
+                idents
+                    .get(ns)
+                    .and_then(|id| by_ns.get(id))
+                    .and_then(|&i| listeners[i].as_ref())
+                    .map(|l| l.id)
+            },
             &host,
         );
         self.records = records.len();
@@ -814,7 +889,13 @@ impl Daemon {
         fails
     }
 
-    fn add_listener(&mut self, ns: &str, udp: UdpSocket, tcp: TcpListener, ns_ident: (u64, u64)) -> io::Result<()> {
+    fn add_listener(
+        &mut self,
+        ns: &str,
+        udp: UdpSocket,
+        tcp: TcpListener,
+        ns_ident: (u64, u64),
+    ) -> io::Result<()> {
         let idx = match self.listeners.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -835,7 +916,8 @@ impl Daemon {
             udp.local_addr().map(|a| a.port()).unwrap_or(0),
             tcp.local_addr().map(|a| a.port()).unwrap_or(0)
         );
-        self.listeners[idx] = Some(Listener { id, netns: ns.to_string(), ns_ident, udp: Arc::new(udp), tcp });
+        self.listeners[idx] =
+            Some(Listener { id, netns: ns.to_string(), ns_ident, udp: Arc::new(udp), tcp });
         self.by_ns.insert(ns_ident, idx);
         Ok(())
     }
@@ -869,15 +951,22 @@ impl Daemon {
 
 /// Opens the UDP and TCP sockets at 127.0.0.11 inside the namespace and points
 /// 127.0.0.11:53 at them.
-fn open_listener(ns: &Path, ident: (u64, u64), reuse_ports: bool) -> io::Result<(UdpSocket, TcpListener)> {
+fn open_listener(
+    ns: &Path,
+    ident: (u64, u64),
+    reuse_ports: bool,
+) -> io::Result<(UdpSocket, TcpListener)> {
     let (udp, tcp) = nsutil::in_netns(ns, || {
         // The namespace we entered must be the one we identified (the path may be reused).
         if nsutil::ns_ident(Path::new("/proc/thread-self/ns/net"))? != ident {
             return Err(io::Error::other("namespace changed while opening it"));
         }
         // The ports a previous daemon used here, when its table is still in place.
-        let (old_udp, old_tcp) = if reuse_ports { nsutil::current_ports().unwrap_or((0, 0)) } else { (0, 0) };
-        let bind_udp = |port: u16| UdpSocket::bind((DNS_ADDR, port)).or_else(|_| UdpSocket::bind((DNS_ADDR, 0)));
+        let (old_udp, old_tcp) =
+            if reuse_ports { nsutil::current_ports().unwrap_or((0, 0)) } else { (0, 0) };
+        let bind_udp = |port: u16| {
+            UdpSocket::bind((DNS_ADDR, port)).or_else(|_| UdpSocket::bind((DNS_ADDR, 0)))
+        };
         let udp = match bind_udp(old_udp) {
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
                 nsutil::set_lo_up()?;
@@ -885,7 +974,8 @@ fn open_listener(ns: &Path, ident: (u64, u64), reuse_ports: bool) -> io::Result<
             }
             r => r?,
         };
-        let tcp = TcpListener::bind((DNS_ADDR, old_tcp)).or_else(|_| TcpListener::bind((DNS_ADDR, 0)))?;
+        let tcp =
+            TcpListener::bind((DNS_ADDR, old_tcp)).or_else(|_| TcpListener::bind((DNS_ADDR, 0)))?;
         nsutil::nft(&nsutil::redirect_script(udp.local_addr()?.port(), tcp.local_addr()?.port()))?;
         Ok((udp, tcp))
     })?;
@@ -952,7 +1042,17 @@ fn serve_tcp(mut s: TcpStream, scope: u64, shared: &Shared) {
                 Outcome::Reply => {}
                 Outcome::Forward(ups) => match tcp_forward(&msg, &ups) {
                     Some(r) => out = r,
-                    None => wire::build_reply(&mut out, &msg, Some(q.question_end), q.edns.is_some(), wire::SERVFAIL, false, 0, &[], 65535),
+                    None => wire::build_reply(
+                        &mut out,
+                        &msg,
+                        Some(q.question_end),
+                        q.edns.is_some(),
+                        wire::SERVFAIL,
+                        false,
+                        0,
+                        &[],
+                        65535,
+                    ),
                 },
             },
         }
@@ -978,7 +1078,10 @@ fn tcp_forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
             continue;
         }
         let Ok(Some(mut reply)) = read_frame(&mut s) else { continue };
-        if reply.len() < wire::HEADER_LEN || wire::id(&reply) != new_id || !wire::is_response(&reply) {
+        if reply.len() < wire::HEADER_LEN
+            || wire::id(&reply) != new_id
+            || !wire::is_response(&reply)
+        {
             continue;
         }
         let rc = wire::rcode(&reply);

@@ -58,7 +58,8 @@ impl Plugin for DnsAlias {
         }
         let names = container_names(req)?;
         let netns = req.netns()?;
-        nsutil::in_netns(netns, nsutil::set_lo_up).map_err(|e| CniError::new(code::KERNEL, e.to_string()))?;
+        nsutil::in_netns(netns, nsutil::set_lo_up)
+            .map_err(|e| CniError::new(code::KERNEL, e.to_string()))?;
         let rec = Record {
             network: req.conf.name.clone(),
             container_id: req.env.container_id.clone(),
@@ -73,12 +74,15 @@ impl Plugin for DnsAlias {
         let dir = dns_dir();
         let _lock = lock(&dir)?;
         store::write(&dir, &rec).map_err(io_err("writing the DNS record"))?;
-        let served = client::ensure_running(&dir).and_then(|_| client::reload(&dir)).and_then(|fails| {
-            match fails.into_iter().find(|(ns, _)| *ns == rec.netns) {
-                Some((ns, why)) => Err(CniError::new(code::KERNEL, format!("cannot serve DNS in {ns}: {why}"))),
-                None => Ok(()),
-            }
-        });
+        let served =
+            client::ensure_running(&dir).and_then(|_| client::reload(&dir)).and_then(|fails| {
+                match fails.into_iter().find(|(ns, _)| *ns == rec.netns) {
+                    Some((ns, why)) => {
+                        Err(CniError::new(code::KERNEL, format!("cannot serve DNS in {ns}: {why}")))
+                    }
+                    None => Ok(()),
+                }
+            });
         if let Err(e) = served {
             let _ = store::remove(&dir, &rec.network, &rec.container_id, &rec.ifname);
             let _ = after_removal(&dir);
@@ -133,7 +137,8 @@ impl Plugin for DnsAlias {
             ))
         })?;
         if let Some(prev) = &req.prev {
-            let want: HashSet<IpAddr> = container_addrs(prev, &req.env.ifname).into_iter().collect();
+            let want: HashSet<IpAddr> =
+                container_addrs(prev, &req.env.ifname).into_iter().collect();
             let have: HashSet<IpAddr> = rec.ips.iter().copied().collect();
             if want != have {
                 return Err(CniError::config(format!(
@@ -146,7 +151,8 @@ impl Plugin for DnsAlias {
             let _lock = lock(&dir)?;
             client::ensure_running(&dir)?;
         }
-        client::probe(&rec).map_err(|e| CniError::new(code::IO_FAILURE, format!("dns-alias CHECK: {e}")))
+        client::probe(&rec)
+            .map_err(|e| CniError::new(code::IO_FAILURE, format!("dns-alias CHECK: {e}")))
     }
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
@@ -154,7 +160,8 @@ impl Plugin for DnsAlias {
         if !dir.exists() {
             return Ok(());
         }
-        let keep: HashSet<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
+        let keep: HashSet<(&str, &str)> =
+            valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
         let _lock = lock(&dir)?;
         let mut removed = 0;
         for p in store::record_files(&dir, Some(&req.conf.name)) {
@@ -177,14 +184,21 @@ impl Plugin for DnsAlias {
             return Ok(());
         }
         let dir = dns_dir();
-        let unavailable = |why: String| CniError::not_available(format!("the dns-alias daemon cannot be started: {why}"));
-        std::fs::create_dir_all(&dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let unavailable = |why: String| {
+            CniError::not_available(format!("the dns-alias daemon cannot be started: {why}"))
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let probe = dir.join(".status-probe");
-        cni::store::atomic_write(&probe, b"ok").map_err(|e| unavailable(format!("{} is not writable: {e}", dir.display())))?;
+        cni::store::atomic_write(&probe, b"ok")
+            .map_err(|e| unavailable(format!("{} is not writable: {e}", dir.display())))?;
         let _ = cni::store::remove_if_exists(&probe);
         let sock = dir.join(store::CONTROL_SOCKET);
         if sock.as_os_str().len() >= 108 {
-            return Err(unavailable(format!("control socket path {} is too long for a unix socket", sock.display())));
+            return Err(unavailable(format!(
+                "control socket path {} is too long for a unix socket",
+                sock.display()
+            )));
         }
         if nsutil::nft_binary().is_none() {
             return Err(unavailable("nft not found (install nftables)".into()));

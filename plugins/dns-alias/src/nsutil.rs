@@ -25,13 +25,17 @@ pub fn ns_ident(path: &Path) -> io::Result<(u64, u64)> {
 
 /// Runs `f` on a new thread that has entered the network namespace at `path`.
 pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-    let ns = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("opening netns {}: {e}", path.display())))?;
+    let ns = File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("opening netns {}: {e}", path.display())))?;
     std::thread::scope(|s| {
         let h = s.spawn(|| {
             // SAFETY: setns on a valid fd; it changes only this (short-lived) thread.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 let e = io::Error::last_os_error();
-                return Err(io::Error::new(e.kind(), format!("entering netns {}: {e}", path.display())));
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("entering netns {}: {e}", path.display()),
+                ));
             }
             f()
         });
@@ -76,7 +80,9 @@ pub fn nft_binary() -> Option<PathBuf> {
 
 /// Runs `nft -f -` with `script` in the current thread's namespace (the child inherits it).
 pub fn nft(script: &str) -> io::Result<()> {
-    let bin = nft_binary().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "nft not found (install nftables)"))?;
+    let bin = nft_binary().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "nft not found (install nftables)")
+    })?;
     let mut child = Command::new(&bin)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -87,7 +93,10 @@ pub fn nft(script: &str) -> io::Result<()> {
     child.stdin.take().expect("piped").write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        return Err(io::Error::other(format!("nft -f -: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(io::Error::other(format!(
+            "nft -f -: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -111,7 +120,11 @@ pub fn redirect_script(udp_port: u16, tcp_port: u16) -> String {
 /// socket open (a caching stub resolver) still lead to a live socket.
 pub fn current_ports() -> Option<(u16, u16)> {
     let bin = nft_binary()?;
-    let out = Command::new(bin).args(["list", "table", "ip", TABLE]).stderr(Stdio::null()).output().ok()?;
+    let out = Command::new(bin)
+        .args(["list", "table", "ip", TABLE])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -120,9 +133,10 @@ pub fn current_ports() -> Option<(u16, u16)> {
 
 fn parse_ports(listing: &str) -> Option<(u16, u16)> {
     let port = |proto: &str| {
-        listing.lines().find(|l| l.contains(&format!("{proto} dport 53 dnat"))).and_then(|l| {
-            l.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok())
-        })
+        listing
+            .lines()
+            .find(|l| l.contains(&format!("{proto} dport 53 dnat")))
+            .and_then(|l| l.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok()))
     };
     Some((port("udp")?, port("tcp")?))
 }

@@ -77,11 +77,17 @@ pub fn write(dir: &Path, rec: &Record) -> io::Result<()> {
 
 pub fn read(path: &Path) -> io::Result<Record> {
     let data = fs::read(path)?;
-    serde_json::from_slice(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    serde_json::from_slice(&data)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Removes one record; returns it when it existed. Empty directories go too.
-pub fn remove(dir: &Path, network: &str, container_id: &str, ifname: &str) -> io::Result<Option<Record>> {
+pub fn remove(
+    dir: &Path,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> io::Result<Option<Record>> {
     let path = record_path(dir, network, container_id, ifname);
     let old = match read(&path) {
         Ok(r) => Some(r),

@@ -52,7 +52,15 @@ impl Batch {
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: hdrs describes BATCH valid buffers.
-        let n = unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
@@ -101,7 +109,14 @@ impl Batch {
         let mut sent = 0;
         while sent < count {
             // SAFETY: hdrs[sent..count] are initialised above.
-            let r = unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (count - sent) as u32, libc::MSG_DONTWAIT) };
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs[sent..].as_mut_ptr(),
+                    (count - sent) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if r <= 0 {
                 // EAGAIN or an error for one destination: skip that one.
                 sent += 1;
@@ -126,7 +141,12 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
         }
         _ => None,
     }

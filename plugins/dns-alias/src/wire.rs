@@ -186,7 +186,8 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, Bad> {
         return Err(Bad::Ignore);
     }
     let qd = be16(msg, 4).unwrap_or(0);
-    let (an, ns, ar) = (be16(msg, 6).unwrap_or(0), be16(msg, 8).unwrap_or(0), be16(msg, 10).unwrap_or(0));
+    let (an, ns, ar) =
+        (be16(msg, 6).unwrap_or(0), be16(msg, 8).unwrap_or(0), be16(msg, 10).unwrap_or(0));
     if qd != 1 {
         let rcode = if (flags & F_OPCODE) != 0 { NOTIMP } else { FORMERR };
         return Err(Bad::Reply { rcode, question_end: None });
@@ -208,7 +209,9 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, Bad> {
         let Some(after) = skip_name(msg, p) else {
             return Err(Bad::Reply { rcode: FORMERR, question_end: Some(question_end) });
         };
-        let (Some(rtype), Some(rclass), Some(rdlen)) = (be16(msg, after), be16(msg, after + 2), be16(msg, after + 8)) else {
+        let (Some(rtype), Some(rclass), Some(rdlen)) =
+            (be16(msg, after), be16(msg, after + 2), be16(msg, after + 8))
+        else {
             return Err(Bad::Reply { rcode: FORMERR, question_end: Some(question_end) });
         };
         if rtype == T_OPT && n >= an as usize + ns as usize {
@@ -245,7 +248,10 @@ pub fn push_name(out: &mut Vec<u8>, name: &str) {
 }
 
 fn response_flags(query_flags: u16, authoritative: bool, rcode: u8) -> u16 {
-    F_QR | (query_flags & (F_OPCODE | F_RD)) | F_RA | if authoritative { F_AA } else { 0 } | (rcode as u16 & 0x0f)
+    F_QR | (query_flags & (F_OPCODE | F_RD))
+        | F_RA
+        | if authoritative { F_AA } else { 0 }
+        | (rcode as u16 & 0x0f)
 }
 
 /// Writes a reply to `msg` (whose question ends at `question_end`, or no question) into `out`.
@@ -463,10 +469,16 @@ mod tests {
         m[5] = 2; // two questions
         assert!(matches!(parse_query(&m).unwrap_err(), Bad::Reply { rcode: FORMERR, .. }));
         let m = q("x", T_A);
-        assert!(matches!(parse_query(&m[..m.len() - 1]).unwrap_err(), Bad::Reply { rcode: FORMERR, .. }));
+        assert!(matches!(
+            parse_query(&m[..m.len() - 1]).unwrap_err(),
+            Bad::Reply { rcode: FORMERR, .. }
+        ));
         let mut m = q("x", T_A);
         m[2] |= 0x28; // opcode 5 (UPDATE)
-        assert!(matches!(parse_query(&m).unwrap_err(), Bad::Reply { rcode: NOTIMP, question_end: Some(_) }));
+        assert!(matches!(
+            parse_query(&m).unwrap_err(),
+            Bad::Reply { rcode: NOTIMP, question_end: Some(_) }
+        ));
         let mut m = q("x", T_A);
         m[12] = 0xc0; // compression pointer in the question
         assert!(matches!(parse_query(&m).unwrap_err(), Bad::Reply { rcode: FORMERR, .. }));
@@ -503,7 +515,17 @@ mod tests {
         let p = parse_query(&m).unwrap();
         let ans: Vec<Rdata> = (0..40u8).map(|i| Rdata::A(Ipv4Addr::new(10, 0, 0, i))).collect();
         let mut out = Vec::new();
-        build_reply(&mut out, &m, Some(p.question_end), true, NOERROR, true, 0, &ans, p.udp_limit());
+        build_reply(
+            &mut out,
+            &m,
+            Some(p.question_end),
+            true,
+            NOERROR,
+            true,
+            0,
+            &ans,
+            p.udp_limit(),
+        );
         assert!(is_truncated(&out));
         assert_eq!(answers(&out).unwrap().len(), 0);
         assert_eq!(u16::from_be_bytes([out[10], out[11]]), 1);
@@ -520,7 +542,17 @@ mod tests {
         let p = parse_query(&m).unwrap();
         assert_eq!(parse_reverse(p.name.as_str().unwrap()), Some("10.0.0.2".parse().unwrap()));
         let mut out = Vec::new();
-        build_reply(&mut out, &m, Some(p.question_end), false, NOERROR, true, 5, &[Rdata::Ptr("db.example")], 512);
+        build_reply(
+            &mut out,
+            &m,
+            Some(p.question_end),
+            false,
+            NOERROR,
+            true,
+            5,
+            &[Rdata::Ptr("db.example")],
+            512,
+        );
         let a = answers(&out).unwrap();
         assert_eq!(a[0].0, T_PTR);
         assert_eq!(a[0].1, b"\x02db\x07example\x00".to_vec());
@@ -535,7 +567,8 @@ mod tests {
         assert_eq!(parse_reverse("1.2.3.in-addr.arpa"), None);
         assert_eq!(parse_reverse("256.2.3.4.in-addr.arpa"), None);
         let v6: Ipv6Addr = "fd00::1:2".parse().unwrap();
-        let nib: Vec<String> = format!("{:032x}", u128::from(v6)).chars().rev().map(|c| c.to_string()).collect();
+        let nib: Vec<String> =
+            format!("{:032x}", u128::from(v6)).chars().rev().map(|c| c.to_string()).collect();
         assert_eq!(parse_reverse(&format!("{}.ip6.arpa", nib.join("."))), Some(IpAddr::V6(v6)));
         assert_eq!(parse_reverse("db"), None);
     }

@@ -43,9 +43,13 @@ impl Rng {
     pub fn new() -> Rng {
         let mut seed = 0u64;
         // SAFETY: getrandom writes at most 8 bytes into a valid u64.
-        let n = unsafe { libc::getrandom(&mut seed as *mut u64 as *mut libc::c_void, 8, libc::GRND_NONBLOCK) };
+        let n = unsafe {
+            libc::getrandom(&mut seed as *mut u64 as *mut libc::c_void, 8, libc::GRND_NONBLOCK)
+        };
         if n != 8 {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
             seed = t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
         }
         Rng(seed | 1)
@@ -139,13 +143,21 @@ pub struct Scratch {
 impl Zone {
     /// Builds the zone. `listener_of` maps a record's netns path to the id of the listener
     /// serving it (records whose listener could not be opened get no scope).
-    pub fn build(records: &[Record], listener_of: impl Fn(&str) -> Option<u64>, host_upstreams: &[SocketAddr]) -> Zone {
+    pub fn build(
+        records: &[Record],
+        listener_of: impl Fn(&str) -> Option<u64>,
+        host_upstreams: &[SocketAddr],
+    ) -> Zone {
         let mut zone = Zone::default();
         let mut net_index: Map<String, usize> = Map::default();
         let mut scope_nets: Map<u64, Vec<usize>> = Map::default();
         for r in records {
             let ni = *net_index.entry(r.network.clone()).or_insert_with(|| {
-                zone.nets.push(NetZone { name: r.network.clone(), ttl: r.ttl, ..Default::default() });
+                zone.nets.push(NetZone {
+                    name: r.network.clone(),
+                    ttl: r.ttl,
+                    ..Default::default()
+                });
                 zone.nets.len() - 1
             });
             let net = &mut zone.nets[ni];
@@ -282,9 +294,26 @@ impl Zone {
         self.forward(scope, out, msg, q, limit)
     }
 
-    fn forward(&self, scope: &Scope, out: &mut Vec<u8>, msg: &[u8], q: &Query, limit: usize) -> Outcome {
+    fn forward(
+        &self,
+        scope: &Scope,
+        out: &mut Vec<u8>,
+        msg: &[u8],
+        q: &Query,
+        limit: usize,
+    ) -> Outcome {
         if scope.upstreams.is_empty() {
-            wire::build_reply(out, msg, Some(q.question_end), q.edns.is_some(), wire::SERVFAIL, false, 0, &[], limit);
+            wire::build_reply(
+                out,
+                msg,
+                Some(q.question_end),
+                q.edns.is_some(),
+                wire::SERVFAIL,
+                false,
+                0,
+                &[],
+                limit,
+            );
             return Outcome::Reply;
         }
         Outcome::Forward(scope.upstreams.clone())
@@ -301,7 +330,9 @@ pub fn resolv_conf_servers(text: &str) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         if it.next() != Some("nameserver") {
             continue;
         }
-        let Some(ip) = it.next().and_then(|s| s.split('%').next()).and_then(|s| s.parse::<IpAddr>().ok()) else {
+        let Some(ip) =
+            it.next().and_then(|s| s.split('%').next()).and_then(|s| s.parse::<IpAddr>().ok())
+        else {
             continue;
         };
         let sa = SocketAddr::new(ip, 53);
@@ -430,8 +461,17 @@ mod tests {
 
     #[test]
     fn round_robin_changes_order() {
-        let recs: Vec<Record> =
-            (2..5).map(|i| rec("n", &format!("c{i}"), &format!("/ns/{i}"), &["tg-net"], &[&format!("10.0.0.{i}")])).collect();
+        let recs: Vec<Record> = (2..5)
+            .map(|i| {
+                rec(
+                    "n",
+                    &format!("c{i}"),
+                    &format!("/ns/{i}"),
+                    &["tg-net"],
+                    &[&format!("10.0.0.{i}")],
+                )
+            })
+            .collect();
         let z = Zone::build(&recs, listener, &[]);
         let mut firsts = HashSet::new();
         let mut scratch = Scratch::default();

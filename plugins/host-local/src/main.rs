@@ -1,1 +1,3 @@
-fn main() { cni::run(&ipam::HostLocal) }
+fn main() {
+    cni::run(&ipam::HostLocal)
+}

@@ -70,7 +70,9 @@ pub fn parse_pci_address(s: &str) -> Option<String> {
 /// `kernelpath` must be an absolute path under /sys/devices without `..`.
 fn parse_kernel_path(s: &str) -> Option<PathBuf> {
     let p = Path::new(s);
-    let clean = p.is_absolute() && p.starts_with("/sys/devices/") && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let clean = p.is_absolute()
+        && p.starts_with("/sys/devices/")
+        && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     clean.then(|| p.to_path_buf())
 }
 
@@ -106,7 +108,9 @@ impl HostConf {
         // The runtime's per-container choice (the `deviceID` capability, a PCI address, as
         // SR-IOV device plugins hand it out) wins over the network's keys.
         if let Some(v) = req.conf.runtime("deviceID") {
-            let v = v.as_str().ok_or_else(|| CniError::bad_value("runtimeConfig.deviceID", v, "must be a string (a PCI address)"))?;
+            let v = v.as_str().ok_or_else(|| {
+                CniError::bad_value("runtimeConfig.deviceID", v, "must be a string (a PCI address)")
+            })?;
             if !v.is_empty() {
                 given = vec![("runtimeConfig.deviceID", v.to_string())];
             }
@@ -122,22 +126,44 @@ impl HostConf {
             None => None,
             Some(("device", v)) => {
                 if netlink::check_ifname(&v).is_err() || v == "lo" {
-                    let why = if v == "lo" { "the loopback interface cannot be handed to a container" } else { "not a valid interface name" };
+                    let why = if v == "lo" {
+                        "the loopback interface cannot be handed to a container"
+                    } else {
+                        "not a valid interface name"
+                    };
                     return Err(CniError::bad_value("device", format!("{v:?}"), why));
                 }
                 Some(Selector::Name(v))
             }
             Some(("hwaddr", v)) => match netlink::parse_mac(&v) {
                 Some(m) => Some(Selector::Mac(m)),
-                None => return Err(CniError::bad_value("hwaddr", format!("{v:?}"), "not a MAC address (aa:bb:cc:dd:ee:ff)")),
+                None => {
+                    return Err(CniError::bad_value(
+                        "hwaddr",
+                        format!("{v:?}"),
+                        "not a MAC address (aa:bb:cc:dd:ee:ff)",
+                    ))
+                }
             },
             Some(("kernelpath", v)) => match parse_kernel_path(&v) {
                 Some(p) => Some(Selector::KernelPath(p)),
-                None => return Err(CniError::bad_value("kernelpath", format!("{v:?}"), "must be an absolute path under /sys/devices/ without \"..\"")),
+                None => {
+                    return Err(CniError::bad_value(
+                        "kernelpath",
+                        format!("{v:?}"),
+                        "must be an absolute path under /sys/devices/ without \"..\"",
+                    ))
+                }
             },
             Some((key, v)) => match parse_pci_address(&v) {
                 Some(id) => Some(Selector::Pci(id)),
-                None => return Err(CniError::bad_value(key, format!("{v:?}"), "not a PCI address (dddd:bb:dd.f, e.g. 0000:3d:00.1)")),
+                None => {
+                    return Err(CniError::bad_value(
+                        key,
+                        format!("{v:?}"),
+                        "not a PCI address (dddd:bb:dd.f, e.g. 0000:3d:00.1)",
+                    ))
+                }
             },
         };
         let has_ipam = ipam_configured(req)?;
@@ -154,7 +180,9 @@ impl HostConf {
 /// Only interfaces of the namespace that mounted /sys are listed.
 pub fn net_names_in(device_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(device_dir.join("net"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -163,7 +191,10 @@ pub fn net_names_in(device_dir: &Path) -> Vec<String> {
 /// The single interface of a sysfs device directory, or a code-7 error naming `what`.
 pub fn single_interface(device_dir: &Path, what: &str) -> Result<String, CniError> {
     if !device_dir.is_dir() {
-        return Err(CniError::config(format!("{what}: no such device ({} does not exist)", device_dir.display())));
+        return Err(CniError::config(format!(
+            "{what}: no such device ({} does not exist)",
+            device_dir.display()
+        )));
     }
     let names = net_names_in(device_dir);
     match names.len() {
@@ -221,17 +252,31 @@ mod tests {
 
     #[test]
     fn selectors() {
-        assert_eq!(conf(json!({"device": "eth1"})).unwrap().device, Some(Selector::Name("eth1".into())));
-        assert_eq!(conf(json!({"hwaddr": "02:00:00:00:00:0A"})).unwrap().device, Some(Selector::Mac([2, 0, 0, 0, 0, 10])));
+        assert_eq!(
+            conf(json!({"device": "eth1"})).unwrap().device,
+            Some(Selector::Name("eth1".into()))
+        );
+        assert_eq!(
+            conf(json!({"hwaddr": "02:00:00:00:00:0A"})).unwrap().device,
+            Some(Selector::Mac([2, 0, 0, 0, 0, 10]))
+        );
         assert_eq!(
             conf(json!({"kernelpath": "/sys/devices/pci0000:00/0000:00:1f.6"})).unwrap().device,
             Some(Selector::KernelPath("/sys/devices/pci0000:00/0000:00:1f.6".into()))
         );
-        assert_eq!(conf(json!({"pciBusID": "0000:3D:00.1"})).unwrap().device, Some(Selector::Pci("0000:3d:00.1".into())));
-        assert_eq!(conf(json!({"pciBusID": "3d:00.1"})).unwrap().device, Some(Selector::Pci("0000:3d:00.1".into())));
+        assert_eq!(
+            conf(json!({"pciBusID": "0000:3D:00.1"})).unwrap().device,
+            Some(Selector::Pci("0000:3d:00.1".into()))
+        );
+        assert_eq!(
+            conf(json!({"pciBusID": "3d:00.1"})).unwrap().device,
+            Some(Selector::Pci("0000:3d:00.1".into()))
+        );
         // The runtime's deviceID wins over the network's keys.
         assert_eq!(
-            conf(json!({"device": "eth1", "runtimeConfig": {"deviceID": "0000:00:1f.6"}})).unwrap().device,
+            conf(json!({"device": "eth1", "runtimeConfig": {"deviceID": "0000:00:1f.6"}}))
+                .unwrap()
+                .device,
             Some(Selector::Pci("0000:00:1f.6".into()))
         );
         assert!(conf(json!({"device": "eth1", "ipam": {"type": "static"}})).unwrap().has_ipam);
@@ -247,7 +292,10 @@ mod tests {
             (json!({"kernelpath": "/sys/devices/../../etc"}), vec!["kernelpath"]),
             (json!({"pciBusID": "0000:3d:00.9"}), vec!["pciBusID", "0000:3d:00.9"]),
             (json!({"runtimeConfig": {"deviceID": "xyz"}}), vec!["runtimeConfig.deviceID", "xyz"]),
-            (json!({"device": "eth1", "hwaddr": "02:00:00:00:00:01"}), vec!["device", "hwaddr", "only one"]),
+            (
+                json!({"device": "eth1", "hwaddr": "02:00:00:00:00:01"}),
+                vec!["device", "hwaddr", "only one"],
+            ),
             (json!({"device": 5}), vec!["device"]),
         ] {
             let e = conf(extra.clone()).unwrap_err();
@@ -261,7 +309,15 @@ mod tests {
     #[test]
     fn pci_addresses() {
         assert_eq!(parse_pci_address("0000:00:1f.6").as_deref(), Some("0000:00:1f.6"));
-        for bad in ["", "0000:00:1f", "000:00:1f.6", "0000:0:1f.6", "0000:00:1f.8", "zzzz:00:1f.6", "0000:00:1f.6.1"] {
+        for bad in [
+            "",
+            "0000:00:1f",
+            "000:00:1f.6",
+            "0000:0:1f.6",
+            "0000:00:1f.8",
+            "zzzz:00:1f.6",
+            "0000:00:1f.6.1",
+        ] {
             assert_eq!(parse_pci_address(bad), None, "{bad}");
         }
     }
@@ -281,7 +337,8 @@ mod tests {
         assert!(e.msg.contains("p0, p1"), "{}", e.msg);
         let e = single_interface(&none, "PCI device 0000:3d:00.1").unwrap_err();
         assert!(e.msg.contains("no network interface"), "{}", e.msg);
-        let e = single_interface(&pci_device_dir(&root, "0000:99:00.0"), "PCI device 0000:99:00.0").unwrap_err();
+        let e = single_interface(&pci_device_dir(&root, "0000:99:00.0"), "PCI device 0000:99:00.0")
+            .unwrap_err();
         assert!(e.msg.contains("does not exist"), "{}", e.msg);
         fs::remove_dir_all(&root).unwrap();
     }

@@ -44,14 +44,26 @@ fn not_found(sel: &Selector, why: &str) -> CniError {
 /// The host link the selector names. `sys` is where sysfs is mounted (/sys).
 pub fn resolve(sel: &Selector, host: &mut Handle, sys: &Path) -> Result<Link, CniError> {
     let by_name = |host: &mut Handle, name: &str| -> Result<Link, CniError> {
-        host.link_by_name(name).map_err(kernel)?.ok_or_else(|| not_found(sel, &format!("interface {name} is not in the host namespace")))
+        host.link_by_name(name).map_err(kernel)?.ok_or_else(|| {
+            not_found(sel, &format!("interface {name} is not in the host namespace"))
+        })
     };
     let link = match sel {
         Selector::Name(n) => by_name(host, n)?,
         Selector::Mac(m) => {
-            let matches: Vec<Link> = host.links().map_err(kernel)?.into_iter().filter(|l| l.mac.as_ref() == Some(m)).collect();
+            let matches: Vec<Link> = host
+                .links()
+                .map_err(kernel)?
+                .into_iter()
+                .filter(|l| l.mac.as_ref() == Some(m))
+                .collect();
             match matches.len() {
-                0 => return Err(not_found(sel, "no interface in the host namespace has this MAC address")),
+                0 => {
+                    return Err(not_found(
+                        sel,
+                        "no interface in the host namespace has this MAC address",
+                    ))
+                }
                 1 => matches.into_iter().next().expect("one"),
                 _ => {
                     let names: Vec<&str> = matches.iter().map(|l| l.name.as_str()).collect();
@@ -59,8 +71,13 @@ pub fn resolve(sel: &Selector, host: &mut Handle, sys: &Path) -> Result<Link, Cn
                 }
             }
         }
-        Selector::KernelPath(p) => by_name(host, &single_interface(p, &format!("kernelpath {}", p.display()))?)?,
-        Selector::Pci(id) => by_name(host, &single_interface(&pci_device_dir(sys, id), &format!("PCI device {id}"))?)?,
+        Selector::KernelPath(p) => {
+            by_name(host, &single_interface(p, &format!("kernelpath {}", p.display()))?)?
+        }
+        Selector::Pci(id) => by_name(
+            host,
+            &single_interface(&pci_device_dir(sys, id), &format!("PCI device {id}"))?,
+        )?,
     };
     if link.name == "lo" {
         return Err(not_found(sel, "the loopback interface cannot be handed to a container"));
@@ -69,8 +86,19 @@ pub fn resolve(sel: &Selector, host: &mut Handle, sys: &Path) -> Result<Link, Cn
 }
 
 /// The record of `dev` as it is in the host now (before anything moves).
-pub fn snapshot(req: &Request, host: &mut Handle, dev: &Link, transit: String) -> Result<DeviceRecord, CniError> {
-    let addresses: Vec<IpNet> = host.addresses(Some(dev.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).filter(carried_address).collect();
+pub fn snapshot(
+    req: &Request,
+    host: &mut Handle,
+    dev: &Link,
+    transit: String,
+) -> Result<DeviceRecord, CniError> {
+    let addresses: Vec<IpNet> = host
+        .addresses(Some(dev.index))
+        .map_err(kernel)?
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(carried_address)
+        .collect();
     let mut routes = Vec::new();
     for v6 in [false, true] {
         for r in host.routes(v6).map_err(kernel)? {
@@ -99,7 +127,11 @@ pub fn snapshot(req: &Request, host: &mut Handle, dev: &Link, transit: String) -
 
 fn add_addresses(h: &mut Handle, index: u32, addrs: &[IpNet]) -> Result<(), CniError> {
     for a in addrs {
-        let r = if a.addr().is_ipv6() { h.add_address_nodad(index, *a) } else { h.add_address(index, *a) };
+        let r = if a.addr().is_ipv6() {
+            h.add_address_nodad(index, *a)
+        } else {
+            h.add_address(index, *a)
+        };
         match r {
             Err(e) if !e.is_exists() => return Err(kernel(e)),
             _ => {}
@@ -109,7 +141,11 @@ fn add_addresses(h: &mut Handle, index: u32, addrs: &[IpNet]) -> Result<(), CniE
 }
 
 /// Adds routes, tolerating ones already there; failures are reported, not fatal, when `best_effort`.
-fn add_routes(h: &mut Handle, routes: &[netlink::Route], best_effort: bool) -> Result<(), CniError> {
+fn add_routes(
+    h: &mut Handle,
+    routes: &[netlink::Route],
+    best_effort: bool,
+) -> Result<(), CniError> {
     for r in routes {
         match h.add_route(r) {
             Ok(()) => {}
@@ -140,8 +176,15 @@ pub fn hand_over(
     }
     host.set_name(dev.index, &rec.transit_name).map_err(kernel)?;
     host.set_netns(dev.index, ns).map_err(|e| {
-        let hint = if e.errno() == Some(libc::EINVAL) { " (netns-local devices such as bridges cannot change namespace)" } else { "" };
-        CniError::new(code::KERNEL, format!("moving device {} into the container: {e}{hint}", rec.original_name))
+        let hint = if e.errno() == Some(libc::EINVAL) {
+            " (netns-local devices such as bridges cannot change namespace)"
+        } else {
+            ""
+        };
+        CniError::new(
+            code::KERNEL,
+            format!("moving device {} into the container: {e}{hint}", rec.original_name),
+        )
     })?;
     let l = ctr.require_link(&rec.transit_name).map_err(kernel)?;
     ctr.set_name(l.index, ifname).map_err(kernel)?;
@@ -150,12 +193,24 @@ pub fn hand_over(
         Some(r) => (r.ips.iter().map(|i| i.address).collect(), r.routes.clone(), r.ips.clone()),
         None => (
             rec.addresses.clone(),
-            rec.routes.iter().map(|r| Route { priority: r.metric, table: r.table, scope: r.scope, mtu: r.mtu, advmss: r.advmss, ..Route::new(r.dst, r.gateway) }).collect(),
+            rec.routes
+                .iter()
+                .map(|r| Route {
+                    priority: r.metric,
+                    table: r.table,
+                    scope: r.scope,
+                    mtu: r.mtu,
+                    advmss: r.advmss,
+                    ..Route::new(r.dst, r.gateway)
+                })
+                .collect(),
             Vec::new(),
         ),
     };
     if addrs.iter().any(|a| a.addr().is_ipv6()) {
-        let _ = netlink::with_netns(ns, || netlink::sysctl_set(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"));
+        let _ = netlink::with_netns(ns, || {
+            netlink::sysctl_set(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")
+        });
     }
     add_addresses(ctr, l.index, &addrs)?;
     ctr.set_up(l.index).map_err(kernel)?;
@@ -163,8 +218,19 @@ pub fn hand_over(
         .iter()
         .map(|r| {
             let v4 = r.dst.addr().is_ipv4();
-            let gw = r.gw.or_else(|| gateways.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway));
-            netlink::Route { dst: r.dst, gateway: gw, oif: Some(l.index), metric: r.priority, table: r.table, scope: r.scope, mtu: r.mtu, advmss: r.advmss }
+            let gw = r.gw.or_else(|| {
+                gateways.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway)
+            });
+            netlink::Route {
+                dst: r.dst,
+                gateway: gw,
+                oif: Some(l.index),
+                metric: r.priority,
+                table: r.table,
+                scope: r.scope,
+                mtu: r.mtu,
+                advmss: r.advmss,
+            }
         })
         .collect();
     // IPAM's routes are the runtime's request: failures count. Carried routes are best effort
@@ -174,7 +240,10 @@ pub fn hand_over(
     let l = ctr.require_link(ifname).map_err(kernel)?;
     let ips: Vec<IpConfig> = match allocated {
         Some(r) => r.ips.iter().map(|ip| IpConfig { interface: Some(0), ..ip.clone() }).collect(),
-        None => addrs.iter().map(|a| IpConfig { address: *a, gateway: None, interface: Some(0) }).collect(),
+        None => addrs
+            .iter()
+            .map(|a| IpConfig { address: *a, gateway: None, interface: Some(0) })
+            .collect(),
     };
     let mut result = CniResult {
         interfaces: vec![Interface {
@@ -216,12 +285,18 @@ pub fn is_kernel_fallback_name(name: &str) -> bool {
 /// picked: a name alone could be another device.
 pub fn pick_returned<'a>(links: &'a [Link], rec: &DeviceRecord) -> Option<&'a Link> {
     let mac = rec.mac?;
-    links.iter().find(|l| l.mac == Some(mac) && (l.name == rec.ifname || is_kernel_fallback_name(&l.name)))
+    links
+        .iter()
+        .find(|l| l.mac == Some(mac) && (l.name == rec.ifname || is_kernel_fallback_name(&l.name)))
 }
 
 /// Brings the device back to the plugin's namespace (when it is still in `ns`), renames it
 /// to its original name and restores its master (bridge/bond), addresses, state and routes.
-pub fn give_back(rec: &DeviceRecord, ns: Option<&Netns>, host: &mut Handle) -> Result<Returned, CniError> {
+pub fn give_back(
+    rec: &DeviceRecord,
+    ns: Option<&Netns>,
+    host: &mut Handle,
+) -> Result<Returned, CniError> {
     let here = Netns::current().map_err(kernel)?;
     if let Some(ns) = ns.filter(|ns| !ns.same_as(&here)) {
         let mut ctr = Handle::new_in(ns).map_err(kernel)?;
@@ -263,9 +338,14 @@ pub fn give_back(rec: &DeviceRecord, ns: Option<&Netns>, host: &mut Handle) -> R
     }
     if let Some(m) = &rec.master {
         match host.link_by_name(m).map_err(kernel)? {
-            Some(master) if dev.master != Some(master.index) => host.set_master(dev.index, Some(master.index)).map_err(kernel)?,
+            Some(master) if dev.master != Some(master.index) => {
+                host.set_master(dev.index, Some(master.index)).map_err(kernel)?
+            }
             Some(_) => {}
-            None => eprintln!("host: warning: {} was enslaved to {m}, which no longer exists", rec.original_name),
+            None => eprintln!(
+                "host: warning: {} was enslaved to {m}, which no longer exists",
+                rec.original_name
+            ),
         }
     }
     add_addresses(host, dev.index, &rec.addresses)?;

@@ -27,7 +27,8 @@ pub(crate) fn kernel(e: netlink::Error) -> CniError {
 }
 
 fn open_netns(path: &Path) -> Result<Netns, CniError> {
-    Netns::open(path).map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
+    Netns::open(path)
+        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
 }
 
 fn transit(req: &Request) -> String {
@@ -79,7 +80,9 @@ fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResul
     let mut host = Handle::new().map_err(kernel)?;
     let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
     if ctr.link_by_name(ifname).map_err(kernel)?.is_some() {
-        return Err(CniError::config(format!("container already has an interface named {ifname:?} (CNI_IFNAME)")));
+        return Err(CniError::config(format!(
+            "container already has an interface named {ifname:?} (CNI_IFNAME)"
+        )));
     }
     let dev = device::resolve(sel, &mut host, Path::new("/sys"))?;
     let rec = device::snapshot(req, &mut host, &dev, transit(req))?;
@@ -105,7 +108,10 @@ fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResul
         Err(e) => {
             // Undo: the device goes back as it was; the original error is what matters.
             if let Err(undo) = device::give_back(&rec, Some(&ns), &mut host) {
-                eprintln!("host: could not give {} back after a failed ADD: {undo}", rec.original_name);
+                eprintln!(
+                    "host: could not give {} back after a failed ADD: {undo}",
+                    rec.original_name
+                );
             }
             if conf.has_ipam {
                 let _ = ipam::del(req);
@@ -131,7 +137,9 @@ impl Plugin for HostPlugin {
         let Some(sel) = &conf.device else { return Ok(()) };
         let state = State::default_root();
         let _lock = state.lock()?;
-        let record = state.get(&req.conf.name, &req.env.container_id, &req.env.ifname).or_else(|| fallback_record(req, sel));
+        let record = state
+            .get(&req.conf.name, &req.env.container_id, &req.env.ifname)
+            .or_else(|| fallback_record(req, sel));
         if let Some(rec) = record {
             let ns = req.env.netns.as_deref().and_then(|p| Netns::open(p).ok());
             let mut host = Handle::new().map_err(kernel)?;
@@ -151,25 +159,42 @@ impl Plugin for HostPlugin {
     fn check(&self, req: &Request) -> Result<(), CniError> {
         let conf = HostConf::from_request(req)?;
         let Some(_) = &conf.device else { return shared::require_shared(req.netns()?) };
-        let prev = req.prev.as_ref().ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
+        let prev = req
+            .prev
+            .as_ref()
+            .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
         let ifname = &req.env.ifname;
         let ns = open_netns(req.netns()?)?;
         let rec = State::default_root()
             .get(&req.conf.name, &req.env.container_id, ifname)
-            .ok_or_else(|| CniError::new(code::KERNEL, format!("no device was handed to container {} as {ifname}", req.env.container_id)))?;
+            .ok_or_else(|| {
+                CniError::new(
+                    code::KERNEL,
+                    format!(
+                        "no device was handed to container {} as {ifname}",
+                        req.env.container_id
+                    ),
+                )
+            })?;
         let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
         let fail = |m: String| CniError::new(code::KERNEL, m);
-        let link = ctr
-            .link_by_name(ifname)
-            .map_err(kernel)?
-            .ok_or_else(|| fail(format!("device {} is not in the container as {ifname}", rec.original_name)))?;
+        let link = ctr.link_by_name(ifname).map_err(kernel)?.ok_or_else(|| {
+            fail(format!("device {} is not in the container as {ifname}", rec.original_name))
+        })?;
         if rec.mac.is_some() && link.mac != rec.mac {
-            return Err(fail(format!("container interface {ifname} is not device {} (MAC differs)", rec.original_name)));
+            return Err(fail(format!(
+                "container interface {ifname} is not device {} (MAC differs)",
+                rec.original_name
+            )));
         }
-        let have: Vec<ipnet::IpNet> = ctr.addresses(Some(link.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
+        let have: Vec<ipnet::IpNet> =
+            ctr.addresses(Some(link.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
         for ip in prev.container_ips(ifname) {
             if !have.contains(&ip.address) {
-                return Err(fail(format!("container interface {ifname} lacks address {}", ip.address)));
+                return Err(fail(format!(
+                    "container interface {ifname} lacks address {}",
+                    ip.address
+                )));
             }
         }
         if conf.has_ipam {
@@ -185,7 +210,10 @@ impl Plugin for HostPlugin {
             let _lock = state.lock()?;
             let mut host = Handle::new().map_err(kernel)?;
             for rec in state.records(&req.conf.name) {
-                if valid.iter().any(|v| v.container_id == rec.container_id && v.ifname == rec.ifname) {
+                if valid
+                    .iter()
+                    .any(|v| v.container_id == rec.container_id && v.ifname == rec.ifname)
+                {
                     continue;
                 }
                 let ns = rec.netns.as_deref().and_then(|p| Netns::open(p).ok());
@@ -210,7 +238,12 @@ impl Plugin for HostPlugin {
                 _ => false,
             });
             return Err(CniError::not_available(match holder {
-                Some(r) => format!("{} is handed to container {} (as {})", sel.describe(), r.container_id, r.ifname),
+                Some(r) => format!(
+                    "{} is handed to container {} (as {})",
+                    sel.describe(),
+                    r.container_id,
+                    r.ifname
+                ),
                 None => e.msg,
             }));
         }

@@ -25,7 +25,8 @@ pub fn not_shared_message(netns: &Path) -> String {
 
 /// Code 7 unless `netns` is the namespace the plugin runs in.
 pub fn require_shared(netns: &Path) -> Result<(), CniError> {
-    let ctr = Netns::open(netns).map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns.display())))?;
+    let ctr = Netns::open(netns)
+        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns.display())))?;
     let here = Netns::current().map_err(crate::kernel)?;
     if ctr.same_as(&here) {
         Ok(())
@@ -44,7 +45,12 @@ pub fn host_result(links: &[Link], addrs: &[(u32, IpNet)]) -> CniResult {
     links.sort_by_key(|l| l.index);
     let interfaces = links
         .iter()
-        .map(|l| Interface { name: l.name.clone(), mac: l.mac.as_ref().map(netlink::format_mac), mtu: Some(l.mtu), ..Default::default() })
+        .map(|l| Interface {
+            name: l.name.clone(),
+            mac: l.mac.as_ref().map(netlink::format_mac),
+            mtu: Some(l.mtu),
+            ..Default::default()
+        })
         .collect();
     let mut ips = Vec::new();
     for (i, l) in links.iter().enumerate() {
@@ -98,6 +104,9 @@ mod tests {
     #[test]
     fn the_explanation_names_the_namespace() {
         let m = not_shared_message(Path::new("/var/run/netns/ctr"));
-        assert!(m.contains("/var/run/netns/ctr") && m.contains("shares the host's network namespace"), "{m}");
+        assert!(
+            m.contains("/var/run/netns/ctr") && m.contains("shares the host's network namespace"),
+            "{m}"
+        );
     }
 }

@@ -38,7 +38,15 @@ pub struct SavedRoute {
 
 impl SavedRoute {
     pub fn from_route(r: &netlink::Route) -> SavedRoute {
-        SavedRoute { dst: r.dst, gateway: r.gateway, metric: r.metric, table: r.table, scope: r.scope, mtu: r.mtu, advmss: r.advmss }
+        SavedRoute {
+            dst: r.dst,
+            gateway: r.gateway,
+            metric: r.metric,
+            table: r.table,
+            scope: r.scope,
+            mtu: r.mtu,
+            advmss: r.advmss,
+        }
     }
 
     pub fn to_route(&self, oif: u32) -> netlink::Route {
@@ -81,7 +89,6 @@ pub struct DeviceRecord {
 fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))
 }
-
 
 /// The devices lock; on release, removes empty network directories and, when no record is
 /// left at all, the lock file and the state root.
@@ -142,7 +149,8 @@ impl State {
 
     pub fn save(&self, network: &str, rec: &DeviceRecord) -> Result<(), CniError> {
         let p = self.path(network, &rec.container_id, &rec.ifname);
-        atomic_write(&p, &serde_json::to_vec(rec).expect("state serializes")).map_err(|e| io_err("writing", &p, e))
+        atomic_write(&p, &serde_json::to_vec(rec).expect("state serializes"))
+            .map_err(|e| io_err("writing", &p, e))
     }
 
     pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
@@ -158,7 +166,11 @@ impl State {
     /// Every record of every network (which container holds which device).
     pub fn all_records(&self) -> Vec<DeviceRecord> {
         let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
-        entries.flatten().filter(|e| e.path().is_dir()).flat_map(|e| read_records(&e.path())).collect()
+        entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|e| read_records(&e.path()))
+            .collect()
     }
 }
 
@@ -176,7 +188,8 @@ fn read_records(dir: &Path) -> Vec<DeviceRecord> {
 /// after a crash mid-move still finds the device by it.
 pub fn transit_name(network: &str, container_id: &str, ifname: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes()) {
+    for b in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes())
+    {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -197,7 +210,15 @@ mod tests {
             up: true,
             master: Some("br0".into()),
             addresses: vec!["192.0.2.5/24".parse().unwrap()],
-            routes: vec![SavedRoute { dst: "198.51.100.0/24".parse().unwrap(), gateway: Some("192.0.2.1".parse().unwrap()), metric: None, table: None, scope: None, mtu: None, advmss: None }],
+            routes: vec![SavedRoute {
+                dst: "198.51.100.0/24".parse().unwrap(),
+                gateway: Some("192.0.2.1".parse().unwrap()),
+                metric: None,
+                table: None,
+                scope: None,
+                mtu: None,
+                advmss: None,
+            }],
             transit_name: transit_name("n", cid, "net1"),
         }
     }

@@ -55,7 +55,11 @@ pub fn parse_vlan_parent(name: &str) -> Option<VlanParent> {
         return None;
     }
     let (link, id) = name.rsplit_once('.')?;
-    if link.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
+    if link.is_empty()
+        || id.is_empty()
+        || !id.bytes().all(|b| b.is_ascii_digit())
+        || id.starts_with('0')
+    {
         return None;
     }
     let id: u16 = id.parse().ok()?;
@@ -81,7 +85,9 @@ fn valid_ifname(name: &str) -> bool {
 pub fn parse_mode(s: &str) -> Result<MacvlanMode, CniError> {
     match s {
         "" => Ok(MacvlanMode::Bridge),
-        "bridge" | "private" | "vepa" | "passthru" => Ok(MacvlanMode::parse(s).expect("known mode")),
+        "bridge" | "private" | "vepa" | "passthru" => {
+            Ok(MacvlanMode::parse(s).expect("known mode"))
+        }
         other => Err(CniError::bad_value(
             "mode",
             format!("{other:?}"),
@@ -105,7 +111,11 @@ pub fn requested_mac(req: &Request, conf_mac: Option<&str>) -> Result<Option<[u8
     };
     match netlink::parse_mac(&value) {
         Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(Some(m)),
-        Some(_) => Err(CniError::bad_value(key, &value, "a multicast or all-zero MAC cannot be used for an interface")),
+        Some(_) => Err(CniError::bad_value(
+            key,
+            &value,
+            "a multicast or all-zero MAC cannot be used for an interface",
+        )),
         None => Err(CniError::bad_value(key, &value, "not a MAC address (aa:bb:cc:dd:ee:ff)")),
     }
 }
@@ -144,14 +154,22 @@ impl MacvlanConf {
         let mtu = match raw.mtu {
             None | Some(0) => None,
             Some(m) if !(68..=65535).contains(&m) => {
-                return Err(CniError::bad_value("mtu", m, "must be between 68 and 65535 (and at most the master's MTU)"));
+                return Err(CniError::bad_value(
+                    "mtu",
+                    m,
+                    "must be between 68 and 65535 (and at most the master's MTU)",
+                ));
             }
             Some(m) => Some(m as u32),
         };
         let bc_queue_len = match raw.bc_queue_len {
             None => None,
             Some(n) if n > u32::MAX as u64 => {
-                return Err(CniError::bad_value("bcqueuelen", n, "must be between 0 and 4294967295"));
+                return Err(CniError::bad_value(
+                    "bcqueuelen",
+                    n,
+                    "must be between 0 and 4294967295",
+                ));
             }
             Some(n) => Some(n as u32),
         };
@@ -222,7 +240,12 @@ mod tests {
 
     #[test]
     fn modes() {
-        for (m, want) in [("bridge", MacvlanMode::Bridge), ("private", MacvlanMode::Private), ("vepa", MacvlanMode::Vepa), ("passthru", MacvlanMode::Passthru)] {
+        for (m, want) in [
+            ("bridge", MacvlanMode::Bridge),
+            ("private", MacvlanMode::Private),
+            ("vepa", MacvlanMode::Vepa),
+            ("passthru", MacvlanMode::Passthru),
+        ] {
             let mut v = base();
             v["mode"] = json!(m);
             assert_eq!(MacvlanConf::from_request(&request(v, "")).unwrap().mode, want);
@@ -260,12 +283,24 @@ mod tests {
     fn mac_precedence() {
         let mut v = base();
         v["mac"] = json!("02:00:00:00:00:01");
-        assert_eq!(MacvlanConf::from_request(&request(v.clone(), "")).unwrap().mac, Some([2, 0, 0, 0, 0, 1]));
-        assert_eq!(MacvlanConf::from_request(&request(v.clone(), "MAC=02:00:00:00:00:02")).unwrap().mac, Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(
+            MacvlanConf::from_request(&request(v.clone(), "")).unwrap().mac,
+            Some([2, 0, 0, 0, 0, 1])
+        );
+        assert_eq!(
+            MacvlanConf::from_request(&request(v.clone(), "MAC=02:00:00:00:00:02")).unwrap().mac,
+            Some([2, 0, 0, 0, 0, 2])
+        );
         v["args"] = json!({"cni": {"mac": "02:00:00:00:00:03"}});
-        assert_eq!(MacvlanConf::from_request(&request(v.clone(), "MAC=02:00:00:00:00:02")).unwrap().mac, Some([2, 0, 0, 0, 0, 3]));
+        assert_eq!(
+            MacvlanConf::from_request(&request(v.clone(), "MAC=02:00:00:00:00:02")).unwrap().mac,
+            Some([2, 0, 0, 0, 0, 3])
+        );
         v["runtimeConfig"] = json!({"mac": "02:00:00:00:00:04"});
-        assert_eq!(MacvlanConf::from_request(&request(v.clone(), "MAC=02:00:00:00:00:02")).unwrap().mac, Some([2, 0, 0, 0, 0, 4]));
+        assert_eq!(
+            MacvlanConf::from_request(&request(v.clone(), "MAC=02:00:00:00:00:02")).unwrap().mac,
+            Some([2, 0, 0, 0, 0, 4])
+        );
         v["runtimeConfig"] = json!({"mac": "nope"});
         let e = MacvlanConf::from_request(&request(v, "")).unwrap_err();
         assert!(e.msg.contains("runtimeConfig.mac") && e.msg.contains("nope"), "{}", e.msg);
@@ -292,15 +327,33 @@ mod tests {
         assert!(check_mtu(None, "eth0", 1500).is_ok());
         let e = check_mtu(Some(9000), "eth0", 1500).unwrap_err();
         assert_eq!(e.code, 7);
-        assert!(e.msg.contains("9000") && e.msg.contains("1500") && e.msg.contains("eth0"), "{}", e.msg);
+        assert!(
+            e.msg.contains("9000") && e.msg.contains("1500") && e.msg.contains("eth0"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
     fn vlan_parent_parsing() {
-        assert_eq!(parse_vlan_parent("eth0.10"), Some(VlanParent { name: "eth0.10".into(), link: "eth0".into(), id: 10 }));
+        assert_eq!(
+            parse_vlan_parent("eth0.10"),
+            Some(VlanParent { name: "eth0.10".into(), link: "eth0".into(), id: 10 })
+        );
         assert_eq!(parse_vlan_parent("bond0.4094").map(|v| v.id), Some(4094));
         assert_eq!(parse_vlan_parent("a.b.7").map(|v| v.link), Some("a.b".to_string()));
-        for not in ["eth0", "eth0.", ".10", "eth0.0", "eth0.4095", "eth0.010", "eth0.x", "eth0.-1", "eth0.1a", "averylongname.10"] {
+        for not in [
+            "eth0",
+            "eth0.",
+            ".10",
+            "eth0.0",
+            "eth0.4095",
+            "eth0.010",
+            "eth0.x",
+            "eth0.-1",
+            "eth0.1a",
+            "averylongname.10",
+        ] {
             assert_eq!(parse_vlan_parent(not), None, "{not}");
         }
     }

@@ -23,7 +23,8 @@ pub(crate) fn kernel(e: netlink::Error) -> CniError {
 
 fn open_netns(req: &Request) -> Result<Netns, CniError> {
     let path = req.netns()?;
-    Netns::open(path).map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
+    Netns::open(path)
+        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
 }
 
 const HOST_NS: &str = "the host namespace";
@@ -39,7 +40,9 @@ impl Plugin for MacvlanPlugin {
         let mut host = Handle::new().map_err(kernel)?;
         let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
         if ctr.link_by_name(ifname).map_err(kernel)?.is_some() {
-            return Err(CniError::config(format!("container already has an interface named {ifname:?} (CNI_IFNAME)")));
+            return Err(CniError::config(format!(
+                "container already has an interface named {ifname:?} (CNI_IFNAME)"
+            )));
         }
 
         // The master, in the namespace it lives in. Nothing is created until it checks out,
@@ -82,7 +85,16 @@ impl Plugin for MacvlanPlugin {
             CniResult::default()
         };
         let mut created = false;
-        let outcome = setup::create_and_configure(req, &conf, &ns, &mut host, &mut ctr, &master.link, &allocated, &mut created)
+        let outcome = setup::create_and_configure(
+            req,
+            &conf,
+            &ns,
+            &mut host,
+            &mut ctr,
+            &master.link,
+            &allocated,
+            &mut created,
+        )
         .and_then(|result| {
             state.save_attachment(
                 &req.conf.name,
@@ -160,7 +172,11 @@ impl Plugin for MacvlanPlugin {
             setup::resolve_master(&mut ctr, &name, CTR_NS, None)?.link
         } else {
             let mut host = Handle::new().map_err(kernel)?;
-            let record = State::default_root().attachment(&req.conf.name, &req.env.container_id, &req.env.ifname);
+            let record = State::default_root().attachment(
+                &req.conf.name,
+                &req.env.container_id,
+                &req.env.ifname,
+            );
             let name = match record {
                 Some(r) => r.master,
                 None => setup::master_name(&conf, &mut host, HOST_NS)?,
@@ -207,7 +223,8 @@ impl Plugin for MacvlanPlugin {
         if !conf.link_in_container {
             // With linkInContainer the master is only visible from a container: nothing to check here.
             let mut host = Handle::new().map_err(kernel)?;
-            let name = setup::master_name(&conf, &mut host, HOST_NS).map_err(|e| CniError::not_available(e.msg))?;
+            let name = setup::master_name(&conf, &mut host, HOST_NS)
+                .map_err(|e| CniError::not_available(e.msg))?;
             if host.link_by_name(&name).map_err(kernel)?.is_none() {
                 match parse_vlan_parent(&name) {
                     Some(vp) if host.link_by_name(&vp.link).map_err(kernel)?.is_some() => {
@@ -224,7 +241,9 @@ impl Plugin for MacvlanPlugin {
                         )));
                     }
                     None => {
-                        return Err(CniError::not_available(format!("master {name} does not exist in the host namespace")));
+                        return Err(CniError::not_available(format!(
+                            "master {name} does not exist in the host namespace"
+                        )));
                     }
                 }
             }

@@ -13,7 +13,8 @@ use netlink::{Handle, Link, Netns};
 pub fn default_route_interface(handle: &mut Handle) -> Result<Option<String>, CniError> {
     for v6 in [false, true] {
         let routes = handle.routes(v6).map_err(kernel)?;
-        let mut defaults: Vec<_> = routes.iter().filter(|r| r.is_default() && r.oif.is_some()).collect();
+        let mut defaults: Vec<_> =
+            routes.iter().filter(|r| r.is_default() && r.oif.is_some()).collect();
         defaults.sort_by_key(|r| r.metric.unwrap_or(0));
         for r in defaults {
             if let Some(link) = handle.link_by_index(r.oif.expect("filtered")).map_err(kernel)? {
@@ -26,7 +27,11 @@ pub fn default_route_interface(handle: &mut Handle) -> Result<Option<String>, Cn
 
 /// The master's name: the configured one, or the default route's interface in `where_`
 /// ("the host namespace" / "the container namespace", for the message).
-pub fn master_name(conf: &MacvlanConf, handle: &mut Handle, where_: &str) -> Result<String, CniError> {
+pub fn master_name(
+    conf: &MacvlanConf,
+    handle: &mut Handle,
+    where_: &str,
+) -> Result<String, CniError> {
     match &conf.master {
         Some(m) => Ok(m.clone()),
         None => default_route_interface(handle)?.ok_or_else(|| {
@@ -59,7 +64,10 @@ pub fn resolve_master(
 ) -> Result<Master, CniError> {
     let vlan = parse_vlan_parent(name);
     let (Some(vp), Some((state, user))) = (vlan, vlans) else {
-        let link = handle.link_by_name(name).map_err(kernel)?.ok_or_else(|| missing_master(name, where_))?;
+        let link = handle
+            .link_by_name(name)
+            .map_err(kernel)?
+            .ok_or_else(|| missing_master(name, where_))?;
         return Ok(Master { link, vlan_ref: None });
     };
     let _lock = state.lock_vlans()?;
@@ -82,7 +90,8 @@ pub fn resolve_master(
         )
     })?;
     let link = create_vlan(handle, &vp, &parent)?;
-    let rec = VlanRecord { name: vp.name.clone(), link: vp.link.clone(), id: vp.id, users: Vec::new() };
+    let rec =
+        VlanRecord { name: vp.name.clone(), link: vp.link.clone(), id: vp.id, users: Vec::new() };
     if let Err(e) = state.vlan_add_user(&rec, user) {
         let _ = handle.delete_link(link.index);
         state.vlan_forget(name);
@@ -98,10 +107,15 @@ fn create_vlan(handle: &mut Handle, vp: &VlanParent, parent: &Link) -> Result<Li
         // Another ADD created it between our lookup and create: it is not ours to count.
         Err(e) if e.is_exists() => {}
         Err(e) if e.is_not_supported() => {
-            return Err(CniError::new(code::KERNEL, no_8021q_message(vp)).with_details(e.to_string()));
+            return Err(
+                CniError::new(code::KERNEL, no_8021q_message(vp)).with_details(e.to_string())
+            );
         }
         Err(e) => {
-            return Err(CniError::new(code::KERNEL, format!("cannot create VLAN sub-interface {} for master: {e}", vp.name)));
+            return Err(CniError::new(
+                code::KERNEL,
+                format!("cannot create VLAN sub-interface {} for master: {e}", vp.name),
+            ));
         }
     }
     let link = handle.require_link(&vp.name).map_err(kernel)?;
@@ -115,7 +129,12 @@ fn create_vlan(handle: &mut Handle, vp: &VlanParent, parent: &Link) -> Result<Li
 }
 
 /// Drops this attachment's reference on a VLAN sub-interface; the last user deletes it.
-pub fn release_vlan(handle: &mut Handle, state: &State, name: &str, user: &str) -> Result<(), CniError> {
+pub fn release_vlan(
+    handle: &mut Handle,
+    state: &State,
+    name: &str,
+    user: &str,
+) -> Result<(), CniError> {
     let _lock = state.lock_vlans()?;
     if state.vlan_remove_user(name, user)? {
         if let Some(link) = handle.link_by_name(name).map_err(kernel)? {
@@ -132,7 +151,9 @@ pub fn release_vlan(handle: &mut Handle, state: &State, name: &str, user: &str) 
 
 /// True when this kernel can make 802.1q links (module loaded, or present to be loaded).
 pub fn kernel_has_8021q() -> bool {
-    if std::path::Path::new("/sys/module/8021q").exists() || std::path::Path::new("/proc/net/vlan").exists() {
+    if std::path::Path::new("/sys/module/8021q").exists()
+        || std::path::Path::new("/proc/net/vlan").exists()
+    {
         return true;
     }
     let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else { return false };
@@ -180,25 +201,55 @@ pub fn create_and_configure(
 ) -> Result<CniResult, CniError> {
     let ifname = &req.env.ifname;
     let made = if conf.link_in_container {
-        ctr.create_macvlan_with_queue(ifname, master.index, conf.mode, conf.mtu, conf.mac, None, conf.bc_queue_len)
+        ctr.create_macvlan_with_queue(
+            ifname,
+            master.index,
+            conf.mode,
+            conf.mtu,
+            conf.mac,
+            None,
+            conf.bc_queue_len,
+        )
     } else {
-        host.create_macvlan_with_queue(ifname, master.index, conf.mode, conf.mtu, conf.mac, Some(ns), conf.bc_queue_len)
+        host.create_macvlan_with_queue(
+            ifname,
+            master.index,
+            conf.mode,
+            conf.mtu,
+            conf.mac,
+            Some(ns),
+            conf.bc_queue_len,
+        )
     };
     made.map_err(|e| {
-            let why = match e.errno() {
-                Some(libc::EBUSY) => " (a passthru macvlan, or an ipvlan, already uses this master)",
-                Some(libc::EINVAL) => " (the master cannot carry macvlans, or a setting was refused)",
-                Some(libc::EADDRINUSE) | Some(libc::EADDRNOTAVAIL) => " (that MAC address is already used on this master)",
-                _ => "",
-            };
-            CniError::new(code::KERNEL, format!("creating macvlan {ifname} on master {} in mode {}: {e}{why}", master.name, conf.mode))
-        })?;
+        let why = match e.errno() {
+            Some(libc::EBUSY) => " (a passthru macvlan, or an ipvlan, already uses this master)",
+            Some(libc::EINVAL) => " (the master cannot carry macvlans, or a setting was refused)",
+            Some(libc::EADDRINUSE) | Some(libc::EADDRNOTAVAIL) => {
+                " (that MAC address is already used on this master)"
+            }
+            _ => "",
+        };
+        CniError::new(
+            code::KERNEL,
+            format!(
+                "creating macvlan {ifname} on master {} in mode {}: {e}{why}",
+                master.name, conf.mode
+            ),
+        )
+    })?;
     *created = true;
     let link = ctr.require_link(ifname).map_err(kernel)?;
 
     let v6 = allocated.ips.iter().any(|i| i.address.addr().is_ipv6());
     container_sysctls(ns, ifname, v6);
-    ipam::iface::configure(ctr, link.index, &allocated.ips, &allocated.routes, ipam::iface::Options { dad: false, up: true })?;
+    ipam::iface::configure(
+        ctr,
+        link.index,
+        &allocated.ips,
+        &allocated.routes,
+        ipam::iface::Options { dad: false, up: true },
+    )?;
     // Read back: the kernel picked the MAC (when none was asked for) and the MTU.
     let link = ctr.require_link(ifname).map_err(kernel)?;
     let mut result = CniResult {
@@ -220,7 +271,13 @@ pub fn create_and_configure(
 }
 
 /// CHECK: the macvlan exists in the container, in the configured mode, with prevResult's addresses.
-pub fn verify(req: &Request, conf: &MacvlanConf, ctr: &mut Handle, master: Option<&Link>, prev: &CniResult) -> Result<(), CniError> {
+pub fn verify(
+    req: &Request,
+    conf: &MacvlanConf,
+    ctr: &mut Handle,
+    master: Option<&Link>,
+    prev: &CniResult,
+) -> Result<(), CniError> {
     let ifname = &req.env.ifname;
     let fail = |msg: String| CniError::new(code::KERNEL, msg);
     let link = ctr
@@ -248,11 +305,15 @@ pub fn verify(req: &Request, conf: &MacvlanConf, ctr: &mut Handle, master: Optio
     if let Some(i) = prev.sandbox_interface(ifname) {
         if let (Some(want), Some(have)) = (&prev.interfaces[i].mac, &link.mac) {
             if netlink::parse_mac(want) != Some(*have) {
-                return Err(fail(format!("container interface {ifname} has MAC {}, prevResult says {want}", netlink::format_mac(have))));
+                return Err(fail(format!(
+                    "container interface {ifname} has MAC {}, prevResult says {want}",
+                    netlink::format_mac(have)
+                )));
             }
         }
     }
-    let have: Vec<IpNet> = ctr.addresses(Some(link.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
+    let have: Vec<IpNet> =
+        ctr.addresses(Some(link.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
     for ip in prev.container_ips(ifname) {
         if !have.contains(&ip.address) {
             return Err(fail(format!("container interface {ifname} lacks address {}", ip.address)));
@@ -263,7 +324,10 @@ pub fn verify(req: &Request, conf: &MacvlanConf, ctr: &mut Handle, master: Optio
         if wants_default {
             let routes = ctr.routes(v6).map_err(kernel)?;
             if !routes.iter().any(|r| r.is_default() && r.oif == Some(link.index)) {
-                return Err(fail(format!("container has no default {} route via {ifname}", if v6 { "IPv6" } else { "IPv4" })));
+                return Err(fail(format!(
+                    "container has no default {} route via {ifname}",
+                    if v6 { "IPv6" } else { "IPv4" }
+                )));
             }
         }
     }

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-
 /// The lock on one network, which removes the network's directory and lock file when it is
 /// released with no attachment left.
 pub struct NetworkLock {
@@ -97,7 +96,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CniError> {
-    atomic_write(path, &serde_json::to_vec(value).expect("state serializes")).map_err(|e| io_err("writing", path, e))
+    atomic_write(path, &serde_json::to_vec(value).expect("state serializes"))
+        .map_err(|e| io_err("writing", path, e))
 }
 
 /// The plugin's state root (`<state dir>/macvlan`).
@@ -142,7 +142,12 @@ impl State {
         Ok(VlansLock { state: self.clone(), _lock: lock })
     }
 
-    pub fn attachment(&self, network: &str, container_id: &str, ifname: &str) -> Option<AttachmentRecord> {
+    pub fn attachment(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Option<AttachmentRecord> {
         read_json(&self.attachment_path(network, container_id, ifname))
     }
 
@@ -150,7 +155,12 @@ impl State {
         write_json(&self.attachment_path(network, &rec.container_id, &rec.ifname), rec)
     }
 
-    pub fn remove_attachment(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
+    pub fn remove_attachment(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), CniError> {
         let p = self.attachment_path(network, container_id, ifname);
         remove_if_exists(&p).map_err(|e| io_err("removing", &p, e))
     }
@@ -171,7 +181,8 @@ impl State {
 
     /// Adds `user` to the record of VLAN sub-interface `rec.name` (creating the record).
     pub fn vlan_add_user(&self, rec: &VlanRecord, user: &str) -> Result<(), CniError> {
-        let mut cur = self.vlan(&rec.name).unwrap_or_else(|| VlanRecord { users: Vec::new(), ..rec.clone() });
+        let mut cur =
+            self.vlan(&rec.name).unwrap_or_else(|| VlanRecord { users: Vec::new(), ..rec.clone() });
         if !cur.users.iter().any(|u| u == user) {
             cur.users.push(user.to_string());
         }
@@ -232,7 +243,11 @@ mod tests {
             st.remove_attachment("net", "c1", "eth0").unwrap();
         }
         assert!(st.attachments("net").is_empty());
-        assert!(!root.exists(), "state root left behind: {:?}", fs::read_dir(&root).map(|d| d.count()));
+        assert!(
+            !root.exists(),
+            "state root left behind: {:?}",
+            fs::read_dir(&root).map(|d| d.count())
+        );
     }
 
     #[test]
@@ -252,8 +267,14 @@ mod tests {
             let _l = st.lock_vlans().unwrap();
             assert!(!st.vlan_remove_user("eth0.10", &a).unwrap());
             assert!(!st.vlan_remove_user("eth0.10", &a).unwrap(), "removing twice is harmless");
-            assert!(st.vlan_remove_user("eth0.10", &b).unwrap(), "last user leaves: delete the link");
-            assert!(!st.vlan_remove_user("eth0.10", &b).unwrap(), "no record: not ours, never delete");
+            assert!(
+                st.vlan_remove_user("eth0.10", &b).unwrap(),
+                "last user leaves: delete the link"
+            );
+            assert!(
+                !st.vlan_remove_user("eth0.10", &b).unwrap(),
+                "no record: not ours, never delete"
+            );
             assert_eq!(st.vlan("eth0.10"), None);
         }
         assert!(!root.exists());

@@ -15,16 +15,17 @@ fn kernel(e: netlink::Error) -> CniError {
 /// Opens the container's namespace; a missing one is "container unknown" (code 3).
 fn open_netns(req: &Request) -> Result<Netns, CniError> {
     let path = req.netns()?;
-    Netns::open(path).map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
+    Netns::open(path)
+        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
 }
 
 /// The loopback link, its addresses, and whether it is up.
 fn loopback_state(handle: &mut Handle) -> Result<(netlink::Link, Vec<ipnet::IpNet>), CniError> {
-    let lo = handle
-        .link_by_name("lo")
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::new(code::KERNEL, "no loopback interface in the container namespace"))?;
-    let addrs = handle.addresses(Some(lo.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
+    let lo = handle.link_by_name("lo").map_err(kernel)?.ok_or_else(|| {
+        CniError::new(code::KERNEL, "no loopback interface in the container namespace")
+    })?;
+    let addrs =
+        handle.addresses(Some(lo.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
     Ok((lo, addrs))
 }
 

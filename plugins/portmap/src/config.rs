@@ -63,7 +63,11 @@ impl PortmapConf {
         let backend = match raw.backend.as_deref() {
             None | Some("") => None,
             Some(b) => Some(b.parse::<firewall::BackendKind>().map_err(|_| {
-                CniError::bad_value("backend", format!("{b:?}"), "expected \"nftables\" or \"iptables\"")
+                CniError::bad_value(
+                    "backend",
+                    format!("{b:?}"),
+                    "expected \"nftables\" or \"iptables\"",
+                )
             })?),
         };
         if let Some(bit) = raw.mark_masq_bit {
@@ -76,28 +80,40 @@ impl PortmapConf {
         if let Some(chain) = &raw.external_set_mark_chain {
             return Err(CniError::unsupported_field("externalSetMarkChain", format!("{chain:?}")));
         }
-        for (key, conds) in [("conditionsV4", &raw.conditions_v4), ("conditionsV6", &raw.conditions_v6)] {
+        for (key, conds) in
+            [("conditionsV4", &raw.conditions_v4), ("conditionsV6", &raw.conditions_v6)]
+        {
             if let Some(c) = conds.as_ref().filter(|c| !c.is_empty()) {
                 return Err(CniError::unsupported_field(key, format!("{c:?}")));
             }
         }
         let mut mappings = Vec::new();
         if let Some(list) = req.conf.runtime("portMappings") {
-            let raws: Vec<RawMapping> = serde_json::from_value(list.clone())
-                .map_err(|e| CniError::config(format!("invalid runtimeConfig.portMappings: {e}")))?;
+            let raws: Vec<RawMapping> = serde_json::from_value(list.clone()).map_err(|e| {
+                CniError::config(format!("invalid runtimeConfig.portMappings: {e}"))
+            })?;
             for (i, m) in raws.iter().enumerate() {
                 let host_port = port(&format!("portMappings[{i}].hostPort"), m.host_port)?;
-                let container_port = port(&format!("portMappings[{i}].containerPort"), m.container_port)?;
+                let container_port =
+                    port(&format!("portMappings[{i}].containerPort"), m.container_port)?;
                 let protocol = match m.protocol.as_deref() {
                     None | Some("") => Protocol::Tcp,
                     Some(p) => p.parse().map_err(|_| {
-                        CniError::bad_value(&format!("portMappings[{i}].protocol"), format!("{p:?}"), "expected tcp, udp or sctp")
+                        CniError::bad_value(
+                            &format!("portMappings[{i}].protocol"),
+                            format!("{p:?}"),
+                            "expected tcp, udp or sctp",
+                        )
                     })?,
                 };
                 let host_ip = match m.host_ip.as_deref() {
                     None | Some("") => None,
                     Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
-                        CniError::bad_value(&format!("portMappings[{i}].hostIP"), format!("{s:?}"), "not an IP address")
+                        CniError::bad_value(
+                            &format!("portMappings[{i}].hostIP"),
+                            format!("{s:?}"),
+                            "not an IP address",
+                        )
                     })?),
                 };
                 let req = Requested { host_ip, host_port, container_port, protocol };
@@ -106,6 +122,11 @@ impl PortmapConf {
                 }
             }
         }
-        Ok(PortmapConf { mappings, snat: raw.snat.unwrap_or(true), masq_all: raw.masq_all, backend })
+        Ok(PortmapConf {
+            mappings,
+            snat: raw.snat.unwrap_or(true),
+            masq_all: raw.masq_all,
+            backend,
+        })
     }
 }

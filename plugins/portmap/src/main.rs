@@ -26,13 +26,19 @@ fn owner_of(req: &Request) -> String {
 
 /// Docker's conflict message, with our own error code (documented in the README).
 fn allocated(m: &PortMapping, why: String) -> CniError {
-    CniError::new(code::PORT_ALLOCATED, format!("Bind for {} failed: port is already allocated", bind_label(m))).with_details(why)
+    CniError::new(
+        code::PORT_ALLOCATED,
+        format!("Bind for {} failed: port is already allocated", bind_label(m)),
+    )
+    .with_details(why)
 }
 
 /// Refuses the container's own namespace being the host's: its ports already are the host's.
 fn refuse_host_network(req: &Request) -> Result<(), CniError> {
     let Some(path) = req.env.netns.as_deref() else { return Ok(()) };
-    let (Ok(ctr), Ok(here)) = (netlink::Netns::open(path), netlink::Netns::current()) else { return Ok(()) };
+    let (Ok(ctr), Ok(here)) = (netlink::Netns::open(path), netlink::Netns::current()) else {
+        return Ok(());
+    };
     if ctr.same_as(&here) {
         return Err(CniError::config(
             "portMappings cannot be used with host networking: the container shares the host's network namespace, so its ports are already the host's ports (publish nothing, or use a bridge network)",
@@ -42,7 +48,11 @@ fn refuse_host_network(req: &Request) -> Result<(), CniError> {
 }
 
 /// Expands each requested mapping over the container's addresses of the matching family.
-fn plan(req: &Request, conf: &PortmapConf, prev: &CniResult) -> Result<(Vec<PortMapping>, Vec<ipnet::IpNet>), CniError> {
+fn plan(
+    req: &Request,
+    conf: &PortmapConf,
+    prev: &CniResult,
+) -> Result<(Vec<PortMapping>, Vec<ipnet::IpNet>), CniError> {
     let ips = prev.container_ips(&req.env.ifname);
     if ips.is_empty() {
         return Err(CniError::config(format!(
@@ -102,12 +112,12 @@ fn host_process_holds(m: &PortMapping) -> Result<Option<String>, CniError> {
     };
     match res {
         Ok(()) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(Some(format!("a process on the host is listening on {addr}/{}", m.protocol))),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(CniError::bad_value(
-            "portMappings hostIP",
-            ip,
-            "is not an address of this host",
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Ok(Some(format!("a process on the host is listening on {addr}/{}", m.protocol)))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+            Err(CniError::bad_value("portMappings hostIP", ip, "is not an address of this host"))
+        }
         Err(_) => Ok(None),
     }
 }
@@ -123,7 +133,12 @@ fn enable_localhost(prev: &CniResult) {
     }
 }
 
-fn container_ports(req: &Request, conf: &PortmapConf, mappings: Vec<PortMapping>, nets: Vec<ipnet::IpNet>) -> ContainerPorts {
+fn container_ports(
+    req: &Request,
+    conf: &PortmapConf,
+    mappings: Vec<PortMapping>,
+    nets: Vec<ipnet::IpNet>,
+) -> ContainerPorts {
     ContainerPorts {
         network: req.conf.name.clone(),
         container_id: req.env.container_id.clone(),
@@ -136,7 +151,11 @@ fn container_ports(req: &Request, conf: &PortmapConf, mappings: Vec<PortMapping>
 }
 
 /// Removes one owner's mappings: rules, UDP conntrack entries, reservations, state.
-fn release(fw: &dyn firewall::Firewall, ports: &ContainerPorts, owner: &str) -> Result<(), CniError> {
+fn release(
+    fw: &dyn firewall::Firewall,
+    ports: &ContainerPorts,
+    owner: &str,
+) -> Result<(), CniError> {
     if Owners::new().others_exist(&ports.container_id, &ports.ifname) {
         // Our tables must stay anyway: skip the backend's "is anything left?" probe.
         fw.remove_ports_others_remain(ports).map_err(fw_err)?;
@@ -155,10 +174,11 @@ fn release(fw: &dyn firewall::Firewall, ports: &ContainerPorts, owner: &str) -> 
 impl Plugin for Portmap {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf = PortmapConf::from_request(req)?;
-        let prev = req
-            .prev
-            .clone()
-            .ok_or_else(|| CniError::config("portmap must be chained after a plugin that returns a result (no prevResult)"))?;
+        let prev = req.prev.clone().ok_or_else(|| {
+            CniError::config(
+                "portmap must be chained after a plugin that returns a result (no prevResult)",
+            )
+        })?;
         if conf.mappings.is_empty() {
             return Ok(prev);
         }
@@ -212,12 +232,17 @@ impl Plugin for Portmap {
         let ports = match saved {
             Some(p) => Some(p),
             None => match (&req.prev, conf.mappings.is_empty()) {
-                (Some(prev), false) => plan(req, &conf, prev).ok().map(|(m, n)| container_ports(req, &conf, m, n)),
+                (Some(prev), false) => {
+                    plan(req, &conf, prev).ok().map(|(m, n)| container_ports(req, &conf, m, n))
+                }
                 _ => None,
             },
         };
         if let Some(ports) = ports {
-            let fw = firewall::backend(owners.backend_of(&req.env.container_id, &req.env.ifname).or(conf.backend)).map_err(fw_err)?;
+            let fw = firewall::backend(
+                owners.backend_of(&req.env.container_id, &req.env.ifname).or(conf.backend),
+            )
+            .map_err(fw_err)?;
             release(fw.as_ref(), &ports, &owner)?;
         }
         owners.remove(&req.env.container_id, &req.env.ifname);
@@ -229,9 +254,16 @@ impl Plugin for Portmap {
         if conf.mappings.is_empty() {
             return Ok(());
         }
-        let ports = Owners::new().load(&req.env.container_id, &req.env.ifname).ok_or_else(|| {
-            CniError::new(code::KERNEL, format!("no published ports recorded for container {} ({})", req.env.container_id, req.env.ifname))
-        })?;
+        let ports =
+            Owners::new().load(&req.env.container_id, &req.env.ifname).ok_or_else(|| {
+                CniError::new(
+                    code::KERNEL,
+                    format!(
+                        "no published ports recorded for container {} ({})",
+                        req.env.container_id, req.env.ifname
+                    ),
+                )
+            })?;
         let fw = firewall::backend(conf.backend).map_err(fw_err)?;
         fw.check_ports(&ports).map_err(fw_err)
     }
@@ -242,11 +274,16 @@ impl Plugin for Portmap {
         let _lock = res.lock()?;
         let owners = Owners::new();
         for ports in owners.all() {
-            let keep = valid.iter().any(|v| v.container_id == ports.container_id && v.ifname == ports.ifname);
+            let keep = valid
+                .iter()
+                .any(|v| v.container_id == ports.container_id && v.ifname == ports.ifname);
             if keep || ports.network != req.conf.name {
                 continue;
             }
-            let fw = firewall::backend(owners.backend_of(&ports.container_id, &ports.ifname).or(conf.backend)).map_err(fw_err)?;
+            let fw = firewall::backend(
+                owners.backend_of(&ports.container_id, &ports.ifname).or(conf.backend),
+            )
+            .map_err(fw_err)?;
             release(fw.as_ref(), &ports, &format!("{}/{}", ports.container_id, ports.ifname))?;
             owners.remove(&ports.container_id, &ports.ifname);
         }
@@ -255,9 +292,14 @@ impl Plugin for Portmap {
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let conf = PortmapConf::from_request(req)?;
-        let fw = firewall::backend(conf.backend).map_err(|e| CniError::not_available(format!("no usable firewall backend: {e}")))?;
-        fw.is_available()
-            .map_err(|e| CniError::not_available(format!("firewall backend {} cannot program the kernel: {e}", fw.name())))
+        let fw = firewall::backend(conf.backend)
+            .map_err(|e| CniError::not_available(format!("no usable firewall backend: {e}")))?;
+        fw.is_available().map_err(|e| {
+            CniError::not_available(format!(
+                "firewall backend {} cannot program the kernel: {e}",
+                fw.name()
+            ))
+        })
     }
 }
 

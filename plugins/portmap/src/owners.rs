@@ -85,7 +85,9 @@ impl Owners {
     pub fn others_exist(&self, container_id: &str, ifname: &str) -> bool {
         let mine = self.path(container_id, ifname);
         let Ok(entries) = fs::read_dir(&self.dir) else { return false };
-        entries.flatten().any(|e| e.path() != mine && e.file_name().to_string_lossy().ends_with(".json"))
+        entries
+            .flatten()
+            .any(|e| e.path() != mine && e.file_name().to_string_lossy().ends_with(".json"))
     }
 
     pub fn all(&self) -> Vec<ContainerPorts> {
@@ -122,6 +124,5 @@ impl Owners {
     pub fn remove(&self, container_id: &str, ifname: &str) {
         let _ = remove_if_exists(&self.path(container_id, ifname));
         cni::store::remove_dir_if_empty(&self.dir);
-
     }
 }

@@ -52,7 +52,8 @@ impl Reservations {
     pub fn lock(&self) -> Result<FileLock, CniError> {
         // The portmap state directory itself is the lock: it is never removed.
         let path = state_dir().join("portmap");
-        FileLock::directory(&path).map_err(|e| CniError::io(format!("locking {}: {e}", path.display())))
+        FileLock::directory(&path)
+            .map_err(|e| CniError::io(format!("locking {}: {e}", path.display())))
     }
 
     fn dir(&self, m: &PortMapping) -> PathBuf {
@@ -89,7 +90,8 @@ impl Reservations {
 
     pub fn reserve(&self, m: &PortMapping, owner: &str) -> Result<(), CniError> {
         let path = self.dir(m).join(host_key(m));
-        atomic_write(&path, owner.as_bytes()).map_err(|e| CniError::io(format!("writing {}: {e}", path.display())))
+        atomic_write(&path, owner.as_bytes())
+            .map_err(|e| CniError::io(format!("writing {}: {e}", path.display())))
     }
 
     /// Releases `m` if `owner` holds it.
@@ -120,7 +122,11 @@ mod tests {
     }
 
     fn with_state<T>(f: impl FnOnce(&Reservations) -> T) -> T {
-        let dir = std::env::temp_dir().join(format!("pm-res-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "pm-res-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let r = Reservations { root: dir.join("ports") };
         let out = f(&r);
         let _ = fs::remove_dir_all(&dir);
@@ -139,7 +145,10 @@ mod tests {
             r.reserve(&m(Some("127.0.0.1"), 8080, "10.0.0.2"), "a/eth0").unwrap();
             let c = r.conflict(&m(None, 8080, "10.0.0.3"), "b/eth0").unwrap();
             assert_eq!(c.bind, "0.0.0.0:8080");
-            assert!(r.conflict(&m(Some("192.0.2.1"), 8080, "10.0.0.3"), "b/eth0").is_none(), "different specific addresses");
+            assert!(
+                r.conflict(&m(Some("192.0.2.1"), 8080, "10.0.0.3"), "b/eth0").is_none(),
+                "different specific addresses"
+            );
         });
     }
 

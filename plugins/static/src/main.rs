@@ -1,1 +1,3 @@
-fn main() { cni::run(&ipam::Static) }
+fn main() {
+    cni::run(&ipam::Static)
+}

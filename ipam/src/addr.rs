@@ -65,6 +65,9 @@ mod tests {
         assert_eq!(from_u128(to_u128(b) + 1, false), "fd00::100".parse::<IpAddr>().unwrap());
         let net: IpNet = "10.0.0.0/30".parse().unwrap();
         assert_eq!(subnet_bounds(&net), (0x0a000000, 0x0a000003));
-        assert_eq!(canonical("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            canonical("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

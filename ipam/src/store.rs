@@ -82,7 +82,9 @@ impl Holder {
     pub fn parse(data: &str) -> Holder {
         let t = data.trim();
         match t.split_once("\r\n").or_else(|| t.split_once('\n')) {
-            Some((id, ifname)) => Holder { id: id.trim().to_string(), ifname: Some(ifname.trim().to_string()) },
+            Some((id, ifname)) => {
+                Holder { id: id.trim().to_string(), ifname: Some(ifname.trim().to_string()) }
+            }
             None => Holder { id: t.to_string(), ifname: None },
         }
     }
@@ -468,7 +470,11 @@ mod tests {
     pub(crate) fn tempdir(tag: &str) -> PathBuf {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!("ipam-store-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let d = std::env::temp_dir().join(format!(
+            "ipam-store-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
@@ -479,7 +485,10 @@ mod tests {
     }
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }
@@ -500,7 +509,17 @@ mod tests {
         assert_eq!(fs::read(net.join("last_reserved_ip.0")).unwrap(), b"10.9.0.2");
         assert_eq!(fs::read(net.join("last_reserved_ip.1")).unwrap(), b"fd00:9::2");
         // No temp file survives the store; the index holds links named by address.
-        assert_eq!(names(&net), vec![".by-container", "10.9.0.2", "fd00:9::2", "last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+        assert_eq!(
+            names(&net),
+            vec![
+                ".by-container",
+                "10.9.0.2",
+                "fd00:9::2",
+                "last_reserved_ip.0",
+                "last_reserved_ip.1",
+                "lock"
+            ]
+        );
         assert_eq!(names(&net.join(INDEX_DIR).join("abc123:eth0")), vec!["10.9.0.2", "fd00:9::2"]);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -618,7 +637,12 @@ mod tests {
                     let mut won = Vec::new();
                     for i in 2..40u8 {
                         let mut s = Store::open(&d, "net").unwrap();
-                        if s.reserve(ip(&format!("10.0.0.{i}")), &Owner::new(&format!("t{t}"), "eth0")).unwrap() {
+                        if s.reserve(
+                            ip(&format!("10.0.0.{i}")),
+                            &Owner::new(&format!("t{t}"), "eth0"),
+                        )
+                        .unwrap()
+                        {
                             won.push(i);
                         }
                     }
@@ -634,7 +658,10 @@ mod tests {
 
     #[test]
     fn holder_parsing() {
-        assert_eq!(Holder::parse("abc\r\neth0"), Holder { id: "abc".into(), ifname: Some("eth0".into()) });
+        assert_eq!(
+            Holder::parse("abc\r\neth0"),
+            Holder { id: "abc".into(), ifname: Some("eth0".into()) }
+        );
         assert_eq!(Holder::parse("abc\n"), Holder { id: "abc".into(), ifname: None });
         assert!(Owner::new("abc", "eth0").owns("abc\r\neth0\n"));
         assert!(Owner::new("abc", "eth0").owns("abc"));

@@ -111,14 +111,20 @@ fn show(v: &Value) -> String {
 /// The `ipam` object, or code 7 naming it.
 pub fn ipam_section(req: &Request) -> Result<&Map<String, Value>, CniError> {
     match &req.conf.ipam {
-        None | Some(Value::Null) => Err(CniError::config("missing \"ipam\" section in network config")),
+        None | Some(Value::Null) => {
+            Err(CniError::config("missing \"ipam\" section in network config"))
+        }
         Some(Value::Object(m)) => Ok(m),
         Some(other) => Err(CniError::bad_value("ipam", show(other), "must be a JSON object")),
     }
 }
 
 /// A string key: absent, null and "" are None; any other non-string is an error.
-fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, CniError> {
+fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -135,7 +141,11 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn opt_array<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a Vec<Value>>, CniError> {
+fn opt_array<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Vec<Value>>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
@@ -155,12 +165,17 @@ pub fn parse_ip(key: &str, s: &str) -> Result<IpAddr, CniError> {
 pub fn parse_cidr(key: &str, s: &str) -> Result<IpNet, CniError> {
     let s = s.trim();
     let bad = |why: String| CniError::bad_value(key, format!("{s:?}"), why);
-    let (a, p) = s.split_once('/').ok_or_else(|| bad("not in CIDR notation (address/prefix-length)".into()))?;
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| bad("not in CIDR notation (address/prefix-length)".into()))?;
     let ip: IpAddr = a.parse().map_err(|_| bad(format!("{a:?} is not an IP address")))?;
     let prefix: u8 = p.parse().map_err(|_| bad(format!("prefix length {p:?} is not a number")))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if prefix > max {
-        return Err(bad(format!("prefix length {prefix} is longer than {max}, the most an {} address has", family_name(ip))));
+        return Err(bad(format!(
+            "prefix length {prefix} is longer than {max}, the most an {} address has",
+            family_name(ip)
+        )));
     }
     Ok(IpNet::new(ip, prefix).expect("prefix checked"))
 }
@@ -176,7 +191,11 @@ fn check_family(key: &str, ip: IpAddr, subnet: &IpNet, subnet_key: &str) -> Resu
         Err(CniError::bad_value(
             key,
             format!("{:?}", ip.to_string()),
-            format!("is {} but {subnet_key} {subnet} is {}", family_name(ip), family_name(subnet.addr())),
+            format!(
+                "is {} but {subnet_key} {subnet} is {}",
+                family_name(ip),
+                family_name(subnet.addr())
+            ),
         ))
     }
 }
@@ -188,7 +207,8 @@ fn check_family(key: &str, ip: IpAddr, subnet: &IpNet, subnet_key: &str) -> Resu
 /// for the legacy top-level keys): defaults and checks follow the reference host-local.
 pub fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<Range, CniError> {
     let subnet_key = join(path, "subnet");
-    let subnet_str = opt_str(obj, "subnet", path)?.ok_or_else(|| CniError::config(format!("missing {subnet_key}")))?;
+    let subnet_str = opt_str(obj, "subnet", path)?
+        .ok_or_else(|| CniError::config(format!("missing {subnet_key}")))?;
     let given = parse_cidr(&subnet_key, subnet_str)?;
     let subnet = given.trunc();
     let bad_subnet = |why: String| CniError::bad_value(&subnet_key, format!("{subnet_str:?}"), why);
@@ -198,7 +218,11 @@ pub fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<Range, CniErr
     let v4 = subnet.addr().is_ipv4();
     let max = subnet.max_prefix_len();
     if subnet.prefix_len() + 2 > max {
-        return Err(bad_subnet(format!("too small to allocate from (the smallest usable {} subnet is /{})", family_name(subnet.addr()), max - 2)));
+        return Err(bad_subnet(format!(
+            "too small to allocate from (the smallest usable {} subnet is /{})",
+            family_name(subnet.addr()),
+            max - 2
+        )));
     }
     let (lo, hi) = subnet_bounds(&subnet);
     // IPv4 has a broadcast address; IPv6 only reserves the network (subnet-router anycast) address.
@@ -247,25 +271,36 @@ pub fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<Range, CniErr
     };
     if end < start {
         // Only reachable when rangeStart is the last usable address and rangeEnd is defaulted lower.
-        return Err(CniError::bad_value(&join(path, "rangeStart"), format!("{:?}", from_u128(start, v4).to_string()), "leaves an empty range"));
+        return Err(CniError::bad_value(
+            &join(path, "rangeStart"),
+            format!("{:?}", from_u128(start, v4).to_string()),
+            "leaves an empty range",
+        ));
     }
     let range = Range { subnet, start: from_u128(start, v4), end: from_u128(end, v4), gateway };
     if range.usable() == 0 {
-        return Err(CniError::config(format!("{path}: range {} holds only the gateway {gateway}; nothing to hand out", range.describe())));
+        return Err(CniError::config(format!(
+            "{path}: range {} holds only the gateway {gateway}; nothing to hand out",
+            range.describe()
+        )));
     }
     Ok(range)
 }
 
 /// Parses one range set (a list of range objects of one family, not overlapping).
 pub fn parse_range_set(v: &Value, path: &str) -> Result<RangeSet, CniError> {
-    let list = v.as_array().ok_or_else(|| CniError::bad_value(path, show(v), "must be a list of ranges"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| CniError::bad_value(path, show(v), "must be a list of ranges"))?;
     if list.is_empty() {
         return Err(CniError::config(format!("{path}: a range set needs at least one range")));
     }
     let mut ranges: Vec<Range> = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let obj = item.as_object().ok_or_else(|| CniError::bad_value(&p, show(item), "must be a JSON object"))?;
+        let obj = item
+            .as_object()
+            .ok_or_else(|| CniError::bad_value(&p, show(item), "must be a JSON object"))?;
         let r = parse_range(obj, &p)?;
         if let Some(first) = ranges.first() {
             if first.is_v4() != r.is_v4() {
@@ -278,7 +313,11 @@ pub fn parse_range_set(v: &Value, path: &str) -> Result<RangeSet, CniError> {
             }
         }
         if let Some((j, o)) = ranges.iter().enumerate().find(|(_, o)| o.overlaps(&r)) {
-            return Err(CniError::config(format!("{p} ({}) overlaps {path}[{j}] ({})", r.describe(), o.describe())));
+            return Err(CniError::config(format!(
+                "{p} ({}) overlaps {path}[{j}] ({})",
+                r.describe(),
+                o.describe()
+            )));
         }
         ranges.push(r);
     }
@@ -286,7 +325,9 @@ pub fn parse_range_set(v: &Value, path: &str) -> Result<RangeSet, CniError> {
 }
 
 fn parse_range_sets(v: &Value, path: &str) -> Result<Vec<RangeSet>, CniError> {
-    let list = v.as_array().ok_or_else(|| CniError::bad_value(path, show(v), "must be a list of range sets"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| CniError::bad_value(path, show(v), "must be a list of range sets"))?;
     list.iter().enumerate().map(|(i, s)| parse_range_set(s, &format!("{path}[{i}]"))).collect()
 }
 
@@ -296,13 +337,18 @@ fn parse_range_sets(v: &Value, path: &str) -> Result<Vec<RangeSet>, CniError> {
 /// `routes`: [{"dst": CIDR, "gw": IP, and the 1.1.0 attributes}].
 pub fn parse_routes(v: Option<&Value>, path: &str) -> Result<Vec<Route>, CniError> {
     let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(Vec::new()) };
-    let list = v.as_array().ok_or_else(|| CniError::bad_value(path, show(v), "must be a list of routes"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| CniError::bad_value(path, show(v), "must be a list of routes"))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let obj = item.as_object().ok_or_else(|| CniError::bad_value(&p, show(item), "must be a JSON object"))?;
+        let obj = item
+            .as_object()
+            .ok_or_else(|| CniError::bad_value(&p, show(item), "must be a JSON object"))?;
         let dst_key = join(&p, "dst");
-        let dst = opt_str(obj, "dst", &p)?.ok_or_else(|| CniError::config(format!("missing {dst_key}")))?;
+        let dst = opt_str(obj, "dst", &p)?
+            .ok_or_else(|| CniError::config(format!("missing {dst_key}")))?;
         let dst = parse_cidr(&dst_key, dst)?.trunc();
         let gw = opt_ip(obj, "gw", &p)?;
         if let Some(gw) = gw {
@@ -314,7 +360,11 @@ pub fn parse_routes(v: Option<&Value>, path: &str) -> Result<Vec<Route>, CniErro
                 None | Some(Value::Null) => Ok(None),
                 Some(n) => match n.as_u64() {
                     Some(x) if x <= max => Ok(Some(x)),
-                    _ => Err(CniError::bad_value(&join(&p, key), show(n), format!("must be a whole number from 0 to {max}"))),
+                    _ => Err(CniError::bad_value(
+                        &join(&p, key),
+                        show(n),
+                        format!("must be a whole number from 0 to {max}"),
+                    )),
                 },
             }
         };
@@ -350,16 +400,21 @@ pub fn parse_resolv_conf(text: &str) -> Dns {
 
 /// `ipam.dataDir`, or the default (honours CNI_SUITE_STATE_DIR).
 pub fn data_dir(ipam: &Map<String, Value>) -> Result<PathBuf, CniError> {
-    Ok(opt_str(ipam, "dataDir", "ipam")?.map(PathBuf::from).unwrap_or_else(cni::store::default_ipam_data_dir))
+    Ok(opt_str(ipam, "dataDir", "ipam")?
+        .map(PathBuf::from)
+        .unwrap_or_else(cni::store::default_ipam_data_dir))
 }
 
 /// Addresses from a JSON list of strings at `key` (bare or CIDR form).
 fn ips_from_list(v: &Value, key: &str, cidr_required: bool) -> Result<Vec<IpNet>, CniError> {
-    let list = v.as_array().ok_or_else(|| CniError::bad_value(key, show(v), "must be a list of addresses"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| CniError::bad_value(key, show(v), "must be a list of addresses"))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let k = format!("{key}[{i}]");
-        let s = item.as_str().ok_or_else(|| CniError::bad_value(&k, show(item), "must be a string"))?;
+        let s =
+            item.as_str().ok_or_else(|| CniError::bad_value(&k, show(item), "must be a string"))?;
         out.push(ip_entry(&k, s, cidr_required)?);
     }
     Ok(out)
@@ -406,7 +461,8 @@ pub fn requested_ips(req: &Request) -> Result<Vec<IpAddr>, CniError> {
 
 /// cniVersion 0.1.0/0.2.0 results carry one address per family.
 fn check_one_per_family(version: &str, v4: usize, v6: usize) -> Result<(), CniError> {
-    let old = cni::version::Version::parse(version).is_some_and(|v| v < cni::version::Version::V0_3_0);
+    let old =
+        cni::version::Version::parse(version).is_some_and(|v| v < cni::version::Version::V0_3_0);
     if old && (v4 > 1 || v6 > 1) {
         return Err(CniError::incompatible(format!(
             "cniVersion {version} results carry at most one IPv4 and one IPv6 address, but {v4} IPv4 and {v6} IPv6 are configured; use cniVersion 0.3.0 or later"
@@ -429,7 +485,9 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
     } else {
         for key in ["rangeStart", "rangeEnd", "gateway"] {
             if opt_str(ipam, key, "ipam")?.is_some() {
-                return Err(CniError::config(format!("ipam.{key} is set but ipam.subnet is missing")));
+                return Err(CniError::config(format!(
+                    "ipam.{key} is set but ipam.subnet is missing"
+                )));
             }
         }
     }
@@ -443,7 +501,9 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
         }
     }
     if ranges.is_empty() {
-        return Err(CniError::config("ipam: no address ranges configured (set ipam.ranges or ipam.subnet)"));
+        return Err(CniError::config(
+            "ipam: no address ranges configured (set ipam.ranges or ipam.subnet)",
+        ));
     }
     for i in 0..ranges.len() {
         for j in i + 1..ranges.len() {
@@ -470,7 +530,13 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
             parse_resolv_conf(&text)
         }
     };
-    Ok(HostLocalConfig { ranges, routes, dns, data_dir: data_dir(ipam)?, requested: requested_ips(req)? })
+    Ok(HostLocalConfig {
+        ranges,
+        routes,
+        dns,
+        data_dir: data_dir(ipam)?,
+        requested: requested_ips(req)?,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -485,9 +551,12 @@ pub fn static_config(req: &Request) -> Result<StaticConfig, CniError> {
     if let Some(list) = opt_array(ipam, "addresses", "ipam")? {
         for (i, item) in list.iter().enumerate() {
             let p = format!("ipam.addresses[{i}]");
-            let obj = item.as_object().ok_or_else(|| CniError::bad_value(&p, show(item), "must be a JSON object"))?;
+            let obj = item
+                .as_object()
+                .ok_or_else(|| CniError::bad_value(&p, show(item), "must be a JSON object"))?;
             let key = join(&p, "address");
-            let s = opt_str(obj, "address", &p)?.ok_or_else(|| CniError::config(format!("missing {key}")))?;
+            let s = opt_str(obj, "address", &p)?
+                .ok_or_else(|| CniError::config(format!("missing {key}")))?;
             let address = parse_cidr(&key, s)?;
             let gateway = opt_ip(obj, "gateway", &p)?;
             if let Some(gw) = gateway {
@@ -496,7 +565,11 @@ pub fn static_config(req: &Request) -> Result<StaticConfig, CniError> {
             addresses.push(IpConfig { address, gateway, interface: None });
         }
     }
-    addresses.extend(env_list(req, "IP", true)?.into_iter().map(|address| IpConfig { address, gateway: None, interface: None }));
+    addresses.extend(env_list(req, "IP", true)?.into_iter().map(|address| IpConfig {
+        address,
+        gateway: None,
+        interface: None,
+    }));
     if let Some(gws) = req.env.arg("GATEWAY") {
         for g in gws.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let gw = parse_ip("CNI_ARGS GATEWAY", g)?;
@@ -506,7 +579,10 @@ pub fn static_config(req: &Request) -> Result<StaticConfig, CniError> {
         }
     }
     let override_with = |v: &Value, key: &str| -> Result<Vec<IpConfig>, CniError> {
-        Ok(ips_from_list(v, key, true)?.into_iter().map(|address| IpConfig { address, gateway: None, interface: None }).collect())
+        Ok(ips_from_list(v, key, true)?
+            .into_iter()
+            .map(|address| IpConfig { address, gateway: None, interface: None })
+            .collect())
     };
     if let Some(v) = req.conf.args_cni("ips") {
         addresses = override_with(v, "args.cni.ips")?;
@@ -524,7 +600,8 @@ pub fn static_config(req: &Request) -> Result<StaticConfig, CniError> {
     let routes = parse_routes(ipam.get("routes"), "ipam.routes")?;
     let dns = match ipam.get("dns").filter(|v| !v.is_null()) {
         None => Dns::default(),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| CniError::bad_value("ipam.dns", show(v), e))?,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| CniError::bad_value("ipam.dns", show(v), e))?,
     };
     Ok(StaticConfig { addresses, routes, dns })
 }
@@ -536,7 +613,11 @@ mod tests {
     use serde_json::json;
 
     fn hl(ipam: Value) -> Result<HostLocalConfig, CniError> {
-        host_local(&request("ADD", json!({"cniVersion": "1.1.0", "name": "n", "type": "bridge", "ipam": ipam}), ""))
+        host_local(&request(
+            "ADD",
+            json!({"cniVersion": "1.1.0", "name": "n", "type": "bridge", "ipam": ipam}),
+            "",
+        ))
     }
 
     fn err(ipam: Value) -> CniError {
@@ -562,7 +643,10 @@ mod tests {
     fn legacy_keys_all_given() {
         let c = hl(json!({"subnet": "10.1.0.0/16", "rangeStart": "10.1.1.10", "rangeEnd": "10.1.1.20", "gateway": "10.1.0.254", "dataDir": "/tmp/x"})).unwrap();
         let r = &c.ranges[0].ranges[0];
-        assert_eq!((r.start, r.end, r.gateway), (ip("10.1.1.10"), ip("10.1.1.20"), ip("10.1.0.254")));
+        assert_eq!(
+            (r.start, r.end, r.gateway),
+            (ip("10.1.1.10"), ip("10.1.1.20"), ip("10.1.0.254"))
+        );
         assert_eq!(r.usable(), 11);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
@@ -626,8 +710,15 @@ mod tests {
             "IP=10.9.0.5, 10.9.0.6;FOO=bar",
         );
         let c = host_local(&req).unwrap();
-        assert_eq!(c.requested, vec![ip("10.9.0.5"), ip("10.9.0.6"), ip("10.9.0.7"), ip("10.9.0.8")]);
-        let bad = request("ADD", json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {"subnet": "10.9.0.0/24"}}), "IP=10.9.0.300");
+        assert_eq!(
+            c.requested,
+            vec![ip("10.9.0.5"), ip("10.9.0.6"), ip("10.9.0.7"), ip("10.9.0.8")]
+        );
+        let bad = request(
+            "ADD",
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {"subnet": "10.9.0.0/24"}}),
+            "IP=10.9.0.300",
+        );
         let e = host_local(&bad).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("CNI_ARGS IP") && e.msg.contains("10.9.0.300"), "{}", e.msg);
@@ -637,31 +728,79 @@ mod tests {
     fn errors_name_key_and_value() {
         let cases: Vec<(Value, &[&str])> = vec![
             (json!({"subnet": "10.0.0.0/33"}), &["ipam.subnet", "10.0.0.0/33", "longer than 32"]),
-            (json!({"ranges": [[{"subnet": "10.0.0.0/33"}]]}), &["ipam.ranges[0][0].subnet", "10.0.0.0/33"]),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.0/33"}]]}),
+                &["ipam.ranges[0][0].subnet", "10.0.0.0/33"],
+            ),
             (json!({"ranges": [[{"subnet": "10.0.0.0"}]]}), &["ipam.ranges[0][0].subnet", "CIDR"]),
-            (json!({"ranges": [[{"subnet": "10.0.0.x/24"}]]}), &["ipam.ranges[0][0].subnet", "10.0.0.x"]),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.x/24"}]]}),
+                &["ipam.ranges[0][0].subnet", "10.0.0.x"],
+            ),
             (json!({"subnet": "10.9.0.5/24"}), &["ipam.subnet", "host bits", "10.9.0.0/24"]),
             (json!({"subnet": "10.9.0.0/31"}), &["ipam.subnet", "too small"]),
-            (json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.1.1"}), &["ipam.rangeStart", "10.9.1.1", "outside"]),
-            (json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.0"}), &["ipam.rangeStart", "network address"]),
-            (json!({"subnet": "10.9.0.0/24", "rangeEnd": "10.9.0.255"}), &["ipam.rangeEnd", "broadcast"]),
-            (json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.50", "rangeEnd": "10.9.0.40"}), &["ipam.rangeEnd", "10.9.0.40", "before rangeStart"]),
-            (json!({"subnet": "10.9.0.0/24", "gateway": "fd00::1"}), &["ipam.gateway", "fd00::1", "IPv6"]),
-            (json!({"subnet": "10.9.0.0/24", "rangeStart": "nope"}), &["ipam.rangeStart", "nope", "not an IP"]),
+            (
+                json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.1.1"}),
+                &["ipam.rangeStart", "10.9.1.1", "outside"],
+            ),
+            (
+                json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.0"}),
+                &["ipam.rangeStart", "network address"],
+            ),
+            (
+                json!({"subnet": "10.9.0.0/24", "rangeEnd": "10.9.0.255"}),
+                &["ipam.rangeEnd", "broadcast"],
+            ),
+            (
+                json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.50", "rangeEnd": "10.9.0.40"}),
+                &["ipam.rangeEnd", "10.9.0.40", "before rangeStart"],
+            ),
+            (
+                json!({"subnet": "10.9.0.0/24", "gateway": "fd00::1"}),
+                &["ipam.gateway", "fd00::1", "IPv6"],
+            ),
+            (
+                json!({"subnet": "10.9.0.0/24", "rangeStart": "nope"}),
+                &["ipam.rangeStart", "nope", "not an IP"],
+            ),
             (json!({"subnet": 42}), &["ipam.subnet", "42", "string"]),
             (json!({"rangeStart": "10.0.0.5"}), &["ipam.rangeStart", "ipam.subnet is missing"]),
             (json!({"ranges": [[]]}), &["ipam.ranges[0]", "at least one range"]),
-            (json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}), &["ipam.ranges[0][1]", "one family"]),
-            (json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.0/25"}]]}), &["ipam.ranges[0][1]", "overlaps"]),
-            (json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/16"}]]}), &["range set 0", "range set 1", "overlaps"]),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}),
+                &["ipam.ranges[0][1]", "one family"],
+            ),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.0/25"}]]}),
+                &["ipam.ranges[0][1]", "overlaps"],
+            ),
+            (
+                json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/16"}]]}),
+                &["range set 0", "range set 1", "overlaps"],
+            ),
             (json!({"ranges": [[{}]]}), &["missing ipam.ranges[0][0].subnet"]),
             (json!({"type": "host-local"}), &["no address ranges"]),
-            (json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/40"}]}), &["ipam.routes[0].dst", "0.0.0.0/40"]),
-            (json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}), &["ipam.routes[0].gw"]),
-            (json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/0", "mtu": -1}]}), &["ipam.routes[0].mtu", "-1"]),
+            (
+                json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/40"}]}),
+                &["ipam.routes[0].dst", "0.0.0.0/40"],
+            ),
+            (
+                json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}),
+                &["ipam.routes[0].gw"],
+            ),
+            (
+                json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "0.0.0.0/0", "mtu": -1}]}),
+                &["ipam.routes[0].mtu", "-1"],
+            ),
             (json!({"subnet": "10.0.0.0/24", "dataDir": 7}), &["ipam.dataDir", "7"]),
-            (json!({"subnet": "10.0.0.2/30", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.1"}), &["ipam.subnet"]),
-            (json!({"subnet": "10.0.0.0/30", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.1"}), &["only the gateway"]),
+            (
+                json!({"subnet": "10.0.0.2/30", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.1"}),
+                &["ipam.subnet"],
+            ),
+            (
+                json!({"subnet": "10.0.0.0/30", "rangeStart": "10.0.0.1", "rangeEnd": "10.0.0.1"}),
+                &["only the gateway"],
+            ),
         ];
         for (ipam, words) in cases {
             let e = err(ipam.clone());
@@ -742,22 +881,36 @@ mod tests {
         let mut with_args = base.clone();
         with_args["args"] = json!({"cni": {"ips": ["10.20.0.5/16"]}});
         let c = st(with_args.clone(), "").unwrap();
-        assert_eq!(c.addresses.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(), vec!["10.20.0.5/16"]);
+        assert_eq!(
+            c.addresses.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(),
+            vec!["10.20.0.5/16"]
+        );
         with_args["runtimeConfig"] = json!({"ips": ["10.30.0.5/16"]});
         let c = st(with_args, "").unwrap();
-        assert_eq!(c.addresses.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(), vec!["10.30.0.5/16"]);
+        assert_eq!(
+            c.addresses.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(),
+            vec!["10.30.0.5/16"]
+        );
     }
 
     #[test]
     fn static_errors() {
-        let e = st(json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {"type": "static"}}), "").unwrap_err();
+        let e = st(
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {"type": "static"}}),
+            "",
+        )
+        .unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("no addresses"), "{}", e.msg);
         let e = st(json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {"addresses": [{"address": "10.0.0.1"}]}}), "").unwrap_err();
         assert!(e.msg.contains("ipam.addresses[0].address") && e.msg.contains("CIDR"), "{}", e.msg);
         let e = st(json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {}, "runtimeConfig": {"ips": ["10.0.0.1"]}}), "").unwrap_err();
         assert!(e.msg.contains("runtimeConfig.ips[0]"), "{}", e.msg);
-        let e = st(json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {}}), "IP=10.0.0.1/24;GATEWAY=zz").unwrap_err();
+        let e = st(
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {}}),
+            "IP=10.0.0.1/24;GATEWAY=zz",
+        )
+        .unwrap_err();
         assert!(e.msg.contains("CNI_ARGS GATEWAY") && e.msg.contains("zz"), "{}", e.msg);
         let e = st(json!({"cniVersion": "1.0.0", "name": "n", "type": "x", "ipam": {"addresses": [{"address": "10.0.0.1/24", "gateway": "fd00::1"}]}}), "").unwrap_err();
         assert!(e.msg.contains("ipam.addresses[0].gateway"), "{}", e.msg);

@@ -70,13 +70,21 @@ pub fn check_requested(set: &RangeSet, ip: IpAddr) -> Result<&Range, CniError> {
         CniError::config(format!("requested address {ip} is outside range set {}", set.describe()))
     })?;
     if ip == r.gateway {
-        return Err(CniError::config(format!("requested address {ip} is the gateway of {}; it is never handed out", r.describe())));
+        return Err(CniError::config(format!(
+            "requested address {ip} is the gateway of {}; it is never handed out",
+            r.describe()
+        )));
     }
     Ok(r)
 }
 
 /// Leases the next free address of `set` (index `idx`) to `owner`, round-robin.
-pub fn allocate_next<'a>(store: &mut Store, idx: usize, set: &'a RangeSet, owner: &Owner) -> Result<(&'a Range, IpAddr), CniError> {
+pub fn allocate_next<'a>(
+    store: &mut Store,
+    idx: usize,
+    set: &'a RangeSet,
+    owner: &Owner,
+) -> Result<(&'a Range, IpAddr), CniError> {
     let last = store.last_reserved(idx);
     for (r, ip) in Candidates::new(set, last) {
         if store.reserve(ip, owner).map_err(|e| io_error(store, e))? {
@@ -85,12 +93,21 @@ pub fn allocate_next<'a>(store: &mut Store, idx: usize, set: &'a RangeSet, owner
     }
     Err(CniError::new(
         code::ADDRESS_UNAVAILABLE,
-        format!("no free address left in range set {idx} ({}): all {} addresses are leased", set.describe(), set.usable()),
+        format!(
+            "no free address left in range set {idx} ({}): all {} addresses are leased",
+            set.describe(),
+            set.usable()
+        ),
     ))
 }
 
 /// Leases the requested address `ip` to `owner`, or says who holds it.
-pub fn allocate_requested<'a>(store: &mut Store, set: &'a RangeSet, ip: IpAddr, owner: &Owner) -> Result<(&'a Range, IpAddr, bool), CniError> {
+pub fn allocate_requested<'a>(
+    store: &mut Store,
+    set: &'a RangeSet,
+    ip: IpAddr,
+    owner: &Owner,
+) -> Result<(&'a Range, IpAddr, bool), CniError> {
     let r = check_requested(set, ip)?;
     if store.reserve(ip, owner).map_err(|e| io_error(store, e))? {
         return Ok((r, ip, true));
@@ -103,9 +120,14 @@ pub fn allocate_requested<'a>(store: &mut Store, set: &'a RangeSet, ip: IpAddr, 
         }
         Some(c) => Err(CniError::new(
             code::ADDRESS_UNAVAILABLE,
-            format!("requested address {ip} is already leased to {}", crate::store::Holder::parse(&c)),
+            format!(
+                "requested address {ip} is already leased to {}",
+                crate::store::Holder::parse(&c)
+            ),
         )),
-        None => Err(CniError::try_again(format!("requested address {ip} changed hands while it was being leased; try again"))),
+        None => Err(CniError::try_again(format!(
+            "requested address {ip} changed hands while it was being leased; try again"
+        ))),
     }
 }
 
@@ -143,8 +165,14 @@ mod tests {
     #[test]
     fn round_robin_from_last_reserved_and_wraps_across_ranges() {
         let s = set(json!([{"subnet": "10.0.0.0/29"}, {"subnet": "10.0.1.0/30"}]));
-        assert_eq!(all(&s, Some("10.0.0.5")), vec!["10.0.0.6", "10.0.1.2", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]);
-        assert_eq!(all(&s, Some("10.0.1.2")), vec!["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.1.2"]);
+        assert_eq!(
+            all(&s, Some("10.0.0.5")),
+            vec!["10.0.0.6", "10.0.1.2", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+        );
+        assert_eq!(
+            all(&s, Some("10.0.1.2")),
+            vec!["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.1.2"]
+        );
         // A cursor outside the set (the config changed) restarts at the first range.
         assert_eq!(all(&s, Some("192.168.0.1"))[0], "10.0.0.2");
     }
@@ -152,13 +180,18 @@ mod tests {
     #[test]
     fn huge_ipv6_ranges_iterate_lazily() {
         let s = set(json!([{"subnet": "fd00::/64"}]));
-        let first: Vec<String> = Candidates::new(&s, Some(ip("fd00::ffff"))).take(2).map(|(_, a)| a.to_string()).collect();
+        let first: Vec<String> = Candidates::new(&s, Some(ip("fd00::ffff")))
+            .take(2)
+            .map(|(_, a)| a.to_string())
+            .collect();
         assert_eq!(first, vec!["fd00::1:0", "fd00::1:1"]);
     }
 
     #[test]
     fn requested_outside_or_gateway_is_refused() {
-        let s = set(json!([{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.10", "rangeEnd": "10.0.0.20"}]));
+        let s = set(
+            json!([{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.10", "rangeEnd": "10.0.0.20"}]),
+        );
         let e = check_requested(&s, ip("10.0.0.5")).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("10.0.0.5") && e.msg.contains("outside"), "{}", e.msg);

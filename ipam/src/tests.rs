@@ -27,7 +27,11 @@ impl Tmp {
     fn new(tag: &str) -> Tmp {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!("ipam-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let d = std::env::temp_dir().join(format!(
+            "ipam-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Tmp(d)
@@ -64,7 +68,10 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn add_gives_one_address_per_range_set_with_gateway() {
     let t = Tmp::new("dual");
-    let c = conf(t.path(), json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00:9::/120"}]], "routes": [{"dst": "0.0.0.0/0"}]}));
+    let c = conf(
+        t.path(),
+        json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00:9::/120"}]], "routes": [{"dst": "0.0.0.0/0"}]}),
+    );
     let r = add_as(&c, "abc123").unwrap();
     assert_eq!(addrs(&r), vec!["10.9.0.2/24", "fd00:9::2/120"]);
     assert_eq!(r.ips[0].gateway, Some(ip("10.9.0.1")));
@@ -93,8 +100,12 @@ fn round_robin_then_reuse_after_wrap() {
     let t = Tmp::new("rr");
     // .1 is the gateway: 10.0.0.2 .. 10.0.0.6 usable.
     let c = conf(t.path(), json!({"subnet": "10.0.0.0/29"}));
-    let got: Vec<String> = (0..5).map(|i| addrs(&add_as(&c, &format!("c{i}")).unwrap())[0].clone()).collect();
-    assert_eq!(got, vec!["10.0.0.2/29", "10.0.0.3/29", "10.0.0.4/29", "10.0.0.5/29", "10.0.0.6/29"]);
+    let got: Vec<String> =
+        (0..5).map(|i| addrs(&add_as(&c, &format!("c{i}")).unwrap())[0].clone()).collect();
+    assert_eq!(
+        got,
+        vec!["10.0.0.2/29", "10.0.0.3/29", "10.0.0.4/29", "10.0.0.5/29", "10.0.0.6/29"]
+    );
     let e = add_as(&c, "c5").unwrap_err();
     assert_eq!(e.code, cni::code::ADDRESS_UNAVAILABLE);
     assert!(e.msg.contains("no free address") && e.msg.contains("10.0.0.0/29"), "{}", e.msg);
@@ -104,7 +115,11 @@ fn round_robin_then_reuse_after_wrap() {
     // Round-robin: freeing .2 after .5 means .5's successor is tried first... (all full but .2)
     del(&request_for("DEL", c.clone(), "", "c0", "eth0")).unwrap();
     del(&request_for("DEL", c.clone(), "", "c4", "eth0")).unwrap();
-    assert_eq!(addrs(&add_as(&c, "c7").unwrap()), vec!["10.0.0.6/29"], "cursor is at .3, so .4/.5 taken, .6 free");
+    assert_eq!(
+        addrs(&add_as(&c, "c7").unwrap()),
+        vec!["10.0.0.6/29"],
+        "cursor is at .3, so .4/.5 taken, .6 free"
+    );
     assert_eq!(addrs(&add_as(&c, "c8").unwrap()), vec!["10.0.0.2/29"]);
 }
 
@@ -138,7 +153,10 @@ fn requested_address_taken_outside_or_gateway() {
     let e = add(&request_for("ADD", c.clone(), "IP=10.9.0.5,10.9.0.6", "b", "eth0")).unwrap_err();
     assert!(e.msg.contains("both fall in range set 0"), "{}", e.msg);
     // Same container asking again for its own address is fine; for another one is not.
-    assert_eq!(addrs(&add(&request_for("ADD", c.clone(), "IP=10.9.0.50", "a", "eth0")).unwrap()), vec!["10.9.0.50/24"]);
+    assert_eq!(
+        addrs(&add(&request_for("ADD", c.clone(), "IP=10.9.0.50", "a", "eth0")).unwrap()),
+        vec!["10.9.0.50/24"]
+    );
     let e = add(&request_for("ADD", c.clone(), "IP=10.9.0.60", "a", "eth0")).unwrap_err();
     assert!(e.msg.contains("already holds 10.9.0.50"), "{}", e.msg);
 }
@@ -146,7 +164,10 @@ fn requested_address_taken_outside_or_gateway() {
 #[test]
 fn failed_add_releases_what_it_leased() {
     let t = Tmp::new("rollback");
-    let c = conf(t.path(), json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "10.8.0.0/30"}]]}));
+    let c = conf(
+        t.path(),
+        json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "10.8.0.0/30"}]]}),
+    );
     add_as(&c, "a").unwrap(); // takes 10.8.0.2, the only usable address of set 1
     let e = add_as(&c, "b").unwrap_err();
     assert_eq!(e.code, cni::code::ADDRESS_UNAVAILABLE);
@@ -158,7 +179,10 @@ fn failed_add_releases_what_it_leased() {
 #[test]
 fn del_releases_and_never_fails_on_what_is_gone() {
     let t = Tmp::new("del");
-    let c = conf(t.path(), json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00::/120"}]]}));
+    let c = conf(
+        t.path(),
+        json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00::/120"}]]}),
+    );
     add_as(&c, "a").unwrap();
     add_as(&c, "b").unwrap();
     del(&request_for("DEL", c.clone(), "", "a", "eth0")).unwrap();
@@ -170,7 +194,8 @@ fn del_releases_and_never_fails_on_what_is_gone() {
     let other = conf(&t.path().join("nothing-here"), json!({"subnet": "10.1.0.0/24"}));
     del(&request_for("DEL", other.clone(), "", "a", "eth0")).unwrap();
     assert!(!t.path().join("nothing-here").exists(), "DEL creates nothing");
-    del(&request("DEL", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}), "")).unwrap();
+    del(&request("DEL", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}), ""))
+        .unwrap();
     let changed = conf(t.path(), json!({"subnet": "10.200.0.0/33"}));
     del(&request_for("DEL", changed, "", "b", "eth0")).unwrap();
     let s = store::Store::open(t.path(), "testnet").unwrap();
@@ -210,14 +235,18 @@ fn gc_releases_leases_not_in_the_valid_list() {
     ];
     gc(&request("GC", c.clone(), ""), &valid).unwrap();
     let s = store::Store::open(t.path(), "testnet").unwrap();
-    let left: Vec<(String, Option<String>)> = s.leases().unwrap().into_iter().map(|(_, h)| (h.id, h.ifname)).collect();
+    let left: Vec<(String, Option<String>)> =
+        s.leases().unwrap().into_iter().map(|(_, h)| (h.id, h.ifname)).collect();
     assert_eq!(left, vec![("a".into(), Some("eth0".into())), ("c".into(), Some("eth0".into()))]);
 }
 
 #[test]
 fn status_is_code_50_when_a_range_set_is_full() {
     let t = Tmp::new("status");
-    let c = conf(t.path(), json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "10.8.0.0/29"}]]}));
+    let c = conf(
+        t.path(),
+        json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "10.8.0.0/29"}]]}),
+    );
     status(&request("STATUS", c.clone(), "")).unwrap();
     for i in 0..5 {
         add_as(&c, &format!("c{i}")).unwrap();
@@ -231,7 +260,8 @@ fn status_is_code_50_when_a_range_set_is_full() {
 
 #[test]
 fn dispatch_by_ipam_type() {
-    let e = add(&request("ADD", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}), "")).unwrap_err();
+    let e = add(&request("ADD", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}), ""))
+        .unwrap_err();
     assert_eq!(e.code, 7);
     assert!(e.msg.contains("\"ipam\""), "{}", e.msg);
     let e = add(&request("ADD", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": {"subnet": "10.0.0.0/24"}}), "")).unwrap_err();
@@ -245,9 +275,19 @@ fn dispatch_by_ipam_type() {
     .unwrap();
     assert_eq!(addrs(&r), vec!["10.5.0.5/24"]);
     // Any other type is run from CNI_PATH.
-    let e = add(&request("ADD", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": {"type": "dhcp"}}), "")).unwrap_err();
+    let e = add(&request(
+        "ADD",
+        json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": {"type": "dhcp"}}),
+        "",
+    ))
+    .unwrap_err();
     assert!(e.msg.contains("dhcp") && e.msg.contains("/nonexistent-cni-path"), "{}", e.msg);
-    del(&request("DEL", json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": {"type": "static"}}), "")).unwrap();
+    del(&request(
+        "DEL",
+        json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": {"type": "static"}}),
+        "",
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -273,7 +313,11 @@ fn binaries_through_dispatch() {
     let v: Value = serde_json::from_str(&reply.stdout).unwrap();
     assert_eq!(v["ip4"]["ip"], json!("10.9.0.2/24"));
     let reply = cni::dispatch(&HostLocal, &env("VERSION"), b"");
-    assert!(reply.stdout.contains("\"0.1.0\"") && reply.stdout.contains("\"1.1.0\""), "{}", reply.stdout);
+    assert!(
+        reply.stdout.contains("\"0.1.0\"") && reply.stdout.contains("\"1.1.0\""),
+        "{}",
+        reply.stdout
+    );
     let reply = cni::dispatch(&Static, &env("ADD"), br#"{"cniVersion":"1.0.0","name":"n","type":"static","ipam":{"type":"static","addresses":[{"address":"10.0.0.0/33"}]}}"#);
     let e = reply.error_value().unwrap();
     assert_eq!(e.code, 7);

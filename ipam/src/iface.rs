@@ -22,12 +22,20 @@ fn kernel(e: netlink::Error) -> CniError {
 /// (a route in an IPAM config without `gw` goes via the network's gateway, like the reference).
 pub fn route_gateway(route: &Route, ips: &[IpConfig]) -> Option<IpAddr> {
     let v4 = route.dst.addr().is_ipv4();
-    route.gw.or_else(|| ips.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway))
+    route
+        .gw
+        .or_else(|| ips.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway))
 }
 
 /// Adds `ips` to link `index` in the handle's namespace, brings it up and adds `routes`.
 /// Routes that already exist are not an error.
-pub fn configure(ctr: &mut Handle, index: u32, ips: &[IpConfig], routes: &[Route], opts: Options) -> Result<(), CniError> {
+pub fn configure(
+    ctr: &mut Handle,
+    index: u32,
+    ips: &[IpConfig],
+    routes: &[Route],
+    opts: Options,
+) -> Result<(), CniError> {
     for ip in ips {
         let r = if ip.address.addr().is_ipv6() && !opts.dad {
             ctr.add_address_nodad(index, ip.address)
@@ -66,8 +74,16 @@ mod tests {
     #[test]
     fn routes_without_gateway_use_their_familys_gateway() {
         let ips = vec![
-            IpConfig { address: "10.0.0.5/24".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), interface: None },
-            IpConfig { address: "fd00::5/64".parse().unwrap(), gateway: Some("fd00::1".parse().unwrap()), interface: None },
+            IpConfig {
+                address: "10.0.0.5/24".parse().unwrap(),
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                interface: None,
+            },
+            IpConfig {
+                address: "fd00::5/64".parse().unwrap(),
+                gateway: Some("fd00::1".parse().unwrap()),
+                interface: None,
+            },
         ];
         let v6 = Route::new("::/0".parse().unwrap(), None);
         assert_eq!(route_gateway(&v6, &ips), Some("fd00::1".parse().unwrap()));

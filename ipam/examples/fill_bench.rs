@@ -44,7 +44,11 @@ fn parse_opts() -> Opts {
     // Our binary sits next to the examples directory: target/<profile>/host-local.
     let default_ours = std::env::var_os("CNI_SUITE_BIN")
         .map(|d| PathBuf::from(d).join("host-local"))
-        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(|p| p.join("host-local"))))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent()?.parent().map(|p| p.join("host-local")))
+        })
         .unwrap_or_else(|| PathBuf::from("target/release/host-local"));
     let mut o = Opts {
         ours: default_ours,
@@ -60,11 +64,20 @@ fn parse_opts() -> Opts {
         match a.as_str() {
             "--ours" => o.ours = PathBuf::from(val()),
             "--reference" => o.reference = PathBuf::from(val()),
-            "--samples" => o.samples = val().parse().unwrap_or_else(|_| usage("--samples: not a number")),
-            "--budget" => o.budget = Duration::from_secs(val().parse().unwrap_or_else(|_| usage("--budget: not a number"))),
+            "--samples" => {
+                o.samples = val().parse().unwrap_or_else(|_| usage("--samples: not a number"))
+            }
+            "--budget" => {
+                o.budget = Duration::from_secs(
+                    val().parse().unwrap_or_else(|_| usage("--budget: not a number")),
+                )
+            }
             "--dir" => o.dir = PathBuf::from(val()),
             "--levels" => {
-                o.levels = val().split(',').map(|x| x.trim().parse().unwrap_or_else(|_| usage("--levels: not numbers"))).collect()
+                o.levels = val()
+                    .split(',')
+                    .map(|x| x.trim().parse().unwrap_or_else(|_| usage("--levels: not numbers")))
+                    .collect()
             }
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown argument {other}")),
@@ -72,7 +85,10 @@ fn parse_opts() -> Opts {
     }
     for (what, p) in [("--ours", &o.ours), ("--reference", &o.reference)] {
         if !p.is_file() {
-            usage(&format!("{what} {} does not exist (build with `cargo build --release -p cni-host-local`)", p.display()));
+            usage(&format!(
+                "{what} {} does not exist (build with `cargo build --release -p cni-host-local`)",
+                p.display()
+            ));
         }
     }
     let max = *o.levels.iter().max().unwrap_or(&0) + 2 * o.samples;
@@ -118,7 +134,11 @@ impl Side {
             self.filled += 1;
         }
         if self.next > 2 {
-            fs::write(store.join("last_reserved_ip.0"), Ipv4Addr::from(BASE + self.next - 1).to_string()).unwrap();
+            fs::write(
+                store.join("last_reserved_ip.0"),
+                Ipv4Addr::from(BASE + self.next - 1).to_string(),
+            )
+            .unwrap();
         }
     }
 
@@ -155,7 +175,12 @@ impl Side {
     }
 
     /// `samples` ADDs then the DELs of the same containers, within `budget` each.
-    fn measure(&mut self, level: usize, samples: usize, budget: Duration) -> (Vec<Duration>, Vec<Duration>) {
+    fn measure(
+        &mut self,
+        level: usize,
+        samples: usize,
+        budget: Duration,
+    ) -> (Vec<Duration>, Vec<Duration>) {
         let mut adds = Vec::new();
         let start = Instant::now();
         for i in 0..samples {
@@ -193,8 +218,22 @@ fn main() {
     let o = parse_opts();
     let _ = fs::remove_dir_all(&o.dir);
     let mut sides = [
-        Side { name: "ours", binary: o.ours.clone(), data_dir: o.dir.join("ours"), next: 2, filled: 0, with_index: true },
-        Side { name: "reference", binary: o.reference.clone(), data_dir: o.dir.join("reference"), next: 2, filled: 0, with_index: false },
+        Side {
+            name: "ours",
+            binary: o.ours.clone(),
+            data_dir: o.dir.join("ours"),
+            next: 2,
+            filled: 0,
+            with_index: true,
+        },
+        Side {
+            name: "reference",
+            binary: o.reference.clone(),
+            data_dir: o.dir.join("reference"),
+            next: 2,
+            filled: 0,
+            with_index: false,
+        },
     ];
     let mut rows = Vec::new();
     for &level in &o.levels {
@@ -208,7 +247,12 @@ fn main() {
             eprintln!("measuring {} at {level} leases...", side.name);
             let (mut adds, mut dels) = side.measure(level, o.samples, budget);
             counts.push(format!("{}/{}", adds.len(), dels.len()));
-            cols.push((pct(&mut adds, 0.5), pct(&mut adds, 0.99), pct(&mut dels, 0.5), pct(&mut dels, 0.99)));
+            cols.push((
+                pct(&mut adds, 0.5),
+                pct(&mut adds, 0.99),
+                pct(&mut dels, 0.5),
+                pct(&mut dels, 0.99),
+            ));
         }
         let (ours, reference) = (cols[0], cols[1]);
         row.extend([
@@ -224,7 +268,9 @@ fn main() {
         ]);
         rows.push(row);
     }
-    println!("Lease store on a {SUBNET}, one process per call (ms; samples ADD/DEL ours · reference)\n");
+    println!(
+        "Lease store on a {SUBNET}, one process per call (ms; samples ADD/DEL ours · reference)\n"
+    );
     println!("| leases | ours ADD p50 | ours ADD p99 | ref ADD p50 | ref ADD p99 | ours DEL p50 | ours DEL p99 | ref DEL p50 | ref DEL p99 | samples |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {

@@ -25,7 +25,12 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     let mut wanted: Vec<Option<IpAddr>> = vec![None; conf.ranges.len()];
     for &ip in &conf.requested {
         let Some(i) = conf.ranges.iter().position(|s| s.contains(ip)) else {
-            let sets: Vec<String> = conf.ranges.iter().enumerate().map(|(i, s)| format!("{i}: {}", s.describe())).collect();
+            let sets: Vec<String> = conf
+                .ranges
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{i}: {}", s.describe()))
+                .collect();
             return Err(CniError::config(format!(
                 "requested address {ip} is outside every range set of network {name} ({})",
                 sets.join("; ")
@@ -40,18 +45,21 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
         wanted[i] = Some(ip);
     }
 
-    let mut store = Store::open(&conf.data_dir, name).map_err(|e| open_error(&conf.data_dir, name, e))?;
+    let mut store =
+        Store::open(&conf.data_dir, name).map_err(|e| open_error(&conf.data_dir, name, e))?;
     let held = store.indexed(&owner).map_err(|e| io_error(&store, e))?;
     let mut created: Vec<IpAddr> = Vec::new();
-    let mut result = CniResult { routes: conf.routes.clone(), dns: conf.dns.clone(), ..Default::default() };
+    let mut result =
+        CniResult { routes: conf.routes.clone(), dns: conf.dns.clone(), ..Default::default() };
     for (i, set) in conf.ranges.iter().enumerate() {
-        let leased = lease_one(&mut store, i, set, wanted[i], &held, &owner).and_then(|(r, ip, new)| {
-            if new {
-                created.push(ip);
-                store.set_last_reserved(i, ip).map_err(|e| io_error(&store, e))?;
-            }
-            Ok((r, ip))
-        });
+        let leased =
+            lease_one(&mut store, i, set, wanted[i], &held, &owner).and_then(|(r, ip, new)| {
+                if new {
+                    created.push(ip);
+                    store.set_last_reserved(i, ip).map_err(|e| io_error(&store, e))?;
+                }
+                Ok((r, ip))
+            });
         match leased {
             Ok((r, ip)) => result.ips.push(IpConfig {
                 address: IpNet::new(ip, r.subnet.prefix_len()).expect("prefix of a parsed subnet"),
@@ -99,7 +107,10 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     let Ok(ipam) = config::ipam_section(req) else { return Ok(()) };
     let dir = config::data_dir(ipam)?;
     let name = &req.conf.name;
-    let Some(store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))? else { return Ok(()) };
+    let Some(store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))?
+    else {
+        return Ok(());
+    };
     store.release_owner(&owner(req)).map_err(|e| io_error(&store, e))?;
     store.forget_cursors_if_empty().map_err(|e| io_error(&store, e))?;
     Ok(())
@@ -112,20 +123,30 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     let owner = owner(req);
     let name = &req.conf.name;
     let who = format!("container {} interface {}", owner.id, owner.ifname);
-    let Some(store) = Store::open_existing(&conf.data_dir, name).map_err(|e| open_error(&conf.data_dir, name, e))? else {
-        return Err(CniError::unknown_container(format!("{who} holds no address on network {name}: no leases in {}", conf.data_dir.display())));
+    let Some(store) = Store::open_existing(&conf.data_dir, name)
+        .map_err(|e| open_error(&conf.data_dir, name, e))?
+    else {
+        return Err(CniError::unknown_container(format!(
+            "{who} holds no address on network {name}: no leases in {}",
+            conf.data_dir.display()
+        )));
     };
     let held = store.find(&owner).map_err(|e| io_error(&store, e))?;
     for (i, set) in conf.ranges.iter().enumerate() {
         if !held.iter().any(|ip| set.contains(*ip)) {
-            return Err(CniError::unknown_container(format!("{who} holds no lease in range set {i} ({}) of network {name}", set.describe())));
+            return Err(CniError::unknown_container(format!(
+                "{who} holds no lease in range set {i} ({}) of network {name}",
+                set.describe()
+            )));
         }
     }
     if let Some(prev) = &req.prev {
         for ipc in &prev.ips {
             let a = ipc.address.addr();
             if conf.ranges.iter().any(|s| s.contains(a)) && !held.contains(&a) {
-                return Err(CniError::unknown_container(format!("prevResult address {a} is not leased to {who} on network {name}")));
+                return Err(CniError::unknown_container(format!(
+                    "prevResult address {a} is not leased to {who} on network {name}"
+                )));
             }
         }
     }
@@ -137,9 +158,15 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
     let Ok(ipam) = config::ipam_section(req) else { return Ok(()) };
     let dir = config::data_dir(ipam)?;
     let name = &req.conf.name;
-    let Some(mut store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))? else { return Ok(()) };
+    let Some(mut store) =
+        Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))?
+    else {
+        return Ok(());
+    };
     let keep = |h: &Holder| {
-        valid.iter().any(|a| a.container_id == h.id && h.ifname.as_deref().is_none_or(|i| i == a.ifname))
+        valid
+            .iter()
+            .any(|a| a.container_id == h.id && h.ifname.as_deref().is_none_or(|i| i == a.ifname))
     };
     store.gc(&keep).map_err(|e| io_error(&store, e))?;
     store.forget_cursors_if_empty().map_err(|e| io_error(&store, e))?;
@@ -150,10 +177,14 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
 pub fn status(req: &Request) -> Result<(), CniError> {
     let conf = config::host_local(req)?;
     let name = &req.conf.name;
-    let leased = store::leased_ips(&conf.data_dir, name)
-        .map_err(|e| CniError::io(format!("reading IPAM store {}: {e}", conf.data_dir.join(name).display())))?;
+    let leased = store::leased_ips(&conf.data_dir, name).map_err(|e| {
+        CniError::io(format!("reading IPAM store {}: {e}", conf.data_dir.join(name).display()))
+    })?;
     for (i, set) in conf.ranges.iter().enumerate() {
-        let used = leased.iter().filter(|ip| set.range_for(**ip).is_some_and(|r| r.gateway != **ip)).count() as u128;
+        let used = leased
+            .iter()
+            .filter(|ip| set.range_for(**ip).is_some_and(|r| r.gateway != **ip))
+            .count() as u128;
         let capacity = set.usable();
         if used >= capacity {
             return Err(CniError::not_available(format!(

@@ -19,8 +19,8 @@
 pub mod addr;
 pub mod alloc;
 pub mod config;
-pub mod iface;
 pub mod host_local;
+pub mod iface;
 pub mod static_ipam;
 pub mod store;
 
@@ -41,8 +41,12 @@ pub enum Kind<'a> {
 pub fn kind(req: &Request) -> Result<Kind<'_>, CniError> {
     let ipam = config::ipam_section(req)?;
     match ipam.get("type") {
-        None | Some(Value::Null) => Err(CniError::config("missing ipam.type in network config (e.g. \"host-local\")")),
-        Some(Value::String(t)) if t.is_empty() => Err(CniError::config("missing ipam.type in network config (e.g. \"host-local\")")),
+        None | Some(Value::Null) => {
+            Err(CniError::config("missing ipam.type in network config (e.g. \"host-local\")"))
+        }
+        Some(Value::String(t)) if t.is_empty() => {
+            Err(CniError::config("missing ipam.type in network config (e.g. \"host-local\")"))
+        }
         Some(Value::String(t)) => Ok(match t.as_str() {
             "host-local" => Kind::HostLocal,
             "static" => Kind::Static,
