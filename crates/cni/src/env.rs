@@ -23,12 +23,14 @@ impl Command {
             "VERSION" => Command::Version,
             "GC" => Command::Gc,
             "STATUS" => Command::Status,
-            other => return Err(CniError::invalid_env(
-                "CNI_COMMAND",
-                format!(
+            other => {
+                return Err(CniError::invalid_env(
+                    "CNI_COMMAND",
+                    format!(
                     "unknown command {other:?} (expected ADD, DEL, CHECK, VERSION, GC or STATUS)"
                 ),
-            )),
+                ))
+            }
         })
     }
     pub fn as_str(&self) -> &'static str {
