@@ -156,3 +156,42 @@ fn every_binary_answers_version_with_all_versions() {
         assert_eq!(bad.error_code(), Some(6), "{plugin}: {}", bad.stdout);
     }
 }
+
+/// Run by hand (no CNI_COMMAND), every binary says what it is on stderr and succeeds, in the
+/// reference's words: nerdctl parses `CNI firewall plugin v<semver>` from there and needs at
+/// least v1.1.0 before it uses `ingressPolicy`.
+#[test]
+fn every_binary_run_by_hand_prints_its_name_and_version() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("about");
+    env.require_plugins(&Plugins::Ours, ALL_PLUGINS);
+    for plugin in ALL_PLUGINS {
+        let out = env.exec_plugin(plugin, &[("CNI_COMMAND", "")], "");
+        assert_eq!(out.code, 0, "{plugin}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{plugin}: {}", out.stdout);
+        let first = out.stderr.lines().next().unwrap_or_default().to_string();
+        let version = first
+            .strip_prefix(&format!("CNI {plugin} plugin v"))
+            .unwrap_or_else(|| panic!("{plugin}: unexpected first line {first:?}"));
+        let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
+        assert!(parts.len() == 3 && (parts[0], parts[1]) >= (1, 1), "{plugin}: {version}");
+        assert!(
+            out.stderr.contains(
+                "CNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
+            ),
+            "{plugin}: {}",
+            out.stderr
+        );
+    }
+    // The reference prints the same shape (checked on its bridge).
+    env.require_plugins(&Plugins::Reference, &["bridge"]);
+    let reference = env.exec_plugin(
+        &env.plugin_path(&Plugins::Reference, "bridge").display().to_string(),
+        &[("CNI_COMMAND", "")],
+        "",
+    );
+    assert_eq!(reference.code, 0);
+    assert!(reference.stderr.starts_with("CNI bridge plugin v"), "{}", reference.stderr);
+}

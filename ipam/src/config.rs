@@ -125,7 +125,7 @@ fn opt_str<'a>(
     key: &str,
     path: &str,
 ) -> Result<Option<&'a str>, CniError> {
-    match obj.get(key) {
+    match cni::json::get(obj, key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim())),
@@ -146,7 +146,7 @@ fn opt_array<'a>(
     key: &str,
     path: &str,
 ) -> Result<Option<&'a Vec<Value>>, CniError> {
-    match obj.get(key) {
+    match cni::json::get(obj, key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
         Some(other) => Err(CniError::bad_value(&join(path, key), show(other), "must be a list")),
@@ -356,7 +356,7 @@ pub fn parse_routes(v: Option<&Value>, path: &str) -> Result<Vec<Route>, CniErro
         }
         let mut route = Route::new(dst, gw);
         let num = |key: &str, max: u64| -> Result<Option<u64>, CniError> {
-            match obj.get(key) {
+            match cni::json::get(obj, key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(n) => match n.as_u64() {
                     Some(x) if x <= max => Ok(Some(x)),
@@ -491,7 +491,7 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
             }
         }
     }
-    if let Some(v) = ipam.get("ranges").filter(|v| !v.is_null()) {
+    if let Some(v) = cni::json::get(ipam, "ranges").filter(|v| !v.is_null()) {
         ranges.extend(parse_range_sets(v, "ipam.ranges")?);
     }
     if let Some(v) = req.conf.runtime("ipRanges") {
@@ -521,7 +521,7 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
     let v4 = ranges.iter().filter(|s| s.is_v4()).count();
     check_one_per_family(&req.conf.cni_version, v4, ranges.len() - v4)?;
 
-    let routes = parse_routes(ipam.get("routes"), "ipam.routes")?;
+    let routes = parse_routes(cni::json::get(ipam, "routes"), "ipam.routes")?;
     let dns = match opt_str(ipam, "resolvConf", "ipam")? {
         None => Dns::default(),
         Some(path) => {
@@ -597,10 +597,10 @@ pub fn static_config(req: &Request) -> Result<StaticConfig, CniError> {
     }
     let v4 = addresses.iter().filter(|a| a.address.addr().is_ipv4()).count();
     check_one_per_family(&req.conf.cni_version, v4, addresses.len() - v4)?;
-    let routes = parse_routes(ipam.get("routes"), "ipam.routes")?;
-    let dns = match ipam.get("dns").filter(|v| !v.is_null()) {
+    let routes = parse_routes(cni::json::get(ipam, "routes"), "ipam.routes")?;
+    let dns = match cni::json::get(ipam, "dns").filter(|v| !v.is_null()) {
         None => Dns::default(),
-        Some(v) => serde_json::from_value(v.clone())
+        Some(v) => cni::json::from_value(v.clone())
             .map_err(|e| CniError::bad_value("ipam.dns", show(v), e))?,
     };
     Ok(StaticConfig { addresses, routes, dns })

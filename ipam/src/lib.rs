@@ -40,7 +40,7 @@ pub enum Kind<'a> {
 /// Reads `ipam.type`. A missing section or type is code 7 naming it.
 pub fn kind(req: &Request) -> Result<Kind<'_>, CniError> {
     let ipam = config::ipam_section(req)?;
-    match ipam.get("type") {
+    match cni::json::get(ipam, "type") {
         None | Some(Value::Null) => {
             Err(CniError::config("missing ipam.type in network config (e.g. \"host-local\")"))
         }

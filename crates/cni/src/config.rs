@@ -1,6 +1,7 @@
 //! The network configuration a plugin receives on stdin.
 
 use crate::error::CniError;
+use crate::json;
 use crate::result::{CniResult, Dns};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -8,29 +9,44 @@ use serde_json::{Map, Value};
 
 /// The well-known keys of a plugin's configuration. Keys a plugin defines itself stay in
 /// `extra` (nothing is dropped); a plugin reads them with `Request::plugin_config`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Parsed by [`NetConf::parse`] with Go's key matching (see [`crate::json`]): `CNIVersion`
+/// or `runtimeconfig` are read as the reference plugins would read them.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct NetConf {
-    #[serde(rename = "cniVersion", default)]
+    #[serde(rename = "cniVersion")]
     pub cni_version: String,
-    #[serde(default)]
     pub name: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub plugin_type: String,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(skip_serializing_if = "Map::is_empty")]
     pub capabilities: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ipam: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<Dns>,
-    #[serde(rename = "runtimeConfig", default, skip_serializing_if = "Map::is_empty")]
+    #[serde(rename = "runtimeConfig", skip_serializing_if = "Map::is_empty")]
     pub runtime_config: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(skip_serializing_if = "Map::is_empty")]
     pub args: Map<String, Value>,
-    #[serde(rename = "prevResult", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "prevResult", skip_serializing_if = "Option::is_none")]
     pub prev_result: Option<Value>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+/// The keys [`NetConf`] reads itself, as the spec spells them.
+const WELL_KNOWN_KEYS: &[&str] = &[
+    "cniVersion",
+    "name",
+    "type",
+    "capabilities",
+    "ipam",
+    "dns",
+    "runtimeConfig",
+    "args",
+    "prevResult",
+];
 
 /// One (container, interface) pair a runtime still uses, from `cni.dev/valid-attachments` (GC).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,6 +58,8 @@ pub struct Attachment {
 
 /// Key under which GC receives the attachments that must be kept.
 pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
+/// The same list under the name some libcni versions use.
+pub const ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
 /// Network names: an alphanumeric first character, then alphanumerics, `_`, `.` or `-`.
 pub fn valid_network_name(name: &str) -> bool {
@@ -54,18 +72,60 @@ pub fn valid_network_name(name: &str) -> bool {
 }
 
 impl NetConf {
-    /// Parses stdin. Invalid JSON is code 6; structural problems are code 7.
+    /// Parses stdin. Invalid JSON is code 6; structural problems are code 7 naming the key.
     pub fn parse(stdin: &[u8]) -> Result<(NetConf, Value), CniError> {
         let raw: Value = serde_json::from_slice(stdin)
             .map_err(|e| CniError::decode(format!("decoding network config from stdin: {e}")))?;
-        if !raw.is_object() {
+        let Some(obj) = raw.as_object() else {
             return Err(CniError::decode("decoding network config from stdin: not a JSON object"));
-        }
-        let de = raw.clone();
-        let conf: NetConf = serde_path_to_error::deserialize(de).map_err(|e| {
-            CniError::config(format!("network config: {}: {}", e.path(), e.inner()))
-        })?;
+        };
+        let conf = NetConf::from_object(obj)?;
         Ok((conf, raw))
+    }
+
+    fn from_object(obj: &Map<String, Value>) -> Result<NetConf, CniError> {
+        let mut conf = NetConf::default();
+        let mut extra = Map::new();
+        for (key, value) in obj {
+            if !WELL_KNOWN_KEYS.iter().any(|k| json::keys_match(k, key)) {
+                extra.insert(key.clone(), value.clone());
+            }
+        }
+        conf.extra = extra;
+        let text = |key: &str| -> Result<String, CniError> {
+            match json::get(obj, key) {
+                None | Some(Value::Null) => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(CniError::config(format!(
+                    "network config: {key}: expected a string, got {other}"
+                ))),
+            }
+        };
+        let object = |key: &str| -> Result<Map<String, Value>, CniError> {
+            match json::get(obj, key) {
+                None | Some(Value::Null) => Ok(Map::new()),
+                Some(Value::Object(m)) => Ok(m.clone()),
+                Some(other) => Err(CniError::config(format!(
+                    "network config: {key}: expected an object, got {other}"
+                ))),
+            }
+        };
+        conf.cni_version = text("cniVersion")?;
+        conf.name = text("name")?;
+        conf.plugin_type = text("type")?;
+        conf.capabilities = object("capabilities")?;
+        conf.runtime_config = object("runtimeConfig")?;
+        conf.args = object("args")?;
+        conf.ipam = json::get(obj, "ipam").filter(|v| !v.is_null()).cloned();
+        conf.prev_result = json::get(obj, "prevResult").filter(|v| !v.is_null()).cloned();
+        conf.dns = match json::get(obj, "dns").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => Some(
+                json::from_value(v.clone())
+                    .map_err(|e| CniError::config(format!("network config: dns.{e}")))?,
+            ),
+        };
+        Ok(conf)
     }
 
     /// Name checks shared by every verb that acts on a network.
@@ -93,32 +153,37 @@ impl NetConf {
         }
     }
 
-    /// Attachments from a GC request.
+    /// Attachments from a GC request: `cni.dev/valid-attachments` (libcni 1.2 and later), or
+    /// `cni.dev/attachments`, which some libcni versions send instead.
     pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
-        match self.extra.get(VALID_ATTACHMENTS_KEY) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| CniError::decode(format!("decoding {VALID_ATTACHMENTS_KEY}: {e}"))),
+        for key in [VALID_ATTACHMENTS_KEY, ATTACHMENTS_KEY] {
+            match json::get(&self.extra, key) {
+                None | Some(Value::Null) => continue,
+                Some(v) => {
+                    return json::from_value(v.clone())
+                        .map_err(|e| CniError::decode(format!("decoding {key}: {e}")))
+                }
+            }
         }
+        Ok(Vec::new())
     }
 
     /// A capability argument from `runtimeConfig` (e.g. "portMappings", "ips", "mac", "aliases").
     pub fn runtime(&self, key: &str) -> Option<&Value> {
-        self.runtime_config.get(key).filter(|v| !v.is_null())
+        json::get(&self.runtime_config, key).filter(|v| !v.is_null())
     }
 
     /// `args.cni.<key>` (the conventional place for per-container arguments in config).
     pub fn args_cni(&self, key: &str) -> Option<&Value> {
-        self.args.get("cni").and_then(|c| c.get(key)).filter(|v| !v.is_null())
+        json::get(&self.args, "cni").and_then(|c| json::field(c, key))
     }
 }
 
-/// Deserializes a plugin's own config struct from the raw stdin JSON; a bad key gives code 7
-/// naming the key path and the problem.
+/// Deserializes a plugin's own config struct from the raw stdin JSON with Go's key matching;
+/// a bad key gives code 7 naming the key path and the problem.
 pub fn parse_plugin_config<T: DeserializeOwned>(raw: &Value) -> Result<T, CniError> {
-    serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
-        CniError::config(format!("invalid network config key {}: {}", e.path(), e.inner()))
-    })
+    json::from_value(raw.clone())
+        .map_err(|e| CniError::config(format!("invalid network config key {e}")))
 }
 
 #[cfg(test)]

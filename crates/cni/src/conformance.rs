@@ -264,3 +264,88 @@ fn plugin_errors_pass_through_with_config_version() {
     let v: serde_json::Value = serde_json::from_str(&reply.stdout).unwrap();
     assert_eq!(v, json!({"cniVersion":"0.4.0","code":7,"msg":"invalid vlan 5000: must be 0-4094"}));
 }
+
+/// What containerd's CRI and nerdctl send through go-cni: Go field names without JSON tags,
+/// CNI_ARGS in any order, capabilities the plugin does not know.
+#[test]
+fn go_clients_mixed_case_payloads_are_read_like_the_reference() {
+    let stdin = json!({
+        "CNIVersion": "1.0.0",
+        "Name": "k8s-pod-network",
+        "Type": "bridge",
+        "RuntimeConfig": {
+            "PortMappings": [{"HostPort": 18080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}],
+            "Bandwidth": {"IngressRate": 1000000, "IngressBurst": 2000, "EgressRate": 1000000, "EgressBurst": 2000},
+            "DNS": {"Servers": ["10.96.0.10"], "Searches": ["svc.cluster.local"], "Options": ["ndots:5"]},
+            "io.kubernetes.cri.pod-annotations": {"a": "b"},
+            "cgroupPath": "/kubepods/pod1"
+        },
+        "Args": {"CNI": {"IPs": ["10.1.0.5"]}},
+        "DNS": {"Nameservers": ["10.96.0.10"]}
+    });
+    let (conf, _) = NetConf::parse(stdin.to_string().as_bytes()).unwrap();
+    assert_eq!(conf.cni_version, "1.0.0");
+    assert_eq!(conf.name, "k8s-pod-network");
+    assert_eq!(conf.plugin_type, "bridge");
+    assert_eq!(conf.runtime("portMappings").unwrap()[0]["HostPort"], json!(18080));
+    assert!(conf.runtime("bandwidth").is_some());
+    assert_eq!(conf.args_cni("ips"), Some(&json!(["10.1.0.5"])));
+    assert_eq!(conf.dns.as_ref().unwrap().nameservers, vec!["10.96.0.10".to_string()]);
+    // Well-known keys are not repeated among the plugin's own keys.
+    assert!(conf.extra.is_empty(), "{:?}", conf.extra);
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    struct Mapping {
+        host_port: u16,
+        container_port: u16,
+        protocol: String,
+    }
+    let m: Vec<Mapping> = json::from_value(conf.runtime("portMappings").unwrap().clone()).unwrap();
+    assert_eq!((m[0].host_port, m[0].container_port, m[0].protocol.as_str()), (18080, 80, "tcp"));
+}
+
+#[test]
+fn del_with_keys_it_does_not_understand_succeeds() {
+    let env = base_env("DEL");
+    let stdin = json!({
+        "cniVersion": "1.0.0", "name": "n", "type": "x",
+        "SomethingNew": {"Nested": [1, 2, 3]},
+        "runtimeConfig": {"futureCapability": {"Whatever": true}},
+        "args": {"k8s": {"Unknown": 1}},
+        "prevResult": {"cniVersion": "1.0.0", "IPs": [{"Address": "10.0.0.2/24", "Gateway": "10.0.0.1"}], "FutureField": 7}
+    });
+    let (reply, calls) = call(&env, &stdin.to_string());
+    assert_eq!(reply.exit_code, 0, "{}", reply.stdout);
+    assert_eq!(calls, vec!["DEL"]);
+}
+
+#[test]
+fn prev_result_keys_match_like_go() {
+    let stdin = json!({
+        "cniVersion": "1.0.0", "name": "n", "type": "x",
+        "prevResult": {"CNIVersion": "1.0.0",
+            "Interfaces": [{"Name": "eth0", "Sandbox": "/var/run/netns/x", "Mac": "aa:bb:cc:dd:ee:ff"}],
+            "IPs": [{"Address": "10.0.0.2/24", "Gateway": "10.0.0.1", "Interface": 0}]}
+    });
+    let (conf, _) = NetConf::parse(stdin.to_string().as_bytes()).unwrap();
+    let prev = conf.prev_result().unwrap().unwrap();
+    assert_eq!(prev.interfaces[0].name, "eth0");
+    assert_eq!(prev.ips[0].address.to_string(), "10.0.0.2/24");
+    assert_eq!(prev.ips[0].interface, Some(0));
+}
+
+#[test]
+fn gc_accepts_both_attachment_keys() {
+    let mut env = base_env("GC");
+    env.remove("CNI_CONTAINERID");
+    env.remove("CNI_NETNS");
+    env.remove("CNI_IFNAME");
+    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+        let stdin = json!({"cniVersion": "1.1.0", "name": "n", "type": "x",
+            key: [{"containerID": "abc", "ifname": "eth0"}]});
+        let (reply, calls) = call(&env, &stdin.to_string());
+        assert_eq!(reply.exit_code, 0, "{key}: {}", reply.stdout);
+        assert_eq!(calls, vec!["GC"], "{key}");
+    }
+}

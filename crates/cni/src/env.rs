@@ -135,18 +135,9 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
     }
 }
 
-/// Linux interface names: 1-15 bytes, not "." or "..", no '/', ':' or whitespace.
+/// CNI_IFNAME must be a valid Linux interface name (code 4 naming the variable otherwise).
 pub fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let why = if name.len() > 15 {
-        Some("longer than 15 characters")
-    } else if name == "." || name == ".." {
-        Some("reserved name")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        Some("contains '/', ':' or whitespace")
-    } else {
-        None
-    };
-    match why {
+    match crate::names::ifname_problem(name) {
         Some(why) => Err(CniError::invalid_env(
             "CNI_IFNAME",
             format!("invalid interface name {name:?}: {why}"),

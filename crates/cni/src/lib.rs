@@ -9,6 +9,8 @@ pub mod delegate;
 pub mod dispatch;
 pub mod env;
 pub mod error;
+pub mod json;
+pub mod names;
 pub mod result;
 pub mod store;
 pub mod version;
@@ -46,9 +48,37 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// The suite's version, which is every plugin's version.
+pub const SUITE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a plugin run without CNI_COMMAND prints on stderr, in the reference plugins' form:
+/// nerdctl reads `CNI firewall plugin v1.1.0` from there to decide whether `ingressPolicy`
+/// is supported.
+pub fn about_text(plugin_name: &str) -> String {
+    format!(
+        "CNI {plugin_name} plugin v{SUITE_VERSION}\nCNI protocol versions supported: {}\n",
+        version::SUPPORTED_VERSIONS.join(", ")
+    )
+}
+
+/// The name this binary was invoked as (`dns-alias` installed as `dnsname` says `dnsname`).
+fn invoked_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// Runs a plugin as a process: reads env and stdin, dispatches, prints, exits.
 pub fn run(plugin: &dyn Plugin) -> ! {
     install_panic_hook();
+    if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
+        // Not called by a runtime: say what this is, like the reference plugins, and succeed.
+        let _ = std::io::stderr().write_all(about_text(&invoked_name()).as_bytes());
+        std::process::exit(0);
+    }
     let mut stdin = Vec::new();
     let input = std::io::stdin();
     // VERSION may be called without stdin; do not hang on a terminal.

@@ -8,6 +8,7 @@
 //! - 1.1.0 adds interface `mtu`/`socketPath`/`pciID` and route `mtu`/`advmss`/`priority`/`table`/`scope`.
 
 use crate::error::CniError;
+use crate::json;
 use crate::version::Version;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -211,46 +212,48 @@ impl CniResult {
     /// (the result's own `cniVersion` when present wins).
     pub fn from_version(value: &Value, version: &str) -> Result<CniResult, String> {
         let obj = value.as_object().ok_or("result is not a JSON object")?;
-        let declared = obj.get("cniVersion").and_then(|v| v.as_str()).unwrap_or(version);
+        let declared = json::get(obj, "cniVersion").and_then(|v| v.as_str()).unwrap_or(version);
         let v = Version::parse(declared).ok_or_else(|| format!("bad cniVersion {declared:?}"))?;
         let mut out = CniResult::default();
-        if let Some(dns) = obj.get("dns") {
-            out.dns = serde_json::from_value(dns.clone()).map_err(|e| format!("dns: {e}"))?;
+        if let Some(dns) = json::field(value, "dns") {
+            out.dns = json::from_value(dns.clone()).map_err(|e| format!("dns: {e}"))?;
         }
         if v < Version::V0_3_0 {
             for key in ["ip4", "ip6"] {
-                let Some(o) = obj.get(key) else { continue };
-                let ip = o.get("ip").and_then(|x| x.as_str()).ok_or(format!("{key}.ip missing"))?;
+                let Some(o) = json::field(value, key) else { continue };
+                let ip = json::field(o, "ip")
+                    .and_then(|x| x.as_str())
+                    .ok_or(format!("{key}.ip missing"))?;
                 let address: IpNet =
                     ip.parse().map_err(|_| format!("{key}.ip: bad address {ip:?}"))?;
-                let gateway = match o.get("gateway").and_then(|x| x.as_str()) {
+                let gateway = match json::field(o, "gateway").and_then(|x| x.as_str()) {
                     Some(g) => {
                         Some(g.parse().map_err(|_| format!("{key}.gateway: bad address {g:?}"))?)
                     }
                     None => None,
                 };
                 out.ips.push(IpConfig { address, gateway, interface: None });
-                if let Some(routes) = o.get("routes") {
-                    let routes: Vec<Route> = serde_json::from_value(routes.clone())
+                if let Some(routes) = json::field(o, "routes") {
+                    let routes: Vec<Route> = json::from_value(routes.clone())
                         .map_err(|e| format!("{key}.routes: {e}"))?;
                     out.routes.extend(routes);
                 }
             }
             return Ok(out);
         }
-        if let Some(ifaces) = obj.get("interfaces") {
+        if let Some(ifaces) = json::field(value, "interfaces") {
             out.interfaces =
-                serde_json::from_value(ifaces.clone()).map_err(|e| format!("interfaces: {e}"))?;
+                json::from_value(ifaces.clone()).map_err(|e| format!("interfaces: {e}"))?;
         }
-        if let Some(ips) = obj.get("ips") {
+        if let Some(ips) = json::field(value, "ips") {
             let arr = ips.as_array().ok_or("ips is not a list")?;
             for (n, ip) in arr.iter().enumerate() {
                 let mut ip = ip.clone();
                 if let Some(o) = ip.as_object_mut() {
-                    o.remove("version");
+                    o.retain(|k, _| !json::keys_match("version", k));
                 }
                 let parsed: IpConfig =
-                    serde_json::from_value(ip).map_err(|e| format!("ips[{n}]: {e}"))?;
+                    json::from_value(ip).map_err(|e| format!("ips[{n}]: {e}"))?;
                 if let Some(i) = parsed.interface {
                     if i >= out.interfaces.len() {
                         return Err(format!("ips[{n}].interface: index {i} out of range"));
@@ -259,9 +262,8 @@ impl CniResult {
                 out.ips.push(parsed);
             }
         }
-        if let Some(routes) = obj.get("routes") {
-            out.routes =
-                serde_json::from_value(routes.clone()).map_err(|e| format!("routes: {e}"))?;
+        if let Some(routes) = json::field(value, "routes") {
+            out.routes = json::from_value(routes.clone()).map_err(|e| format!("routes: {e}"))?;
         }
         Ok(out)
     }

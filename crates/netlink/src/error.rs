@@ -98,6 +98,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What a plugin reports when the kernel refused: code 112 with the context and the kernel's
+/// reason ("creating veth veth0: File exists (os error 17)").
+impl From<Error> for cni::CniError {
+    fn from(e: Error) -> cni::CniError {
+        cni::CniError::new(cni::code::KERNEL, e.to_string())
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         match e.errno {

@@ -27,6 +27,6 @@ pub use error::{Error, Result};
 pub use handle::Handle;
 pub use link::{check_ifname, Link, MacvlanMode, MAX_IFNAME_LEN};
 pub use mac::{format_mac, parse_mac, random_mac};
-pub use netns::{with_netns, Netns, NetnsGuard};
+pub use netns::{open_container_netns, with_netns, Netns, NetnsGuard};
 pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
 pub use sysctl::{sysctl_get, sysctl_set};

@@ -113,15 +113,12 @@ impl std::fmt::Display for MacvlanMode {
 
 /// Checks an interface name before sending it, so a bad name gets a clear message.
 pub fn check_ifname(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > MAX_IFNAME_LEN
-        || name == "."
-        || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
-    if bad {
-        return Err(Error::from_errno(format!("invalid interface name {name:?}"), libc::EINVAL));
+    match cni::names::ifname_problem(name) {
+        Some(why) => {
+            Err(Error::from_errno(format!("invalid interface name {name:?} ({why})"), libc::EINVAL))
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl Link {

@@ -74,6 +74,29 @@ impl AsFd for Netns {
     }
 }
 
+/// Opens the namespace a runtime named in CNI_NETNS, with the error a runtime should see:
+/// code 4 when the variable is missing or the path is not a network namespace, code 3 when
+/// nothing is at the path (the container is gone, or was never made).
+pub fn open_container_netns(path: Option<&Path>) -> std::result::Result<Netns, cni::CniError> {
+    let Some(path) = path else {
+        return Err(cni::CniError::invalid_env(
+            "CNI_NETNS",
+            "required environment variable is missing",
+        ));
+    };
+    Netns::open(path).map_err(|e| {
+        let why = e.to_string();
+        if e.is_not_found() {
+            cni::CniError::unknown_container(format!(
+                "CNI_NETNS {}: no such network namespace (the container is gone or was never created)",
+                path.display()
+            ))
+        } else {
+            cni::CniError::invalid_env("CNI_NETNS", format!("{}: {why}", path.display()))
+        }
+    })
+}
+
 /// Moves the calling thread into `ns` (setns is per-thread).
 fn set_thread_netns(ns: &Netns) -> Result<()> {
     // SAFETY: setns on a valid namespace fd; affects only the calling thread.
@@ -115,4 +138,22 @@ impl Drop for NetnsGuard {
 pub fn with_netns<T>(ns: &Netns, f: impl FnOnce() -> T) -> Result<T> {
     let _guard = NetnsGuard::enter(ns)?;
     Ok(f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_netns_errors_carry_the_runtime_codes() {
+        let e = open_container_netns(None).unwrap_err();
+        assert_eq!(e.code, 4);
+        let e = open_container_netns(Some(Path::new("/var/run/netns/cni-suite-no-such-ns")))
+            .unwrap_err();
+        assert_eq!(e.code, 3);
+        assert!(e.msg.contains("cni-suite-no-such-ns"), "{}", e.msg);
+        let e = open_container_netns(Some(Path::new("/proc/self/status"))).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("CNI_NETNS") && e.msg.contains("/proc/self/status"), "{}", e.msg);
+    }
 }

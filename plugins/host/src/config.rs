@@ -79,7 +79,7 @@ fn parse_kernel_path(s: &str) -> Option<PathBuf> {
 fn ipam_configured(req: &Request) -> Result<bool, CniError> {
     match &req.conf.ipam {
         None | Some(serde_json::Value::Null) => Ok(false),
-        Some(serde_json::Value::Object(o)) => match o.get("type") {
+        Some(serde_json::Value::Object(o)) => match cni::json::get(o, "type") {
             None | Some(serde_json::Value::Null) => Ok(false),
             Some(serde_json::Value::String(t)) => Ok(!t.is_empty()),
             Some(other) => Err(CniError::bad_value("ipam.type", other, "must be a string")),

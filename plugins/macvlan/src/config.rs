@@ -124,7 +124,7 @@ pub fn requested_mac(req: &Request, conf_mac: Option<&str>) -> Result<Option<[u8
 pub fn ipam_configured(req: &Request) -> Result<bool, CniError> {
     match &req.conf.ipam {
         None | Some(serde_json::Value::Null) => Ok(false),
-        Some(serde_json::Value::Object(o)) => match o.get("type") {
+        Some(serde_json::Value::Object(o)) => match cni::json::get(o, "type") {
             None | Some(serde_json::Value::Null) => Ok(false),
             Some(serde_json::Value::String(t)) if t.is_empty() => Ok(false),
             Some(serde_json::Value::String(_)) => Ok(true),

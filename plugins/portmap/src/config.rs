@@ -89,9 +89,9 @@ impl PortmapConf {
         }
         let mut mappings = Vec::new();
         if let Some(list) = req.conf.runtime("portMappings") {
-            let raws: Vec<RawMapping> = serde_json::from_value(list.clone()).map_err(|e| {
-                CniError::config(format!("invalid runtimeConfig.portMappings: {e}"))
-            })?;
+            // Go field names arrive untagged from go-cni ("HostPort"): matched like Go does.
+            let raws: Vec<RawMapping> = cni::json::from_value(list.clone())
+                .map_err(|e| CniError::config(format!("invalid runtimeConfig.portMappings{e}")))?;
             for (i, m) in raws.iter().enumerate() {
                 let host_port = port(&format!("portMappings[{i}].hostPort"), m.host_port)?;
                 let container_port =
