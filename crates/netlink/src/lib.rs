@@ -1,5 +1,6 @@
 //! Synchronous rtnetlink for the CNI plugins: links, addresses, routes, bridge
-//! ports and VLANs, plus network namespace handling and per-namespace sysctls.
+//! ports and VLANs, traffic control (tbf and ingress qdiscs, redirect filters, ifb links),
+//! plus network namespace handling and per-namespace sysctls.
 //!
 //! Built on `netlink-packet-route` and `netlink-sys` without an async runtime:
 //! each request is sent on a blocking socket and its ACK (or dump) is read back
@@ -16,17 +17,21 @@ mod bridge;
 mod error;
 mod handle;
 mod link;
+mod link_settings;
 mod mac;
 mod netns;
 mod route;
 mod socket;
 mod sysctl;
+mod tc;
 
 pub use bridge::{BridgePort, BridgeVlan};
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use link::{check_ifname, Link, MacvlanMode, MAX_IFNAME_LEN};
+pub use link_settings::LinkSettings;
 pub use mac::{format_mac, parse_mac, random_mac};
 pub use netns::{open_container_netns, with_netns, Netns, NetnsGuard};
 pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
 pub use sysctl::{sysctl_get, sysctl_set};
+pub use tc::{Psched, Qdisc, Tbf, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
