@@ -115,7 +115,8 @@ impl Tbf {
     /// A tbf for `rate` bytes/s with a bucket of `burst` bytes and a queue that holds what
     /// `latency` at that rate sends, plus the bucket (tc's `latency` option). Computed like
     /// the reference bandwidth plugin (Go netlink's `time2Tick`), so both programs set, and
-    /// CHECK expects, the same numbers. Errors name what does not fit the kernel's fields.
+    /// CHECK expects, the same numbers; a bucket beyond the tick field is capped. Errors name
+    /// what does not fit the kernel's fields.
     pub fn new(
         rate: u64,
         burst: u64,
@@ -130,16 +131,11 @@ impl Tbf {
         }
         let burst32 = u32::try_from(burst)
             .map_err(|_| format!("a burst of {burst} bytes is more than 4 GiB"))?;
-        let burst_usec = burst as f64 * 1_000_000.0 / rate as f64;
-        let ticks = burst_usec.trunc() * psched.tick_in_usec();
-        if burst_usec >= u32::MAX as f64 || ticks >= u32::MAX as f64 {
-            return Err(format!(
-                "sending a burst of {burst} bytes at {rate} bytes/s takes {:.0} s, more than tbf can express (about {:.0} s)",
-                burst_usec / 1e6,
-                u32::MAX as f64 / psched.tick_in_usec() / 1e6
-            ));
-        }
-        let buffer = ticks as u32;
+        let burst_usec = (burst as f64 * 1_000_000.0 / rate as f64).min(u32::MAX as f64);
+        // A bucket that takes longer to send than the 32-bit tick count can say (about 274 s)
+        // gets the largest one there is: containerd asks for 4294967295 bits ("no burst limit")
+        // with rates of a few Mbit/s. (The reference lets Go's float conversion wrap around.)
+        let buffer = (burst_usec.trunc() * psched.tick_in_usec()).min(u32::MAX as f64) as u32;
         // Same float steps as Go's netlink (latency in usec, then back), so the truncation
         // lands on the same byte.
         let latency_usec = 1_000_000.0 * latency.as_secs_f64();
@@ -480,9 +476,15 @@ mod tests {
         assert!(Tbf::new(0, 1, l, &Psched::MODERN).is_err());
         assert!(Tbf::new(1, 0, l, &Psched::MODERN).is_err());
         assert!(Tbf::new(1, 1 << 33, l, &Psched::MODERN).unwrap_err().contains("4 GiB"));
-        // 1 MB at 1 byte/s: 11.6 days of buffer, far beyond u32 ticks.
-        let e = Tbf::new(1, 1_000_000, l, &Psched::MODERN).unwrap_err();
-        assert!(e.contains("more than tbf can express"), "{e}");
+    }
+
+    #[test]
+    fn bursts_beyond_the_tick_field_are_capped() {
+        // containerd: 4294967295 bits of burst at 1 Mbit/s is 4295 s of sending.
+        let tbf =
+            Tbf::new(125_000, 536_870_911, Duration::from_millis(25), &Psched::MODERN).unwrap();
+        assert_eq!(tbf.buffer, u32::MAX);
+        assert_eq!(tbf.limit, 3_125 + 536_870_911);
     }
 
     #[test]
