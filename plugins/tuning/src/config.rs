@@ -445,6 +445,115 @@ mod tests {
         assert!(Allowlist::parse("(").is_err());
     }
 
+    fn request(conf: Value, cni_args: &str) -> Request {
+        let cni_args = cni_args.to_string();
+        let env = move |k: &str| -> Option<String> {
+            match k {
+                "CNI_COMMAND" => Some("ADD".into()),
+                "CNI_CONTAINERID" => Some("ctr1".into()),
+                "CNI_NETNS" => Some("/var/run/netns/x".into()),
+                "CNI_IFNAME" => Some("net1".into()),
+                "CNI_PATH" => Some("/opt/cni/bin".into()),
+                "CNI_ARGS" => Some(cni_args.clone()),
+                _ => None,
+            }
+        };
+        let env = cni::Env::from_lookup(&env).unwrap();
+        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+    }
+
+    fn conf(extra: Value) -> Value {
+        let mut c = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "tuning"});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    #[test]
+    fn mac_sources_in_the_references_order() {
+        use serde_json::json;
+        let mac = |c: Value, args: &str| {
+            TuningConf::from_request(&request(conf(c), args), None)
+                .unwrap()
+                .mac
+                .map(|m| netlink::format_mac(&m))
+        };
+        assert_eq!(mac(json!({"mac": "c2:00:00:00:00:01"}), ""), Some("c2:00:00:00:00:01".into()));
+        assert_eq!(
+            mac(json!({"mac": "c2:00:00:00:00:01"}), "IgnoreUnknown=1;MAC=c2:00:00:00:00:02"),
+            Some("c2:00:00:00:00:02".into())
+        );
+        assert_eq!(
+            mac(json!({"RuntimeConfig": {"MAC": "c2:00:00:00:00:03"}}), "MAC=c2:00:00:00:00:02"),
+            Some("c2:00:00:00:00:03".into())
+        );
+        assert_eq!(
+            mac(
+                json!({"runtimeConfig": {"mac": "c2:00:00:00:00:03"}, "args": {"cni": {"mac": "c2:00:00:00:00:04"}}}),
+                ""
+            ),
+            Some("c2:00:00:00:00:04".into())
+        );
+        let e = TuningConf::from_request(
+            &request(conf(json!({"runtimeConfig": {"mac": 5}})), ""),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("runtimeConfig.mac"), "{}", e.msg);
+    }
+
+    #[test]
+    fn args_cni_overrides_and_sysctls_merge() {
+        use serde_json::json;
+        let c = conf(json!({
+            "mtu": 1400, "promisc": true, "txQLen": 100,
+            "sysctl": {"net.core.somaxconn": "500", "net.ipv4.conf.IFNAME.arp_filter": 1},
+            "args": {"cni": {"mtu": 1300, "promisc": false, "allmulti": true,
+                             "sysctl": {"net.core.somaxconn": "600"}}}
+        }));
+        let t = TuningConf::from_request(&request(c, ""), None).unwrap();
+        assert_eq!(
+            (t.mtu, t.promisc, t.allmulti, t.txqlen),
+            (Some(1300), false, Some(true), Some(100))
+        );
+        let got: Vec<(&str, &str)> =
+            t.sysctls.iter().map(|s| (s.path.as_str(), s.value.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![("net/ipv4/conf/net1/arp_filter", "1"), ("net/core/somaxconn", "600")]
+        );
+        assert!(t.changes_link());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        use serde_json::json;
+        for (c, needle) in [
+            (json!({"mtu": -1}), "mtu -1"),
+            (json!({"txQLen": -1}), "txQLen -1"),
+            (json!({"args": {"cni": {"mtu": -2}}}), "args.cni.mtu -2"),
+            (json!({"sysctl": {"net.core.a": ["x"]}}), "sysctl \"net.core.a\""),
+            (
+                json!({"sysctl": {"net.core.a": "1", "net/core/a": "2"}}),
+                "both name /proc/sys/net/core/a",
+            ),
+            (json!({"dataDir": "relative/dir"}), "dataDir"),
+            (json!({"mac": "01:00:5e:00:00:01"}), "mac"),
+        ] {
+            let e = TuningConf::from_request(&request(conf(c.clone()), ""), None).unwrap_err();
+            assert_eq!(e.code, 7, "{c}");
+            assert!(e.msg.contains(needle), "{c}: {}", e.msg);
+        }
+        let allow = "^net\\.core\\.";
+        let e = TuningConf::from_request(
+            &request(conf(json!({"sysctl": {"net.ipv4.ip_forward": "1"}})), ""),
+            Some(allow),
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("not allowed"), "{}", e.msg);
+    }
+
     #[test]
     fn duplicated_keys_are_found_in_the_bytes() {
         let d = |s: &str| duplicated_sysctl_key(s.as_bytes()).unwrap();
