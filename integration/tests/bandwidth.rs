@@ -45,15 +45,16 @@ fn gateway(result: &Value) -> IpAddr {
 }
 
 /// The host end of the container's veth: the result's interface without a sandbox that is
-/// neither the bridge nor an ifb.
-fn host_veth(result: &Value) -> String {
+/// a veth in the host namespace.
+fn host_veth(host: &Netns, result: &Value) -> String {
+    let veths = links_of_kind(host, "veth");
     result["interfaces"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|i| i.get("sandbox").is_none())
         .filter_map(|i| i["name"].as_str())
-        .find(|n| *n != BRIDGE && !n.starts_with("bwp"))
+        .find(|n| veths.iter().any(|v| v == n))
         .unwrap_or_else(|| panic!("no host veth in {result}"))
         .to_string()
 }
@@ -134,7 +135,9 @@ fn nothing_left(env: &TestEnv) {
     assert!(veths.is_empty(), "veths left: {veths:?}");
     let state: Vec<_> = files_under(&env.state_dir())
         .into_iter()
-        .filter(|f| !f.to_string_lossy().contains("/ipam/"))
+        .filter(|f| {
+            !f.to_string_lossy().contains("/ipam/") && !f.to_string_lossy().contains("/networks/")
+        })
         .collect();
     assert!(state.is_empty(), "state left: {state:?}");
 }
@@ -158,7 +161,7 @@ fn shapes_both_directions(which: Impl) {
     let ctr = env.container("bwc");
     let add = env.cnitool("add", "bw", &ctr, &opts);
     let result = add.expect_ok().result();
-    let veth = host_veth(result);
+    let veth = host_veth(env.host(), result);
     let ifb = ifb_of(result).unwrap_or_else(|| panic!("no ifb in the result: {result}"));
     assert_tbf(env.host(), &veth, ingress / 8);
     assert_tbf(env.host(), &ifb, egress / 8);
@@ -207,7 +210,7 @@ fn go_style_capability_is_honoured(which: Impl) {
     let opts = CniOpts::ours().plugins(plugins).cap_args(cap);
     let add = env.cnitool("add", "bw", &ctr, &opts);
     let result = add.expect_ok().result();
-    let veth = host_veth(result);
+    let veth = host_veth(env.host(), result);
     assert_tbf(env.host(), &veth, 1_000_000);
     let ifb = ifb_of(result).unwrap_or_else(|| panic!("no ifb in the result: {result}"));
     assert_tbf(env.host(), &ifb, 500_000);
@@ -348,11 +351,37 @@ fn ours_refuses_shaped_subnets_and_garbage_collects() {
     // b's ingress qdisc went with its ifb; a's shaping is intact.
     assert!(env
         .host()
-        .exec_ok(&["tc", "qdisc", "show", "dev", &host_veth(&rb), "ingress"])
+        .exec_ok(&["tc", "qdisc", "show", "dev", &host_veth(env.host(), &rb), "ingress"])
         .trim()
         .is_empty());
     env.cnitool("check", "bw", &a, &opts).expect_ok();
     env.cnitool("del", "bw", &a, &opts).expect_ok();
     env.cnitool("del", "bw", &b, &opts).expect_ok();
+    nothing_left(&env);
+}
+
+/// conf-examples/46-bandwidth-limit.conflist, loaded unchanged, with the capability as
+/// containerd sends it for the pod annotations ingress-bandwidth 10M / egress-bandwidth 5M.
+#[test]
+fn bandwidth_limit_example_runs() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("exbw");
+    let path = workspace_root().join("conf-examples/46-bandwidth-limit.conflist");
+    let conf: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    env.write_conflist("limited", &conf);
+    let ctr = env.container("exb");
+    let opts = CniOpts::ours().cap_args(json!({"bandwidth": {
+        "IngressRate": 10_000_000u64, "IngressBurst": 4_294_967_295u64,
+        "EgressRate": 5_000_000u64, "EgressBurst": 4_294_967_295u64}}));
+    let result = env.cnitool("add", "limited", &ctr, &opts).expect_ok().result().clone();
+    assert_tbf(env.host(), &host_veth(env.host(), &result), 1_250_000);
+    assert_tbf(env.host(), &ifb_of(&result).expect("an ifb"), 625_000);
+    assert!(ping(&ctr, gateway(&result)), "the shaped container still reaches its gateway");
+    env.cnitool("check", "limited", &ctr, &opts).expect_ok();
+    env.cnitool("del", "limited", &ctr, &opts).expect_ok();
+    let left: Vec<String> = links(env.host()).into_iter().filter(|l| l != "lo").collect();
+    assert!(left.is_empty(), "links left: {left:?}");
     nothing_left(&env);
 }

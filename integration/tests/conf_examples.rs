@@ -51,7 +51,7 @@ fn every_example_is_valid_json_with_a_docker_comment() {
         assert_eq!(conf["cniVersion"], json!("1.0.0"), "{:?}", e.path());
         n += 1;
     }
-    assert_eq!(n, 8);
+    assert_eq!(n, 10);
 }
 
 #[test]

@@ -103,11 +103,14 @@ fn result_mac(result: &Value, ifname: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Every state file but IPAM's leases.
+/// Every state file but IPAM's (leases and the host-local lock file).
 fn state_files(env: &TestEnv) -> Vec<std::path::PathBuf> {
     files_under(&env.state_dir())
         .into_iter()
-        .filter(|f| !f.to_string_lossy().contains("/ipam/"))
+        .filter(|f| {
+            let f = f.to_string_lossy();
+            !f.contains("/ipam/") && !f.contains("/networks/")
+        })
         .collect()
 }
 
@@ -438,5 +441,33 @@ fn ours_applies_the_sysctl_allowlist_and_garbage_collects() {
     assert!(std::fs::read_to_string(&left[0]).unwrap().contains(&env.container_id(&a, &opts)));
     env.cnitool("del", "al", &a, &opts).expect_ok();
     env.cnitool("del", "al", &b, &opts).expect_ok();
+    assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
+}
+
+/// conf-examples/45-tuned-bridge.conflist, loaded unchanged.
+#[test]
+fn tuned_bridge_example_runs() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("extuned");
+    let path = workspace_root().join("conf-examples/45-tuned-bridge.conflist");
+    let conf: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    env.write_conflist("tuned", &conf);
+    let ctr = env.container("ext");
+    // `docker run --mac-address`: the runtime passes the mac capability.
+    let opts = CniOpts::ours().cap_args(json!({"mac": MAC}));
+    let result = env.cnitool("add", "tuned", &ctr, &opts).expect_ok().result().clone();
+    assert_eq!(result_mac(&result, "eth0"), MAC);
+    let l = link_view(&ctr, "eth0");
+    assert_eq!((l.mac.as_str(), l.mtu), (MAC, 1400));
+    assert_eq!(ctr.sysctl("net.core.somaxconn"), "1024");
+    assert_eq!(ctr.sysctl("net.ipv4.conf.eth0.arp_filter"), "1");
+    let gw = result["ips"][0]["gateway"].as_str().unwrap().to_string();
+    assert!(ping(&ctr, &gw), "container -> gateway {gw}");
+    env.cnitool("check", "tuned", &ctr, &opts).expect_ok();
+    env.cnitool("del", "tuned", &ctr, &opts).expect_ok();
+    let left: Vec<String> = links(env.host()).into_iter().filter(|l| l != "lo").collect();
+    assert!(left.is_empty(), "links left: {left:?}");
     assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
 }
