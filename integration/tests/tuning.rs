@@ -378,6 +378,21 @@ fn refuses_bad_input(which: Impl) {
         assert_eq!(ctr.sysctl("net.core.somaxconn"), somaxconn, "{conf}: the sysctl changed");
     }
     if which == Impl::Ours {
+        // A container sharing the host's namespace: tuning would change the host.
+        let netns = env.host().path();
+        let stdin = r#"{"cniVersion":"1.0.0","name":"bad","type":"tuning","sysctl":{"net.core.somaxconn":"77"},
+            "prevResult":{"cniVersion":"1.0.0","interfaces":[],"ips":[]}}"#;
+        let host_value = env.host().sysctl("net.core.somaxconn");
+        let env_vars = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "hostnet"),
+            ("CNI_NETNS", netns.to_str().unwrap()),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        let out = env.exec_plugin(bin, &env_vars, stdin);
+        assert_eq!(out.error_code(), Some(7), "{out}");
+        assert!(out.stdout.contains("host's own network namespace"), "{out}");
+        assert_eq!(env.host().sysctl("net.core.somaxconn"), host_value);
         assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
     }
 }

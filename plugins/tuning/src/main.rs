@@ -159,6 +159,11 @@ impl Plugin for Tuning {
         let mut result = req.prev.clone().ok_or_else(no_prev_result)?;
         let ifname = req.env.ifname.as_str();
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
+        if netlink::Netns::current().is_ok_and(|here| here.same_as(&ns)) {
+            return Err(CniError::config(
+                "tuning refuses to run in the host's own network namespace (the container shares it): its sysctls and interfaces are the host's",
+            ));
+        }
         let paths: Vec<(&str, &str)> =
             conf.sysctls.iter().map(|s| (s.key.as_str(), s.path.as_str())).collect();
 
