@@ -385,3 +385,51 @@ fn bandwidth_limit_example_runs() {
     assert!(left.is_empty(), "links left: {left:?}");
     nothing_left(&env);
 }
+
+/// Someone else's ingress qdisc on the host-side veth: ADD fails naming the veth, removes
+/// the tbf and ifb it had already made, and leaves the other qdisc alone.
+#[test]
+fn ours_undoes_a_failed_add_and_leaves_foreign_shaping() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("bwundo");
+    let ctr = env.container("bwu");
+    env.host().veth_to("hv0", &ctr, "eth0");
+    env.host().exec_ok(&["tc", "qdisc", "add", "dev", "hv0", "ingress"]);
+    let netns = ctr.path();
+    let conf = json!({"cniVersion": "1.0.0", "name": "bw", "type": "bandwidth",
+        "ingressRate": 1_000_000, "ingressBurst": 100_000, "egressRate": 1_000_000, "egressBurst": 100_000,
+        "prevResult": {"cniVersion": "1.0.0", "ips": [], "interfaces": [
+            {"name": "hv0"}, {"name": "eth0", "sandbox": netns.to_str().unwrap()}]}});
+    let bin = plugin_binary(&env, "bandwidth", Impl::Ours);
+    let vars = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "u1"),
+        ("CNI_NETNS", netns.to_str().unwrap()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let out = env.exec_plugin(bin.to_str().unwrap(), &vars, &conf.to_string());
+    assert_eq!(out.error_code(), Some(112), "{out}");
+    assert!(out.stdout.contains("hv0 already has an ingress qdisc"), "{out}");
+    assert_ne!(root_qdisc(env.host(), "hv0")["kind"], "tbf", "our tbf was undone");
+    assert!(links_of_kind(env.host(), "ifb").is_empty(), "our ifb was undone");
+    let ingress = env.host().exec_ok(&["tc", "qdisc", "show", "dev", "hv0", "ingress"]);
+    assert!(ingress.contains("ingress"), "the other ingress qdisc stays: {ingress}");
+    assert!(files_under(&env.state_dir().join("bandwidth")).is_empty());
+    // The same ADD on a veth without foreign shaping works, and DEL removes it all.
+    env.host().exec_ok(&["tc", "qdisc", "del", "dev", "hv0", "ingress"]);
+    env.exec_plugin(bin.to_str().unwrap(), &vars, &conf.to_string()).expect_ok();
+    assert_tbf(env.host(), "hv0", 125_000);
+    let mut del = vars;
+    del[0] = ("CNI_COMMAND", "DEL");
+    env.exec_plugin(bin.to_str().unwrap(), &del, &conf.to_string()).expect_ok();
+    assert_ne!(root_qdisc(env.host(), "hv0")["kind"], "tbf");
+    assert!(env
+        .host()
+        .exec_ok(&["tc", "qdisc", "show", "dev", "hv0", "ingress"])
+        .trim()
+        .is_empty());
+    assert!(links_of_kind(env.host(), "ifb").is_empty());
+    assert!(files_under(&env.state_dir().join("bandwidth")).is_empty());
+}

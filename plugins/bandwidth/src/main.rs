@@ -144,7 +144,27 @@ fn ignore_gone(r: netlink::Result<()>) -> Result<(), CniError> {
     }
 }
 
-/// Builds the plan on the host-side veth; on failure removes what it made.
+/// What `apply` made, newest last: undone in reverse when a later step fails.
+enum Made {
+    RootTbf(u32),
+    Ifb(u32),
+    IngressQdisc(u32),
+}
+
+fn undo(h: &mut Handle, made: Vec<Made>) {
+    for m in made.into_iter().rev() {
+        let r = match m {
+            Made::RootTbf(i) => h.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
+            Made::IngressQdisc(i) => h.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
+            Made::Ifb(i) => h.delete_link(i),
+        };
+        if let Err(e) = r.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) }) {
+            eprintln!("bandwidth: undoing a failed ADD: {e}");
+        }
+    }
+}
+
+/// Builds the plan on the host-side veth; on failure removes exactly what it made.
 fn apply(
     h: &mut Handle,
     plan: &Plan,
@@ -162,9 +182,11 @@ fn apply(
             e.into()
         }
     };
+    let mut made = Vec::new();
     let result = (|| -> Result<Option<Interface>, CniError> {
         if let Some(tbf) = &plan.ingress {
             h.add_tbf(host, tbf).map_err(|e| busy("a root qdisc", e))?;
+            made.push(Made::RootTbf(host));
         }
         let Some((name, tbf)) = &plan.egress else { return Ok(None) };
         if let Some(existing) = h.link_settings(name)? {
@@ -185,9 +207,11 @@ fn apply(
         }
         let mtu = h.link_settings_by_index(host)?.map(|l| l.mtu).unwrap_or(1500);
         let ifb = h.create_ifb(name, mtu)?;
+        made.push(Made::Ifb(ifb.index));
         h.set_alias(ifb.index, owner)?;
         h.add_tbf(ifb.index, tbf)?;
         h.add_ingress_qdisc(host).map_err(|e| busy("an ingress qdisc", e))?;
+        made.push(Made::IngressQdisc(host));
         h.add_ingress_redirect(host, ifb.index)?;
         Ok(Some(Interface {
             name: name.clone(),
@@ -196,9 +220,7 @@ fn apply(
         }))
     })();
     if result.is_err() {
-        if let Err(e) = teardown(h, rec, owner) {
-            eprintln!("bandwidth: undoing a failed ADD: {}", e.msg);
-        }
+        undo(h, made);
     }
     result
 }
