@@ -190,6 +190,59 @@ fn reference_tunes_the_container_interface_in_a_runtime_chain() {
     tunes_the_container_interface_in_a_runtime_chain(Impl::Reference);
 }
 
+/// podman 4's generated 0.4.0 list ends with a bare `{"type": "tuning"}`: it must pass the
+/// 0.4.0 result on unchanged and leave the interface as the bridge made it.
+fn passes_a_040_result_through(which: Impl) {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new(&format!("tup{}", which.label()));
+    let opts = CniOpts::ours().plugins(plugins_with(&env, "tuning", which));
+    let bridge = json!({"type": "bridge", "bridge": "cni-podman1", "isGateway": true, "ipMasq": true,
+        "hairpinMode": true, "capabilities": {"ips": true},
+        "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                 "ranges": [[{"subnet": "10.32.4.0/24", "gateway": "10.32.4.1"}]], "dataDir": env.ipam_dir()}});
+    let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+    let chain = |with_tuning: bool| {
+        let mut plugins = vec![bridge.clone(), portmap.clone()];
+        if with_tuning {
+            plugins.push(json!({"type": "tuning"}));
+        }
+        json!({"cniVersion": "0.4.0", "name": "podman1", "plugins": plugins})
+    };
+    env.write_conflist("podman1", &chain(true));
+    let ctr = env.container("tup");
+    let result = env.cnitool("add", "podman1", &ctr, &opts).expect_ok().result().clone();
+    assert_eq!(result["cniVersion"], "0.4.0", "{result}");
+    assert_eq!(result["ips"][0]["version"], "4", "{result}");
+    assert_eq!(result_mac(&result, "eth0"), link_view(&ctr, "eth0").mac);
+    assert_eq!(link_view(&ctr, "eth0").mtu, 1500);
+    env.cnitool("check", "podman1", &ctr, &opts).expect_ok();
+    env.cnitool("del", "podman1", &ctr, &opts).expect_ok();
+    // The same list without tuning gives the same result shape.
+    env.write_conflist("podman1", &chain(false));
+    let plain = env.cnitool("add", "podman1", &ctr, &opts).expect_ok().result().clone();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&plain), keys(&result));
+    assert_eq!(
+        plain["interfaces"].as_array().unwrap().len(),
+        result["interfaces"].as_array().unwrap().len()
+    );
+    env.cnitool("del", "podman1", &ctr, &opts).expect_ok();
+    assert!(links_of_kind(env.host(), "veth").is_empty());
+    assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
+}
+
+#[test]
+fn ours_passes_a_040_result_through() {
+    passes_a_040_result_through(Impl::Ours);
+}
+
+#[test]
+fn reference_passes_a_040_result_through() {
+    passes_a_040_result_through(Impl::Reference);
+}
+
 /// A host device handed to the container and given back on DEL: tuning's DEL must put its
 /// original settings back, because the device outlives the container.
 fn restores_a_device_that_stays(which: Impl) {
