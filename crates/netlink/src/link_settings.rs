@@ -5,7 +5,7 @@
 use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::handle::Handle;
 use crate::link::{check_ifname, link_message};
 
@@ -118,16 +118,5 @@ impl Handle {
             msg.header.flags = LinkFlags::Allmulti;
         }
         self.set_link(msg, &format!("setting allmulticast {state} on link #{index}"))
-    }
-
-    /// Sets the interface alias (IFLA_IFALIAS, at most 255 bytes); "" removes it.
-    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
-        let ctx = format!("setting alias {alias:?} on link #{index}");
-        if alias.len() > 255 {
-            return Err(Error::from_errno(format!("{ctx}: longer than 255 bytes"), libc::EINVAL));
-        }
-        let mut msg = link_message(index);
-        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        self.set_link(msg, &ctx)
     }
 }

@@ -93,10 +93,9 @@ fn tbf_ingress_redirect_and_ifb_round_trip() {
     assert!(h.add_tbf(v0.index, &tbf).unwrap_err().is_exists());
 
     // ifb + ingress redirect.
-    let ifb = h.create_ifb("ifbtest0", 1400).unwrap();
+    let ifb = h.create_ifb("ifbtest0", 1400, "cni-suite:net/ctr/eth0").unwrap();
     assert_eq!(ifb.kind.as_deref(), Some("ifb"));
     assert_eq!(ifb.mtu, 1400);
-    h.set_alias(ifb.index, "cni-suite:net/ctr/eth0").unwrap();
     assert_eq!(
         h.link_settings("ifbtest0").unwrap().unwrap().alias.as_deref(),
         Some("cni-suite:net/ctr/eth0")

@@ -206,9 +206,8 @@ fn apply(
             h.delete_link(existing.index)?;
         }
         let mtu = h.link_settings_by_index(host)?.map(|l| l.mtu).unwrap_or(1500);
-        let ifb = h.create_ifb(name, mtu)?;
+        let ifb = h.create_ifb(name, mtu, owner)?;
         made.push(Made::Ifb(ifb.index));
-        h.set_alias(ifb.index, owner)?;
         h.add_tbf(ifb.index, tbf)?;
         h.add_ingress_qdisc(host).map_err(|e| busy("an ingress qdisc", e))?;
         made.push(Made::IngressQdisc(host));
