@@ -1,23 +1,20 @@
-//! `dns-alias`: Docker's embedded DNS for CNI networks. A chained plugin (after `bridge` or
-//! `macvlan`) records each container's names, aliases and addresses per network; a per-host
-//! daemon (this same binary, `dns-alias daemon`) answers them at 127.0.0.11 inside each
-//! container, scoped to the networks that container shares, and forwards other names.
-
-mod client;
-mod config;
-mod daemon;
-mod nsutil;
-mod store;
-mod udp;
-mod wire;
-mod zone;
+//! `dns-alias` (also installed as `dnsname`, podman's name for it): Docker's embedded DNS
+//! for CNI networks. A chained plugin (after `bridge` or `macvlan`) records each container's
+//! names, aliases and addresses per network; a per-host daemon (this same binary,
+//! `dns-alias daemon`) answers them at 127.0.0.11 inside each container, scoped to the
+//! networks that container shares, and forwards other names.
+//!
+//! ADD: config -> plan (the record: a plain value) -> apply (lo up, record written, daemon
+//! reloaded; undone when the daemon cannot serve it).
 
 use cni::{code, Attachment, CniError, CniResult, Plugin, Request};
-use config::{container_names, DnsConf};
+use dns_alias::client::{self, Found};
+use dns_alias::config::{bridge_says_internal, container_names, DnsConf};
+use dns_alias::store::{self, dns_dir, Record, StoreLock};
+use dns_alias::{daemon, netns};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
-use store::{dns_dir, Record, StoreLock};
 
 struct DnsAlias;
 
@@ -37,11 +34,33 @@ fn container_addrs(prev: &CniResult, ifname: &str) -> Vec<IpAddr> {
 /// After a change: reload a running daemon; when none runs and no record is left, clear
 /// what a dead daemon left behind.
 fn after_removal(dir: &Path) -> Result<(), CniError> {
-    let ran = client::reload_if_running(dir)?;
-    if !ran && store::record_files(dir, None).is_empty() {
+    let found = client::reload_if_running(dir)?;
+    if found != Found::Live && store::record_files(dir, None).is_empty() {
         client::remove_stale_files(dir);
     }
     Ok(())
+}
+
+/// The record of this attachment: what the daemon will serve.
+fn plan(
+    req: &Request,
+    conf: &DnsConf,
+    prev: &CniResult,
+    netns: &Path,
+    names: Vec<String>,
+) -> Record {
+    Record {
+        network: req.conf.name.clone(),
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        netns: netns.to_string_lossy().into_owned(),
+        names,
+        ips: container_addrs(prev, &req.env.ifname),
+        domain: conf.domain_name.clone(),
+        upstreams: conf.upstreams.clone(),
+        ttl: conf.ttl,
+        internal: conf.internal || bridge_says_internal(&req.conf.name),
+    }
 }
 
 impl Plugin for DnsAlias {
@@ -57,20 +76,12 @@ impl Plugin for DnsAlias {
             return Ok(prev);
         }
         let names = container_names(req)?;
-        let netns = req.netns()?;
-        nsutil::in_netns(netns, nsutil::set_lo_up)
-            .map_err(|e| CniError::new(code::KERNEL, e.to_string()))?;
-        let rec = Record {
-            network: req.conf.name.clone(),
-            container_id: req.env.container_id.clone(),
-            ifname: req.env.ifname.clone(),
-            netns: netns.to_string_lossy().into_owned(),
-            names,
-            ips: container_addrs(&prev, &req.env.ifname),
-            domain: conf.domain_name.clone(),
-            upstreams: conf.upstreams.clone(),
-            ttl: conf.ttl,
-        };
+        let netns_path = req.netns()?;
+        let ns = netns::open(netns_path)?;
+        let rec = plan(req, &conf, &prev, netns_path, names);
+        netns::set_lo_up_in(&ns).map_err(|e| {
+            CniError::new(code::KERNEL, format!("bringing lo up in {}: {e}", netns_path.display()))
+        })?;
         let dir = dns_dir();
         let _lock = lock(&dir)?;
         store::write(&dir, &rec).map_err(io_err("writing the DNS record"))?;
@@ -89,7 +100,7 @@ impl Plugin for DnsAlias {
             return Err(e);
         }
         let mut result = prev;
-        result.dns.nameservers = vec![nsutil::DNS_ADDR.to_string()];
+        result.dns.nameservers = vec![firewall::dns_redirect::DNS_ADDR.to_string()];
         if let Some(d) = &conf.domain_name {
             result.dns.search.retain(|s| s != d);
             result.dns.search.insert(0, d.clone());
@@ -105,15 +116,15 @@ impl Plugin for DnsAlias {
         let _lock = lock(&dir)?;
         let removed = store::remove(&dir, &req.conf.name, &req.env.container_id, &req.env.ifname)
             .map_err(io_err("removing the DNS record"))?;
-        let ran = client::reload_if_running(&dir)?;
-        if !ran {
-            // No daemon to close the socket and drop the table: drop the table ourselves when
-            // the namespace still exists and no other record of it is left.
+        let found = client::reload_if_running(&dir)?;
+        if found != Found::Live {
+            // No daemon closed the socket and dropped the redirect: drop the redirect
+            // ourselves when the namespace still exists and no other record of it is left.
             if let (Some(_), Some(ns)) = (&removed, &req.env.netns) {
                 let ns_str = ns.to_string_lossy();
                 let others = store::read_all(&dir, |_, _| {}).iter().any(|r| r.netns == ns_str);
                 if !others {
-                    let _ = nsutil::delete_table_in(ns, None);
+                    let _ = netns::remove_redirect_in(ns, None);
                 }
             }
             if store::record_files(&dir, None).is_empty() {
@@ -200,7 +211,7 @@ impl Plugin for DnsAlias {
                 sock.display()
             )));
         }
-        if nsutil::nft_binary().is_none() {
+        if firewall::dns_redirect::nft_binary().is_none() {
             return Err(unavailable("nft not found (install nftables)".into()));
         }
         std::env::current_exe().map_err(|e| unavailable(format!("cannot find own binary: {e}")))?;

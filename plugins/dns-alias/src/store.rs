@@ -47,6 +47,9 @@ pub struct Record {
     pub upstreams: Vec<String>,
     #[serde(default)]
     pub ttl: u32,
+    /// The network is internal (Docker `--internal`): no forwarding for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 pub fn record_path(dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
@@ -110,6 +113,7 @@ fn placeholder(network: &str, container_id: &str, ifname: &str) -> Record {
         domain: None,
         upstreams: vec![],
         ttl: 0,
+        internal: false,
     }
 }
 
