@@ -28,6 +28,8 @@ debug:
 install: build
 	install -d $(DESTDIR)$(PREFIX)
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(PREFIX)/$$p; done
+	# podman adds DNS to the networks it creates only when it finds a `dnsname` binary
+	install -m 0755 $(RELEASE_DIR)/dns-alias $(DESTDIR)$(PREFIX)/dnsname
 
 ## deps: apt packages and the real cnitool (built offline from Debian's sources)
 deps:

@@ -237,6 +237,60 @@ mod tests {
     }
 
     #[test]
+    fn label_rules() {
+        for bad in ["-", "-x", "x-", "a.-b", "a..b", "..", ".", "a b", "ü"] {
+            assert!(validate_name(&normalize(bad)).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "web_1", "my-db", "x.dns.podman", "db.", "0abc"] {
+            assert!(validate_name(&normalize(good)).is_ok(), "{good:?} refused");
+        }
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias",
+                "runtimeConfig": {"aliases": ["-"]}}),
+        );
+        let e = container_names(&r).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("runtimeConfig.aliases") && e.msg.contains("\"-\""), "{}", e.msg);
+        for d in ["..", ".", "a..b", "-a"] {
+            let r = req(
+                "",
+                serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "domainName": d}),
+            );
+            let e = DnsConf::from_request(&r).unwrap_err();
+            assert_eq!(e.code, 7, "{d}");
+            assert!(e.msg.contains("domainName") && e.msg.contains(&format!("{d:?}")), "{}", e.msg);
+        }
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "domainName": ""}),
+        );
+        assert_eq!(DnsConf::from_request(&r).unwrap().domain_name, None);
+    }
+
+    #[test]
+    fn internal_refuses_upstreams_and_dnsname_type_is_the_same() {
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias",
+                "internal": true, "upstreams": ["10.0.0.1"]}),
+        );
+        let e = DnsConf::from_request(&r).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("upstreams"), "{}", e.msg);
+        // podman's generated entry
+        let r = req(
+            "IgnoreUnknown=1;K8S_POD_NAME=web",
+            serde_json::json!({"cniVersion": "0.4.0", "name": "podnet", "type": "dnsname",
+                "domainName": "dns.podman", "capabilities": {"aliases": true},
+                "runtimeConfig": {"aliases": {"podnet": ["webalias"]}}}),
+        );
+        let c = DnsConf::from_request(&r).unwrap();
+        assert_eq!(c.domain_name.as_deref(), Some("dns.podman"));
+        assert!(!c.internal);
+        assert_eq!(container_names(&r).unwrap(), vec!["web", "webalias", "abcdef012345"]);
+    }
+
+    #[test]
     fn conf_keys() {
         let r = req(
             "",
