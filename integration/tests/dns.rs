@@ -1079,9 +1079,8 @@ fn bad_names_and_netns_are_refused() {
         let msg = error_msg(&out);
         assert!(msg.contains(field) && msg.contains(value), "{extra}: {out}");
     }
-    let missing: &'static str = Box::leak(
-        env.dir().join("no-such-netns").display().to_string().into_boxed_str(),
-    );
+    let missing: &'static str =
+        Box::leak(env.dir().join("no-such-netns").display().to_string().into_boxed_str());
     let out = env.exec_plugin(bin, &add_env(missing), &dns_conf_with_prev(missing, json!({})));
     assert_eq!(out.error_code(), Some(3), "{out}");
     let file = env.dir().join("not-a-netns");

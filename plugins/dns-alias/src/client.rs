@@ -245,13 +245,14 @@ pub fn reload(dir: &Path) -> Result<Vec<(String, String)>, CniError> {
 /// After records were removed: a live daemon reloads (and drops what they needed); a
 /// wedged one is replaced by a new one when records are left. Returns what was found; with
 /// anything but `Live`, no daemon removed the redirects of the removed records.
-pub fn reload_if_running(dir: &Path) -> Result<Found, CniError> {
+pub fn reload_if_running(s: &cni::store::Store) -> Result<Found, CniError> {
+    let dir = s.root();
     let found = ping(dir)?;
     match found {
         Found::Live => {
             reload(dir)?;
         }
-        Found::Replaced if !store::record_files(dir, None).is_empty() => start(dir)?,
+        Found::Replaced if store::any(s) => start(dir)?,
         _ => {}
     }
     Ok(found)

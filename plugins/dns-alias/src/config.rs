@@ -291,6 +291,20 @@ mod tests {
     }
 
     #[test]
+    fn keys_match_like_gos_decoder() {
+        let r = req(
+            "K8S_POD_NAME=web",
+            serde_json::json!({"cniVersion": "0.4.0", "name": "podnet", "type": "dnsname",
+                "DomainName": "Dns.Podman", "UPSTREAMS": ["10.0.0.1"], "Ttl": 3,
+                "runtimeConfig": {"Aliases": {"podnet": ["Alias1"]}}}),
+        );
+        let c = DnsConf::from_request(&r).unwrap();
+        assert_eq!(c.domain_name.as_deref(), Some("dns.podman"));
+        assert_eq!((c.upstreams.len(), c.ttl), (1, 3));
+        assert_eq!(container_names(&r).unwrap(), vec!["web", "alias1", "abcdef012345"]);
+    }
+
+    #[test]
     fn conf_keys() {
         let r = req(
             "",

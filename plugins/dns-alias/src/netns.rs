@@ -1,25 +1,10 @@
-//! Container namespaces, for the plugin and the daemon alike: opening one with the CNI
-//! error codes a runtime expects, running code inside one, `lo`, and removing our redirect.
+//! Container namespaces, for the plugin and the daemon alike: running code inside one,
+//! `lo`, and removing our redirect.
 
-use cni::CniError;
 use firewall::dns_redirect;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-/// Opens CNI_NETNS: a path that does not exist is code 3 (the container is unknown), a file
-/// that is not a network namespace is code 4 (a bad environment variable).
-// TODO(kit): use crates/cni's netns opener when the plugin kit lands.
-pub fn open(path: &Path) -> Result<netlink::Netns, CniError> {
-    netlink::Netns::open(path).map_err(|e| match e.errno() {
-        Some(nix::libc::ENOENT) => CniError::unknown_container(format!(
-            "CNI_NETNS {}: no such network namespace",
-            path.display()
-        )),
-        Some(_) => CniError::io(format!("CNI_NETNS {}: {e}", path.display())),
-        None => CniError::invalid_env("CNI_NETNS", format!("{}: {e}", path.display())),
-    })
-}
 
 /// Identity of a namespace file: (st_dev, st_ino) of the nsfs inode it names.
 pub fn ns_ident(path: &Path) -> io::Result<(u64, u64)> {

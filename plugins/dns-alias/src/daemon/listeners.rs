@@ -100,7 +100,7 @@ impl Daemon {
     /// Re-reads the records, opens and closes per-container listeners, and publishes a new
     /// zone. Returns the namespaces that could not be served, with the reason.
     pub(super) fn reload(&mut self) -> Vec<(String, String)> {
-        let records = store::read_all(&self.dir, |p, e| {
+        let records = store::read_all(&cni::store::Store::new(self.dir.clone()), |p, e| {
             log!("skipping unreadable record {}: {e}", p.display())
         });
         let mut fails = Vec::new();
