@@ -13,6 +13,9 @@ use std::time::Duration;
 use integration::*;
 use serde_json::{json, Value};
 
+#[path = "common/runtime.rs"]
+mod runtime;
+
 // ---------------------------------------------------------------------------------------
 // local helpers
 
@@ -1133,5 +1136,185 @@ fn podman_dnsname_config() {
     assert!(dig(&cli, &["webalias"]).answers.is_empty());
     del(&env, &p, "podnet", &cli, "cli");
     assert!(eventually(Duration::from_secs(3), || daemon_pid(&env).is_none()));
+    assert_eq!(files_under(&dns_dir(&env)), Vec::<PathBuf>::new());
+}
+
+/// Issue 12 with the real runtime: `podman network create` (podman 4.3, CNI backend) adds
+/// its dnsname entry because our binary is installed under that name, and containers on
+/// that network resolve each other by name, by `--network-alias` and under `dns.podman`.
+/// Everything podman does stays in the test's private namespaces and directories (see
+/// `common/runtime.rs`). firewall and tuning, which podman's list names too, are ours when
+/// built, else the reference ones.
+#[test]
+fn podman_network_create_with_dnsname() {
+    use runtime::{busybox_rootfs, require_runtime, runtime_usable, tar_dir, CgroupGuard, Holder};
+    if !require_runtime("podman", &["podman", "runc", "conmon", "unshare", "nsenter", "tar"]) {
+        return;
+    }
+    let env = TestEnv::new("dnspodman");
+    let _g = DaemonGuard(dns_dir(&env));
+    let bin = env.dir().join("cni-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let link = |src: PathBuf, name: &str| std::os::unix::fs::symlink(src, bin.join(name)).unwrap();
+    for p in ["bridge", "portmap", "host-local"] {
+        link(env.plugin_path(&Plugins::Ours, p), p);
+    }
+    link(env.plugin_path(&Plugins::Ours, "dns-alias"), "dnsname");
+    for p in ["firewall", "tuning", "loopback"] {
+        let ours = env.our_plugin_dir().join(p);
+        link(if ours.is_file() { ours } else { Path::new(REFERENCE_PLUGIN_DIR).join(p) }, p);
+    }
+    let cg = CgroupGuard::new("dnspodman");
+    let var_lib_containers = env.dir().join("var-lib-containers");
+    fs::create_dir_all(&var_lib_containers).unwrap();
+    let holder = Holder::start(&env, &[(&var_lib_containers, "/var/lib/containers")]);
+    let d = env.dir().join("podman");
+    for s in ["root", "runroot", "tmp", "vartmp", "volumes", "libpod", "net.d", "home"] {
+        fs::create_dir_all(d.join(s)).unwrap();
+    }
+    let state = env.state_dir().display().to_string();
+    let conf = d.join("containers.conf");
+    let storage = d.join("storage.conf");
+    let conmon_env: Vec<String> = [
+        format!("PATH={}", runtime::PATH),
+        format!("CNI_SUITE_STATE_DIR={state}"),
+        format!("CONTAINERS_CONF={}", conf.display()),
+        format!("CONTAINERS_STORAGE_CONF={}", storage.display()),
+        format!("TMPDIR={}", d.join("vartmp").display()),
+    ]
+    .iter()
+    .map(|s| format!("{s:?}"))
+    .collect();
+    fs::write(
+        &conf,
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             events_logfile_path = \"{}\"\ntmp_dir = \"{}\"\nvolume_path = \"{}\"\nstatic_dir = \"{}\"\n\
+             conmon_env_vars = [{}]\n\n\
+             [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n",
+            d.join("events.log").display(),
+            d.join("tmp").display(),
+            d.join("volumes").display(),
+            d.join("libpod").display(),
+            conmon_env.join(", "),
+            d.join("net.d").display(),
+            bin.display(),
+        ),
+    )
+    .unwrap();
+    fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            d.join("root").display(),
+            d.join("runroot").display()
+        ),
+    )
+    .unwrap();
+    let envs = vec![
+        ("CNI_SUITE_STATE_DIR".to_string(), state),
+        ("CONTAINERS_CONF".to_string(), conf.display().to_string()),
+        ("CONTAINERS_STORAGE_CONF".to_string(), storage.display().to_string()),
+        ("TMPDIR".to_string(), d.join("vartmp").display().to_string()),
+        ("HOME".to_string(), d.join("home").display().to_string()),
+    ];
+    let global = [
+        format!("--root={}", d.join("root").display()),
+        format!("--runroot={}", d.join("runroot").display()),
+        format!("--tmpdir={}", d.join("tmp").display()),
+        format!("--network-config-dir={}", d.join("net.d").display()),
+        "--storage-driver=vfs".to_string(),
+        "--cgroup-manager=cgroupfs".to_string(),
+        "--runtime=runc".to_string(),
+        "--events-backend=file".to_string(),
+    ];
+    let podman = |args: &[&str]| {
+        let mut argv: Vec<&str> = vec!["podman"];
+        argv.extend(global.iter().map(String::as_str));
+        argv.extend_from_slice(args);
+        holder.run(&argv, &envs, Duration::from_secs(90))
+    };
+    struct RemoveAll<'a>(&'a dyn Fn(&[&str]) -> runtime::Run);
+    impl Drop for RemoveAll<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["rm", "--all", "--force", "--time", "0"]);
+        }
+    }
+    let _remove_all = RemoveAll(&podman);
+    let info = podman(&["info", "--format", "{{.Host.NetworkBackend}}"]);
+    if !runtime_usable("podman", &info) {
+        return;
+    }
+    assert_eq!(info.stdout.trim(), "cni", "{info}");
+
+    // docker network create podnet
+    podman(&["network", "create", "--subnet", "10.89.28.0/24", "podnet"]).expect_ok();
+    let written = fs::read_to_string(d.join("net.d/podnet.conflist")).unwrap();
+    let written: Value = serde_json::from_str(&written).unwrap();
+    let dnsname: Vec<&Value> = written["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == json!("dnsname"))
+        .collect();
+    assert_eq!(dnsname.len(), 1, "podman did not add dnsname: {written}");
+    assert_eq!(dnsname[0]["domainName"], json!("dns.podman"), "{written}");
+
+    let rootfs = env.dir().join("rootfs");
+    busybox_rootfs(&rootfs, "hello");
+    let tarball = env.dir().join("rootfs.tar");
+    tar_dir(&rootfs, &tarball);
+    let image = "localhost/cni-suite-busybox:latest";
+    podman(&["import", tarball.to_str().unwrap(), image]).expect_ok();
+    let parent = format!("--cgroup-parent={}", cg.parent());
+    let run = |args: &[&str]| {
+        let mut full = vec!["run", "--pull=never", parent.as_str()];
+        full.extend_from_slice(args);
+        podman(&full)
+    };
+    run(&[
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "podnet",
+        "--network-alias",
+        "webalias",
+        image,
+        "sleep",
+        "3600",
+    ])
+    .expect_ok();
+    let web_ip = podman(&[
+        "inspect",
+        "web",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    ])
+    .expect_ok()
+    .trim()
+    .to_string();
+    assert!(web_ip.starts_with("10.89.28."), "{web_ip}");
+    for name in ["web", "webalias", "web.dns.podman", "webalias.dns.podman"] {
+        let out = run(&["--rm", "--network", "podnet", image, "nslookup", name, "127.0.0.11"]);
+        let answered = out.ok() && out.stdout.lines().any(|l| l.contains(&web_ip));
+        assert!(answered, "nslookup {name} 127.0.0.11 did not answer {web_ip}:\n{out}");
+    }
+    // The container's resolv.conf names 127.0.0.11 and the search domain.
+    let out = run(&["--rm", "--network", "podnet", image, "cat", "/etc/resolv.conf"]);
+    assert!(
+        out.ok()
+            && out.stdout.contains("nameserver 127.0.0.11")
+            && out.stdout.contains("dns.podman"),
+        "{out}"
+    );
+
+    podman(&["rm", "--force", "--time", "0", "web"]).expect_ok();
+    podman(&["network", "rm", "podnet"]).expect_ok();
+    assert!(
+        eventually(Duration::from_secs(5), || daemon_pid(&env).is_none()),
+        "the DNS daemon outlived the last container"
+    );
     assert_eq!(files_under(&dns_dir(&env)), Vec::<PathBuf>::new());
 }

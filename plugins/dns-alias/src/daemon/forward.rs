@@ -243,7 +243,8 @@ impl Daemon {
             Step::Done(reply) => {
                 self.drop_transport(&mut f);
                 self.forwards.release(slot);
-                self.deliver(f, Some(reply));
+                let answer = if f.tcp { Answer::OverTcp(reply) } else { Answer::OverUdp(reply) };
+                self.deliver(f, Some(answer));
             }
         }
     }
@@ -337,17 +338,19 @@ impl Daemon {
         }
     }
 
-    /// Answers the origin: the upstream's answer under the client's own ID, or SERVFAIL
-    /// (a UDP client whose answer was truncated gets the truncated one, and retries over
-    /// TCP itself).
-    fn deliver(&mut self, f: Forward, reply: Option<Vec<u8>>) {
+    /// Answers the origin: the upstream's answer under the client's own ID, or SERVFAIL.
+    /// A UDP answer goes to a UDP client as it came (the upstream sized it for the client's
+    /// own EDNS size). A UDP client whose answer was truncated gets the full one fetched over
+    /// TCP when it fits the client's size, else the truncated one (it retries over TCP).
+    fn deliver(&mut self, f: Forward, reply: Option<Answer>) {
         let client_id = wire::id(&f.query);
         let limit = match &f.origin {
             Origin::Udp { limit, .. } => *limit,
             Origin::Tcp { .. } => 65535,
         };
         let answer = match reply {
-            Some(r) if r.len() <= limit => Some(r),
+            Some(Answer::OverUdp(r)) => Some(r),
+            Some(Answer::OverTcp(r)) if r.len() <= limit => Some(r),
             _ => f.truncated,
         };
         let mut answer = match answer {
@@ -375,6 +378,12 @@ impl Daemon {
             Origin::Tcp { conn, gen } => self.conn_deliver(conn, gen, &answer),
         }
     }
+}
+
+/// An upstream's answer, and how it came.
+enum Answer {
+    OverUdp(Vec<u8>),
+    OverTcp(Vec<u8>),
 }
 
 enum Step {
