@@ -1318,3 +1318,57 @@ fn podman_network_create_with_dnsname() {
     );
     assert_eq!(files_under(&dns_dir(&env)), Vec::<PathBuf>::new());
 }
+
+/// Issue 14.3, forwards: with an upstream that never answers, at most 1024 forwarded queries
+/// are in flight (Docker's cap); the rest get SERVFAIL at once instead of piling up, and
+/// local names keep answering during the flood.
+#[test]
+fn forwards_in_flight_are_capped() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnscap");
+    let _g = DaemonGuard(dns_dir(&env));
+    let p = plugin_dir(&env);
+    // A silent upstream: a socket in another namespace that is never read.
+    let out = Netns::new("sink");
+    env.host().veth_to("vsink", &out, "eth0");
+    env.host().ip_ok(&["addr", "add", "10.99.1.1/24", "dev", "vsink"]);
+    out.ip_ok(&["addr", "add", "10.99.1.2/24", "dev", "eth0"]);
+    let _sink = out.in_ns(|| UdpSocket::bind("10.99.1.2:53").unwrap());
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-cap", "10.89.29.0/24", json!({"upstreams": ["10.99.1.2"]})),
+    );
+    let a = env.container("a");
+    let (ip_a, _) = add(&env, &p, "net1", &a, "a1", &[]);
+    let client = a.in_ns(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect("127.0.0.11:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s
+    });
+    let total = 1500u16;
+    for id in 0..total {
+        // "x<id>.outside.test" A: not ours, so forwarded
+        let name = format!("x{id}");
+        let mut q = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.push(name.len() as u8);
+        q.extend_from_slice(name.as_bytes());
+        q.extend_from_slice(b"\x07outside\x04test\x00\x00\x01\x00\x01");
+        client.send(&q).unwrap();
+    }
+    let st = daemon_status(&env);
+    let pending = st["pending"].as_u64().unwrap();
+    assert!(pending > 0 && pending <= 1024, "forwards in flight: {st}");
+    // The ones over the cap were answered SERVFAIL without waiting for the upstream.
+    let mut servfail = 0;
+    let mut buf = [0u8; 512];
+    while let Ok(n) = client.recv(&mut buf) {
+        if n >= 4 && buf[3] & 0x0f == 2 {
+            servfail += 1;
+        }
+    }
+    assert!(servfail >= (total as u64 - pending) as usize / 2, "{servfail} SERVFAIL, {st}");
+    assert_eq!(dig_ok(&a, &["a1"]), vec![ip_a.to_string()], "local names answer meanwhile");
+}
