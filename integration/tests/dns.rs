@@ -1358,10 +1358,17 @@ fn forwards_in_flight_are_capped() {
         q.extend_from_slice(b"\x07outside\x04test\x00\x00\x01\x00\x01");
         client.send(&q).unwrap();
     }
-    let st = daemon_status(&env);
-    let pending = st["pending"].as_u64().unwrap();
-    assert!(pending > 0 && pending <= 1024, "forwards in flight: {st}");
-    // The ones over the cap were answered SERVFAIL without waiting for the upstream.
+    // The daemon reads them as fast as they come: well within the 2 s an attempt may take,
+    // so more than 1024 are due at once and the ones over the cap are refused.
+    let mut peak = 0;
+    let refused = eventually(Duration::from_secs(10), || {
+        let st = daemon_status(&env);
+        peak = peak.max(st["pending"].as_u64().unwrap());
+        st["forwardsRefused"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(refused, "no query was refused: {}", daemon_status(&env));
+    assert!(peak <= 1024, "{peak} forwards in flight");
+    // Those got their SERVFAIL without waiting for the upstream.
     let mut servfail = 0;
     let mut buf = [0u8; 512];
     while let Ok(n) = client.recv(&mut buf) {
@@ -1369,6 +1376,6 @@ fn forwards_in_flight_are_capped() {
             servfail += 1;
         }
     }
-    assert!(servfail >= (total as u64 - pending) as usize / 2, "{servfail} SERVFAIL, {st}");
+    assert!(servfail > 0, "no SERVFAIL reached the client");
     assert_eq!(dig_ok(&a, &["a1"]), vec![ip_a.to_string()], "local names answer meanwhile");
 }

@@ -114,6 +114,7 @@ impl Daemon {
             "records": self.records,
             "names": self.zone.record_count(),
             "pending": self.forwards.count(),
+            "forwardsRefused": self.forwards.refused(),
             "tcpConnections": self.conns.count(),
             "listeners": listeners,
         })

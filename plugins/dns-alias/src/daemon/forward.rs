@@ -62,11 +62,16 @@ pub struct Forwards {
     free: Vec<usize>,
     count: usize,
     next_gen: u64,
+    /// Queries answered SERVFAIL at once because `MAX_FORWARDS` were in flight.
+    refused: u64,
 }
 
 impl Forwards {
     pub fn count(&self) -> usize {
         self.count
+    }
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
     fn reserve(&mut self) -> Option<usize> {
         if self.count >= MAX_FORWARDS {
@@ -139,7 +144,10 @@ impl Daemon {
         match self.forwards.reserve() {
             Some(slot) => self.attempt(slot, f),
             None => {
-                log!("{MAX_FORWARDS} forwards in flight: answering SERVFAIL");
+                if self.forwards.refused == 0 {
+                    log!("{MAX_FORWARDS} forwards in flight: answering SERVFAIL past that");
+                }
+                self.forwards.refused += 1;
                 self.deliver(f, None);
             }
         }
