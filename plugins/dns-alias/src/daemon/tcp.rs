@@ -161,11 +161,13 @@ impl Daemon {
 
     pub(super) fn on_tcp_conn(&mut self, slot: usize, events: EpollFlags) {
         let Some(c) = self.conns.get_mut(slot) else { return };
-        if events.contains(EpollFlags::EPOLLERR) {
+        // Both directions shut (or reset): no answer can be written any more, and a hangup
+        // stays reported while the connection is open, so close it now.
+        if events.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
             self.close_conn(slot);
             return;
         }
-        if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP) {
+        if events.contains(EpollFlags::EPOLLIN) {
             let mut chunk = [0u8; 4096];
             // Read what is there, but not more than a few queries ahead of the answers.
             while c.rbuf.len() < 4 * 65538 {
