@@ -100,28 +100,33 @@ pub fn main(args: &[String]) -> ! {
 }
 
 /// Opens and locks the pid file. The lock is the "a daemon lives" fact: it is held for the
-/// daemon's whole life and released by the kernel however it dies. Waits a little for an
-/// exiting (or just killed) daemon; returns None when another daemon holds it.
+/// daemon's whole life and released by the kernel however it dies. Waits up to 3 s for an
+/// exiting (or just killed) daemon to let go; returns None when another daemon holds it.
 fn lock_pid_file(path: &Path) -> io::Result<Option<File>> {
-    let start = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let f =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        match f.try_lock() {
-            Ok(()) => {
-                // The previous owner may have unlinked the file between our open and lock.
-                match fs::metadata(path) {
-                    Ok(m) if m.ino() == f.metadata()?.ino() => return Ok(Some(f)),
-                    _ => continue,
-                }
-            }
+        let f = match f.try_lock() {
+            Ok(()) => f,
             Err(fs::TryLockError::WouldBlock) => {
-                if start.elapsed() > Duration::from_secs(3) {
-                    return Ok(None);
+                // Block on the lock on a helper thread, so the wait ends when the holder
+                // lets go, or at the deadline (the thread then goes with the process).
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(f.lock().map(|()| f));
+                });
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(locked) => locked?,
+                    Err(_) => return Ok(None),
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
             Err(fs::TryLockError::Error(e)) => return Err(e),
+        };
+        // The previous owner may have unlinked the file between our open and lock.
+        match fs::metadata(path) {
+            Ok(m) if m.ino() == f.metadata()?.ino() => return Ok(Some(f)),
+            _ => continue,
         }
     }
 }
