@@ -24,11 +24,11 @@ build:
 debug:
 	$(CARGO) build --workspace --bins
 
-## install: copy the plugins into $(DESTDIR)$(PREFIX) (default /opt/cni/bin)
+## install: copy the plugins into $(DESTDIR)$(PREFIX) (default /opt/cni/bin); dns-alias also as
+## dnsname, the binary podman looks for before it adds DNS to the networks it creates
 install: build
 	install -d $(DESTDIR)$(PREFIX)
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(PREFIX)/$$p; done
-	# podman adds DNS to the networks it creates only when it finds a `dnsname` binary
 	install -m 0755 $(RELEASE_DIR)/dns-alias $(DESTDIR)$(PREFIX)/dnsname
 
 ## deps: apt packages and the real cnitool (built offline from Debian's sources)
