@@ -149,28 +149,33 @@ fn dig_ok(ctr: &Netns, args: &[&str]) -> Vec<String> {
 }
 
 /// /etc/netns/<ns>/resolv.conf, which `ip netns exec` bind-mounts over /etc/resolv.conf.
-/// Removed on drop, with /etc/netns when this created it and nothing else is in it.
+/// Removed on drop, with /etc/netns when it did not exist before this test process made it
+/// and nothing else is in it (the last of the tests running in parallel removes it).
 struct ResolvConf {
     dir: PathBuf,
-    made_parent: bool,
+}
+
+/// Whether /etc/netns existed before any test of this process touched it.
+fn etc_netns_was_there() -> bool {
+    static THERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *THERE.get_or_init(|| Path::new("/etc/netns").exists())
 }
 
 impl ResolvConf {
     fn new(ctr: &Netns, text: &str) -> ResolvConf {
-        let parent = Path::new("/etc/netns");
-        let made_parent = !parent.exists();
-        let dir = parent.join(&ctr.name);
+        etc_netns_was_there();
+        let dir = Path::new("/etc/netns").join(&ctr.name);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("resolv.conf"), text).unwrap();
-        ResolvConf { dir, made_parent }
+        ResolvConf { dir }
     }
 }
 
 impl Drop for ResolvConf {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
-        if self.made_parent {
-            let _ = fs::remove_dir(self.dir.parent().unwrap()); // fails (kept) when not empty
+        if !etc_netns_was_there() {
+            let _ = fs::remove_dir("/etc/netns"); // fails (kept) while another test uses it
         }
     }
 }
