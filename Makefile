@@ -12,7 +12,7 @@ PLUGINS := bridge portmap host none macvlan dns-alias host-local static tuning b
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 RELEASE_DIR := target/$(HOST_TRIPLE)/release
 
-.PHONY: all build debug install lint test unit integration demo bench deps clean
+.PHONY: all build debug install lint test unit integration demo bench deps fuzz clean
 
 all: build
 
@@ -24,10 +24,12 @@ build:
 debug:
 	$(CARGO) build --workspace --bins
 
-## install: copy the plugins into $(DESTDIR)$(PREFIX) (default /opt/cni/bin)
+## install: copy the plugins into $(DESTDIR)$(PREFIX) (default /opt/cni/bin); dns-alias also as
+## dnsname, the binary podman looks for before it adds DNS to the networks it creates
 install: build
 	install -d $(DESTDIR)$(PREFIX)
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(PREFIX)/$$p; done
+	install -m 0755 $(RELEASE_DIR)/dns-alias $(DESTDIR)$(PREFIX)/dnsname
 
 ## deps: apt packages and the real cnitool (built offline from Debian's sources)
 deps:
@@ -56,6 +58,18 @@ demo: deps build
 ## bench: ours vs the reference plugins, side by side; writes docs/benchmarks/
 bench: deps build
 	BIN_DIR=$(CURDIR)/$(RELEASE_DIR) scripts/bench.sh
+
+## fuzz: each cargo-fuzz target for FUZZ_SECONDS (default 60); needs a nightly toolchain
+## and cargo-fuzz (`cargo install cargo-fuzz`). Crashes land in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := dns_wire dns_config
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz: needs a nightly toolchain (rustup toolchain install nightly)"; exit 1; }
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t && \
+		$(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -13,6 +13,9 @@ use std::time::Duration;
 use integration::*;
 use serde_json::{json, Value};
 
+#[path = "common/runtime.rs"]
+mod runtime;
+
 // ---------------------------------------------------------------------------------------
 // local helpers
 
@@ -146,28 +149,33 @@ fn dig_ok(ctr: &Netns, args: &[&str]) -> Vec<String> {
 }
 
 /// /etc/netns/<ns>/resolv.conf, which `ip netns exec` bind-mounts over /etc/resolv.conf.
-/// Removed on drop, with /etc/netns when this created it and nothing else is in it.
+/// Removed on drop, with /etc/netns when it did not exist before this test process made it
+/// and nothing else is in it (the last of the tests running in parallel removes it).
 struct ResolvConf {
     dir: PathBuf,
-    made_parent: bool,
+}
+
+/// Whether /etc/netns existed before any test of this process touched it.
+fn etc_netns_was_there() -> bool {
+    static THERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *THERE.get_or_init(|| Path::new("/etc/netns").exists())
 }
 
 impl ResolvConf {
     fn new(ctr: &Netns, text: &str) -> ResolvConf {
-        let parent = Path::new("/etc/netns");
-        let made_parent = !parent.exists();
-        let dir = parent.join(&ctr.name);
+        etc_netns_was_there();
+        let dir = Path::new("/etc/netns").join(&ctr.name);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("resolv.conf"), text).unwrap();
-        ResolvConf { dir, made_parent }
+        ResolvConf { dir }
     }
 }
 
 impl Drop for ResolvConf {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
-        if self.made_parent {
-            let _ = fs::remove_dir(self.dir.parent().unwrap()); // fails (kept) when not empty
+        if !etc_netns_was_there() {
+            let _ = fs::remove_dir("/etc/netns"); // fails (kept) while another test uses it
         }
     }
 }
@@ -788,4 +796,591 @@ fn netns_gone_before_del() {
 
 fn p_bin(env: &TestEnv) -> PathBuf {
     env.plugin_path(&Plugins::Ours, "dns-alias")
+}
+
+// ---------------------------------------------------------------------------------------
+// hardening (issue 14) and podman's dnsname (issue 12)
+
+/// A plugin dir with OUR bridge and host-local, dns-alias, and dns-alias again under
+/// podman's name `dnsname` (what `make install` puts in PREFIX).
+fn our_plugin_dir(env: &TestEnv) -> Plugins {
+    let dir = env.dir().join("bin-ours");
+    fs::create_dir_all(&dir).unwrap();
+    for p in ["bridge", "host-local", "dns-alias"] {
+        let _ = std::os::unix::fs::symlink(env.plugin_path(&Plugins::Ours, p), dir.join(p));
+    }
+    let _ = std::os::unix::fs::symlink(
+        env.plugin_path(&Plugins::Ours, "dns-alias"),
+        dir.join("dnsname"),
+    );
+    Plugins::Dirs(vec![dir])
+}
+
+fn dns_conf_with_prev(netns: &str, extra: Value) -> String {
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": netns}],
+                      "ips": [{"address": "10.1.0.5/24", "interface": 0}]});
+    let mut conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias",
+                          "upstreams": ["10.1.0.1"], "prevResult": prev});
+    for (k, v) in extra.as_object().unwrap() {
+        conf[k] = v.clone();
+    }
+    conf.to_string()
+}
+
+fn error_msg(out: &CniOutput) -> String {
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+    v["msg"].as_str().unwrap_or_default().to_string()
+}
+
+/// Kills a process by PID when dropped (a daemon the test stopped with SIGSTOP).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            kill(self.0);
+        }
+    }
+}
+
+/// Issue 14.2: on an internal network (bridge `"internal": true`, nothing on dns-alias)
+/// local names answer and nothing is forwarded: other names get SERVFAIL and the upstream
+/// never sees them (moby#47538). The same setup on a normal network does forward, and an
+/// explicit `internal` key on dns-alias works with any bridge.
+#[test]
+fn internal_network_does_not_forward() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnsint");
+    let _g = DaemonGuard(dns_dir(&env));
+    let ours = our_plugin_dir(&env);
+    let reference = plugin_dir(&env);
+    let out = outside(&env);
+    // No `upstreams` anywhere: the daemon takes the host's resolv.conf, which (inside the
+    // test's host namespace) names the test's upstream.
+    let _rc = ResolvConf::new(env.host(), &format!("nameserver {UPSTREAM}\n"));
+    env.write_conflist("open", &conflist(&env, "open", "br-open", "10.89.20.0/24", json!({})));
+    let mut internal = conflist(&env, "intl", "br-intl", "10.89.21.0/24", json!({}));
+    internal["plugins"][0]["internal"] = json!(true);
+    env.write_conflist("intl", &internal);
+    env.write_conflist(
+        "intl2",
+        &conflist(&env, "intl2", "br-intl2", "10.89.22.0/24", json!({"internal": true})),
+    );
+
+    let o = env.container("o");
+    add(&env, &ours, "open", &o, "opener", &[]);
+    let before = out.dns.queries();
+    assert_eq!(dig_ok(&o, &["outside.test"]), vec!["192.0.2.7"], "a normal network forwards");
+    assert!(out.dns.queries() > before);
+
+    let a = env.container("a");
+    let b = env.container("b");
+    let (_, ra) = add(&env, &ours, "intl", &a, "alpha", &[]);
+    assert!(ra["routes"].as_array().is_none_or(|r| r.is_empty()), "internal: no route {ra}");
+    let (ip_b, _) = add(&env, &ours, "intl", &b, "beta", &["bee"]);
+    let c = env.container("c");
+    let (ip_c, _) = add(&env, &reference, "intl2", &c, "gamma", &[]);
+    let before = out.dns.queries();
+    assert_eq!(dig_ok(&a, &["bee"]), vec![ip_b.to_string()], "local names still answer");
+    assert_eq!(dig_ok(&a, &["+tcp", "beta"]), vec![ip_b.to_string()]);
+    assert_eq!(dig_ok(&c, &["gamma"]), vec![ip_c.to_string()]);
+    for (ctr, how) in [(&a, "+notcp"), (&a, "+tcp"), (&c, "+notcp")] {
+        let d = dig(ctr, &[how, "outside.test"]);
+        assert_eq!(d.status, "SERVFAIL", "{} {how}: {}", ctr.name, d.raw);
+    }
+    assert_eq!(dig(&a, &["-x", "192.0.2.7"]).status, "SERVFAIL");
+    assert_eq!(out.dns.queries(), before, "a query left an internal network");
+
+    // internal + upstreams on dns-alias contradict each other: code 7, nothing recorded.
+    let bin = env.plugin_path(&Plugins::Ours, "dns-alias");
+    let x = env.container("x");
+    let xp = x.path();
+    let out7 = env.exec_plugin(
+        bin.to_str().unwrap(),
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "ctrx"),
+            ("CNI_NETNS", xp.to_str().unwrap()),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &dns_conf_with_prev(xp.to_str().unwrap(), json!({"internal": true})),
+    );
+    assert_eq!(out7.error_code(), Some(7), "{out7}");
+    assert!(out7.stdout.contains("upstreams"), "{out7}");
+}
+
+/// Issue 14.3: ~200 idle TCP connections from one container used to take every daemon
+/// thread and block DNS over TCP for all networks. Now TCP costs no thread: other
+/// containers (and the same one) still get TCP answers, one container holds at most its
+/// per-client share of connections, and idle connections are closed.
+#[test]
+fn idle_tcp_connections_do_not_block_dns() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnstcp");
+    let _g = DaemonGuard(dns_dir(&env));
+    let p = plugin_dir(&env);
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-tcp1", "10.89.23.0/24", json!({"upstreams": ["10.89.23.1"]})),
+    );
+    env.write_conflist(
+        "net2",
+        &conflist(&env, "net2", "br-tcp2", "10.89.24.0/24", json!({"upstreams": ["10.89.24.1"]})),
+    );
+    let a = env.container("a");
+    let b = env.container("b");
+    let c = env.container("c");
+    let (ip_a, _) = add(&env, &p, "net1", &a, "hog", &[]);
+    let (ip_b, _) = add(&env, &p, "net1", &b, "bee", &[]);
+    let (ip_c, _) = add(&env, &p, "net2", &c, "sea", &[]);
+    let idle: Vec<std::net::TcpStream> = a.in_ns(|| {
+        (0..200)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(
+                    &"127.0.0.11:53".parse().unwrap(),
+                    Duration::from_secs(2),
+                )
+                .ok()
+            })
+            .collect()
+    });
+    assert!(idle.len() >= 150, "only {} connections opened", idle.len());
+    assert_eq!(dig_ok(&c, &["+tcp", "sea"]), vec![ip_c.to_string()], "another network, TCP");
+    assert_eq!(dig_ok(&b, &["+tcp", "hog"]), vec![ip_a.to_string()], "same network, TCP");
+    assert_eq!(dig_ok(&a, &["+tcp", "bee"]), vec![ip_b.to_string()], "the hog itself, TCP");
+    let st = daemon_status(&env);
+    let open = st["tcpConnections"].as_u64().unwrap();
+    assert!(open <= 32 + 2, "one container holds {open} connections: {st}");
+    // Idle connections are closed by the daemon (10 s without a query).
+    assert!(
+        eventually(Duration::from_secs(20), || daemon_status(&env)["tcpConnections"] == json!(0)),
+        "idle TCP connections stay open: {}",
+        daemon_status(&env)
+    );
+    drop(idle);
+}
+
+/// Issue 14.11: a client that keeps its source port across DEL and re-ADD of its namespace
+/// used to time out for good (a conntrack entry of the old redirect). It gets answers.
+#[test]
+fn client_keeping_its_port_survives_del_and_readd() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnsct");
+    let _g = DaemonGuard(dns_dir(&env));
+    let p = plugin_dir(&env);
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-ct", "10.89.25.0/24", json!({"upstreams": ["10.89.25.1"]})),
+    );
+    let a = env.container("a");
+    let b = env.container("b");
+    add(&env, &p, "net1", &a, "a1", &[]);
+    let (ip_b, _) = add(&env, &p, "net1", &b, "b1", &["bee"]);
+    let want_b = match ip_b {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        _ => unreachable!(),
+    };
+    let stub = a.in_ns(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect("127.0.0.11:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    });
+    let ask = |id: u8| -> Option<Vec<u8>> {
+        let q = vec![0x42, id, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'b', b'e', b'e', 0, 0, 1, 0, 1];
+        stub.send(&q).ok()?;
+        let mut buf = [0u8; 512];
+        let n = stub.recv(&mut buf).ok()?;
+        (n >= 4 && buf[1] == id).then(|| buf[n - 4..n].to_vec())
+    };
+    assert_eq!(ask(1), Some(want_b.clone()));
+    del(&env, &p, "net1", &a, "a1");
+    // The client keeps asking while its namespace has no DNS.
+    assert_eq!(ask(2), None);
+    assert_eq!(ask(3), None);
+    add(&env, &p, "net1", &a, "a1", &[]);
+    let answered = (4..7).any(|id| ask(id) == Some(want_b.clone()));
+    assert!(answered, "the client that kept its source port gets no answer after re-ADD");
+}
+
+/// Issue 14.12: a stopped (SIGSTOP) daemon used to hold every ADD and DEL for 60 s and then
+/// fail them with code 11. It is replaced: ADD and DEL succeed, names resolve, and the
+/// stopped process (our daemon, by its pid file) is gone.
+#[test]
+fn stopped_daemon_is_replaced() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnsstop");
+    let _g = DaemonGuard(dns_dir(&env));
+    let p = plugin_dir(&env);
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-stop", "10.89.26.0/24", json!({"upstreams": ["10.89.26.1"]})),
+    );
+    let a = env.container("a");
+    let b = env.container("b");
+    let (ip_a, _) = add(&env, &p, "net1", &a, "a1", &[]);
+    let old = daemon_pid(&env).expect("pid file");
+    let _stopped = KillOnDrop(old);
+    // SAFETY: SIGSTOP to the daemon this test started (read from its own pid file).
+    assert_eq!(unsafe { libc::kill(old, libc::SIGSTOP) }, 0);
+
+    let (ip_b, _) = add(&env, &p, "net1", &b, "b1", &[]);
+    let new = daemon_pid(&env).expect("pid file after ADD");
+    assert_ne!(new, old, "a new daemon serves");
+    assert!(eventually(Duration::from_secs(3), || !alive(old)), "the stopped daemon is gone");
+    assert_eq!(dig_ok(&b, &["a1"]), vec![ip_a.to_string()]);
+    assert_eq!(dig_ok(&a, &["b1"]), vec![ip_b.to_string()]);
+
+    // Stopped again: DEL replaces it too, and the other container keeps its DNS.
+    // SAFETY: as above, for the new daemon.
+    assert_eq!(unsafe { libc::kill(new, libc::SIGSTOP) }, 0);
+    let _stopped2 = KillOnDrop(new);
+    del(&env, &p, "net1", &b, "b1");
+    assert!(eventually(Duration::from_secs(3), || !alive(new)));
+    assert!(!nft_ruleset(&b).contains("cni_dns"), "b's redirect went with its DEL");
+    assert_eq!(dig_ok(&a, &["a1"]), vec![ip_a.to_string()]);
+    assert!(dig(&a, &["b1"]).answers.is_empty());
+}
+
+/// Issue 14.10: an alias of `-` and a domainName of `..` are refused (code 7 naming the
+/// field and the value), and a bad CNI_NETNS is code 3 (no such path) or 4 (not a network
+/// namespace), not 112. Nothing is recorded.
+#[test]
+fn bad_names_and_netns_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnsbad");
+    let _g = DaemonGuard(dns_dir(&env));
+    let bin = env.plugin_path(&Plugins::Ours, "dns-alias");
+    let bin = bin.to_str().unwrap();
+    let a = env.container("a");
+    let ap = a.path();
+    let ap = ap.to_str().unwrap();
+    let add_env = |netns: &'static str| {
+        vec![
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "ctr1"),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let ap_static: &'static str = Box::leak(ap.to_string().into_boxed_str());
+    let cases = [
+        (json!({"runtimeConfig": {"aliases": ["-"]}}), "runtimeConfig.aliases", "\"-\""),
+        (json!({"runtimeConfig": {"aliases": ["ok", "-x"]}}), "runtimeConfig.aliases", "\"-x\""),
+        (json!({"domainName": ".."}), "domainName", "\"..\""),
+        (json!({"domainName": "a..b"}), "domainName", "\"a..b\""),
+        (json!({"args": {"cni": {"name": "web-"}}}), "args.cni.name", "\"web-\""),
+    ];
+    for (extra, field, value) in cases {
+        let out = env.exec_plugin(bin, &add_env(ap_static), &dns_conf_with_prev(ap, extra.clone()));
+        assert_eq!(out.error_code(), Some(7), "{extra}: {out}");
+        let msg = error_msg(&out);
+        assert!(msg.contains(field) && msg.contains(value), "{extra}: {out}");
+    }
+    let missing: &'static str =
+        Box::leak(env.dir().join("no-such-netns").display().to_string().into_boxed_str());
+    let out = env.exec_plugin(bin, &add_env(missing), &dns_conf_with_prev(missing, json!({})));
+    assert_eq!(out.error_code(), Some(3), "{out}");
+    let file = env.dir().join("not-a-netns");
+    fs::write(&file, "x").unwrap();
+    let file: &'static str = Box::leak(file.display().to_string().into_boxed_str());
+    let out = env.exec_plugin(bin, &add_env(file), &dns_conf_with_prev(file, json!({})));
+    assert_eq!(out.error_code(), Some(4), "{out}");
+    assert!(out.stdout.contains("CNI_NETNS"), "{out}");
+    assert!(files_under(&dns_dir(&env)).is_empty(), "{:?}", files_under(&dns_dir(&env)));
+    assert!(daemon_pid(&env).is_none());
+}
+
+/// Issue 12: podman's `network create` (CNI backend, podman 4.3) ends its conflist with
+/// `{"type": "dnsname", "domainName": "dns.podman", "capabilities": {"aliases": true}}` when
+/// a `dnsname` binary exists, and passes aliases as a map of network to names. Our binary
+/// installed under that name serves it: container names, `--network-alias`, the domain.
+#[test]
+fn podman_dnsname_config() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnsname");
+    let _g = DaemonGuard(dns_dir(&env));
+    let p = our_plugin_dir(&env);
+    // What podman 4.3 writes for `podman network create podnet` (libnetwork/cni).
+    let conf = json!({
+        "cniVersion": "0.4.0",
+        "name": "podnet",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni-podman9", "isGateway": true, "ipMasq": true,
+             "hairpinMode": true,
+             "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                      "ranges": [[{"subnet": "10.89.27.0/24", "gateway": "10.89.27.1"}]],
+                      "dataDir": env.ipam_dir()}},
+            {"type": "dnsname", "domainName": "dns.podman", "capabilities": {"aliases": true}}
+        ]
+    });
+    env.write_conflist("podnet", &conf);
+    let web = env.container("web");
+    let cli = env.container("cli");
+    let (ip_web, rw) = add(&env, &p, "podnet", &web, "web", &["webalias"]);
+    assert_eq!(rw["dns"]["nameservers"], json!(["127.0.0.11"]), "{rw}");
+    assert_eq!(rw["dns"]["search"], json!(["dns.podman"]), "{rw}");
+    add(&env, &p, "podnet", &cli, "cli", &[]);
+    for name in ["web", "webalias", "web.dns.podman", "webalias.dns.podman"] {
+        assert_eq!(dig_ok(&cli, &[name]), vec![ip_web.to_string()], "{name}");
+    }
+    env.cnitool("check", "podnet", &web, &opts(&p, "podnet", "web", &["webalias"])).expect_ok();
+    del(&env, &p, "podnet", &web, "web");
+    assert!(dig(&cli, &["webalias"]).answers.is_empty());
+    del(&env, &p, "podnet", &cli, "cli");
+    assert!(eventually(Duration::from_secs(3), || daemon_pid(&env).is_none()));
+    assert_eq!(files_under(&dns_dir(&env)), Vec::<PathBuf>::new());
+}
+
+/// Issue 12 with the real runtime: `podman network create` (podman 4.3, CNI backend) adds
+/// its dnsname entry because our binary is installed under that name, and containers on
+/// that network resolve each other by name, by `--network-alias` and under `dns.podman`.
+/// Everything podman does stays in the test's private namespaces and directories (see
+/// `common/runtime.rs`). firewall and tuning, which podman's list names too, are ours when
+/// built, else the reference ones.
+#[test]
+fn podman_network_create_with_dnsname() {
+    use runtime::{busybox_rootfs, require_runtime, runtime_usable, tar_dir, CgroupGuard, Holder};
+    if !require_runtime("podman", &["podman", "runc", "conmon", "unshare", "nsenter", "tar"]) {
+        return;
+    }
+    let env = TestEnv::new("dnspodman");
+    let _g = DaemonGuard(dns_dir(&env));
+    let bin = env.dir().join("cni-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let link = |src: PathBuf, name: &str| std::os::unix::fs::symlink(src, bin.join(name)).unwrap();
+    for p in ["bridge", "portmap", "host-local"] {
+        link(env.plugin_path(&Plugins::Ours, p), p);
+    }
+    link(env.plugin_path(&Plugins::Ours, "dns-alias"), "dnsname");
+    for p in ["firewall", "tuning", "loopback"] {
+        let ours = env.our_plugin_dir().join(p);
+        link(if ours.is_file() { ours } else { Path::new(REFERENCE_PLUGIN_DIR).join(p) }, p);
+    }
+    let cg = CgroupGuard::new("dnspodman");
+    let var_lib_containers = env.dir().join("var-lib-containers");
+    fs::create_dir_all(&var_lib_containers).unwrap();
+    let holder = Holder::start(&env, &[(&var_lib_containers, "/var/lib/containers")]);
+    let d = env.dir().join("podman");
+    for s in ["root", "runroot", "tmp", "vartmp", "volumes", "libpod", "net.d", "home"] {
+        fs::create_dir_all(d.join(s)).unwrap();
+    }
+    let state = env.state_dir().display().to_string();
+    let conf = d.join("containers.conf");
+    let storage = d.join("storage.conf");
+    let conmon_env: Vec<String> = [
+        format!("PATH={}", runtime::PATH),
+        format!("CNI_SUITE_STATE_DIR={state}"),
+        format!("CONTAINERS_CONF={}", conf.display()),
+        format!("CONTAINERS_STORAGE_CONF={}", storage.display()),
+        format!("TMPDIR={}", d.join("vartmp").display()),
+    ]
+    .iter()
+    .map(|s| format!("{s:?}"))
+    .collect();
+    fs::write(
+        &conf,
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             events_logfile_path = \"{}\"\ntmp_dir = \"{}\"\nvolume_path = \"{}\"\nstatic_dir = \"{}\"\n\
+             conmon_env_vars = [{}]\n\n\
+             [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n",
+            d.join("events.log").display(),
+            d.join("tmp").display(),
+            d.join("volumes").display(),
+            d.join("libpod").display(),
+            conmon_env.join(", "),
+            d.join("net.d").display(),
+            bin.display(),
+        ),
+    )
+    .unwrap();
+    fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            d.join("root").display(),
+            d.join("runroot").display()
+        ),
+    )
+    .unwrap();
+    let envs = vec![
+        ("CNI_SUITE_STATE_DIR".to_string(), state),
+        ("CONTAINERS_CONF".to_string(), conf.display().to_string()),
+        ("CONTAINERS_STORAGE_CONF".to_string(), storage.display().to_string()),
+        ("TMPDIR".to_string(), d.join("vartmp").display().to_string()),
+        ("HOME".to_string(), d.join("home").display().to_string()),
+    ];
+    let global = [
+        format!("--root={}", d.join("root").display()),
+        format!("--runroot={}", d.join("runroot").display()),
+        format!("--tmpdir={}", d.join("tmp").display()),
+        format!("--network-config-dir={}", d.join("net.d").display()),
+        "--storage-driver=vfs".to_string(),
+        "--cgroup-manager=cgroupfs".to_string(),
+        "--runtime=runc".to_string(),
+        "--events-backend=file".to_string(),
+    ];
+    let podman = |args: &[&str]| {
+        let mut argv: Vec<&str> = vec!["podman"];
+        argv.extend(global.iter().map(String::as_str));
+        argv.extend_from_slice(args);
+        holder.run(&argv, &envs, Duration::from_secs(90))
+    };
+    struct RemoveAll<'a>(&'a dyn Fn(&[&str]) -> runtime::Run);
+    impl Drop for RemoveAll<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["rm", "--all", "--force", "--time", "0"]);
+        }
+    }
+    let _remove_all = RemoveAll(&podman);
+    let info = podman(&["info", "--format", "{{.Host.NetworkBackend}}"]);
+    if !runtime_usable("podman", &info) {
+        return;
+    }
+    assert_eq!(info.stdout.trim(), "cni", "{info}");
+
+    // docker network create podnet
+    podman(&["network", "create", "--subnet", "10.89.28.0/24", "podnet"]).expect_ok();
+    let written = fs::read_to_string(d.join("net.d/podnet.conflist")).unwrap();
+    let written: Value = serde_json::from_str(&written).unwrap();
+    let dnsname: Vec<&Value> = written["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == json!("dnsname"))
+        .collect();
+    assert_eq!(dnsname.len(), 1, "podman did not add dnsname: {written}");
+    assert_eq!(dnsname[0]["domainName"], json!("dns.podman"), "{written}");
+
+    let rootfs = env.dir().join("rootfs");
+    busybox_rootfs(&rootfs, "hello");
+    let tarball = env.dir().join("rootfs.tar");
+    tar_dir(&rootfs, &tarball);
+    let image = "localhost/cni-suite-busybox:latest";
+    podman(&["import", tarball.to_str().unwrap(), image]).expect_ok();
+    let parent = format!("--cgroup-parent={}", cg.parent());
+    let run = |args: &[&str]| {
+        let mut full = vec!["run", "--pull=never", parent.as_str()];
+        full.extend_from_slice(args);
+        podman(&full)
+    };
+    run(&[
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "podnet",
+        "--network-alias",
+        "webalias",
+        image,
+        "sleep",
+        "3600",
+    ])
+    .expect_ok();
+    let web_ip = podman(&[
+        "inspect",
+        "web",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    ])
+    .expect_ok()
+    .trim()
+    .to_string();
+    assert!(web_ip.starts_with("10.89.28."), "{web_ip}");
+    for name in ["web", "webalias", "web.dns.podman", "webalias.dns.podman"] {
+        let out = run(&["--rm", "--network", "podnet", image, "nslookup", name, "127.0.0.11"]);
+        let answered = out.ok() && out.stdout.lines().any(|l| l.contains(&web_ip));
+        assert!(answered, "nslookup {name} 127.0.0.11 did not answer {web_ip}:\n{out}");
+    }
+    // The container's resolv.conf names 127.0.0.11 and the search domain.
+    let out = run(&["--rm", "--network", "podnet", image, "cat", "/etc/resolv.conf"]);
+    assert!(
+        out.ok()
+            && out.stdout.contains("nameserver 127.0.0.11")
+            && out.stdout.contains("dns.podman"),
+        "{out}"
+    );
+
+    podman(&["rm", "--force", "--time", "0", "web"]).expect_ok();
+    podman(&["network", "rm", "podnet"]).expect_ok();
+    assert!(
+        eventually(Duration::from_secs(5), || daemon_pid(&env).is_none()),
+        "the DNS daemon outlived the last container"
+    );
+    assert_eq!(files_under(&dns_dir(&env)), Vec::<PathBuf>::new());
+}
+
+/// Issue 14.3, forwards: with an upstream that never answers, at most 1024 forwarded queries
+/// are in flight (Docker's cap); the rest get SERVFAIL at once instead of piling up, and
+/// local names keep answering during the flood.
+#[test]
+fn forwards_in_flight_are_capped() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("dnscap");
+    let _g = DaemonGuard(dns_dir(&env));
+    let p = plugin_dir(&env);
+    // A silent upstream: a socket in another namespace that is never read.
+    let out = Netns::new("sink");
+    env.host().veth_to("vsink", &out, "eth0");
+    env.host().ip_ok(&["addr", "add", "10.99.1.1/24", "dev", "vsink"]);
+    out.ip_ok(&["addr", "add", "10.99.1.2/24", "dev", "eth0"]);
+    let _sink = out.in_ns(|| UdpSocket::bind("10.99.1.2:53").unwrap());
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", "br-cap", "10.89.29.0/24", json!({"upstreams": ["10.99.1.2"]})),
+    );
+    let a = env.container("a");
+    let (ip_a, _) = add(&env, &p, "net1", &a, "a1", &[]);
+    let client = a.in_ns(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect("127.0.0.11:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s
+    });
+    let total = 1500u16;
+    for id in 0..total {
+        // "x<id>.outside.test" A: not ours, so forwarded
+        let name = format!("x{id}");
+        let mut q = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.push(name.len() as u8);
+        q.extend_from_slice(name.as_bytes());
+        q.extend_from_slice(b"\x07outside\x04test\x00\x00\x01\x00\x01");
+        client.send(&q).unwrap();
+    }
+    // The daemon reads them as fast as they come: well within the 2 s an attempt may take,
+    // so more than 1024 are due at once and the ones over the cap are refused.
+    let mut peak = 0;
+    let refused = eventually(Duration::from_secs(10), || {
+        let st = daemon_status(&env);
+        peak = peak.max(st["pending"].as_u64().unwrap());
+        st["forwardsRefused"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(refused, "no query was refused: {}", daemon_status(&env));
+    assert!(peak <= 1024, "{peak} forwards in flight");
+    // Those got their SERVFAIL without waiting for the upstream.
+    let mut servfail = 0;
+    let mut buf = [0u8; 512];
+    while let Ok(n) = client.recv(&mut buf) {
+        if n >= 4 && buf[3] & 0x0f == 2 {
+            servfail += 1;
+        }
+    }
+    assert!(servfail > 0, "no SERVFAIL reached the client");
+    assert_eq!(dig_ok(&a, &["a1"]), vec![ip_a.to_string()], "local names answer meanwhile");
 }

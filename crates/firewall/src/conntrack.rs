@@ -69,6 +69,22 @@ pub fn flush_new_udp(mappings: &[PortMapping]) -> usize {
     run_all("conntrack", mappings, new_mapping_args)
 }
 
+/// `conntrack` arguments deleting every flow addressed to Docker's embedded DNS address
+/// (127.0.0.11) in the caller's namespace: only the DNS redirect creates such flows there.
+/// One run for both protocols (each run walks the whole conntrack hash).
+pub fn dns_redirect_args() -> Vec<String> {
+    ["-D", "-f", "ipv4", "--orig-dst", "127.0.0.11"].iter().map(|s| s.to_string()).collect()
+}
+
+/// Deletes the flows of the 127.0.0.11 redirect in the caller's namespace (see
+/// [`crate::dns_redirect`]). Returns true when something was deleted.
+pub fn flush_dns_redirect() -> bool {
+    let Some(bin) = crate::tool_binary("conntrack") else { return false };
+    let a = dns_redirect_args();
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    run_tool(&bin.to_string_lossy(), &refs, None).is_ok_and(|r| r.ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +102,7 @@ mod tests {
             removed_mapping_args(&m).join(" "),
             "-D -f ipv4 -p udp --orig-port-dst 53 --orig-dst 192.168.1.1 --reply-src 10.88.0.5 --reply-port-src 5353"
         );
+        assert_eq!(dns_redirect_args().join(" "), "-D -f ipv4 --orig-dst 127.0.0.11");
         let m6 = PortMapping { host_ip: None, container_ip: "fd00::5".parse().unwrap(), ..m };
         assert_eq!(new_mapping_args(&m6).join(" "), "-D -f ipv6 -p udp --orig-port-dst 53");
     }

@@ -131,6 +131,7 @@ impl Plugin for BridgePlugin {
                         .as_ref()
                         .is_some_and(|p| p.created_bridge && p.bridge == conf.bridge),
                 subnets,
+                internal: conf.internal,
                 firewall: fw.name().to_string(),
                 rules: rules.as_ref().map(|r| format!("{r:?}")).unwrap_or_default(),
             };

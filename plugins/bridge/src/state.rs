@@ -19,6 +19,10 @@ pub struct NetworkRecord {
     /// True when this plugin created the bridge: only then may the last DEL remove it.
     pub created_bridge: bool,
     pub subnets: Vec<IpNet>,
+    /// Docker `--internal`. Read by dns-alias too (`$CNI_SUITE_STATE_DIR/bridge/<network>/
+    /// network.json`, key `internal`): an internal network's DNS never forwards upstream.
+    #[serde(default)]
+    pub internal: bool,
     #[serde(default)]
     pub firewall: String,
     /// The firewall rules last applied for this network (their debug form). An ADD whose

@@ -1,18 +1,35 @@
-//! The plugin's side of the daemon: start it when it is not running, ask it to reload, and
-//! probe it with a real query from inside a container namespace.
+//! The plugin's side of the daemon: start it when none runs, replace one that does not
+//! answer, ask it to reload, and probe it with a real query from inside a container.
+//!
+//! Every wait is bounded, and short where the daemon only has to answer: a daemon that is
+//! stopped (SIGSTOP) or wedged must not hold the records' lock for long. One that does not
+//! answer a ping within `PING_TIMEOUT` is replaced: killed (only after checking that the PID
+//! in its pid file is our daemon for this state dir and holds the pid file's lock), then a
+//! new one is started, which takes every record and redirect over.
 
-use crate::store::{Record, CONTROL_SOCKET, LOG_FILE, PID_FILE};
-use crate::{nsutil, wire};
+use crate::daemon::{ALREADY_RUNNING, READY};
+use crate::store::{self, Record, CONTROL_SOCKET, LOG_FILE, PID_FILE};
+use crate::{netns, wire};
 use cni::CniError;
-use std::io::{self, BufRead, BufReader, Write};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Longest a reload may take (it runs nft once per namespace it starts serving).
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// A live daemon answers a ping at once (its loop never blocks for long).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// A reload opens the namespaces that gained a record (one, for an ADD) and closes those
+/// that lost theirs; a GC that drops many at once takes longest.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A new daemon opens every namespace that has a record before it says it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends one control command; returns the reply lines up to and including the final one
 /// (`ok`, `pong` or `error ...`).
@@ -40,44 +57,173 @@ fn not_running(e: &io::Error) -> bool {
     )
 }
 
-/// Makes sure a daemon serves `dir`: when none answers (first ADD, or it died and left a
-/// stale pid file), starts `<this binary> daemon --state-dir <dir>`, which loads every record
+/// What a ping found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A daemon answered.
+    Live,
+    /// No daemon (never started, exited, or died).
+    Absent,
+    /// One was there but did not answer in time: it has been killed.
+    Replaced,
+}
+
+/// Pings the daemon; one that does not answer is killed.
+fn ping(dir: &Path) -> Result<Found, CniError> {
+    match request(dir, "ping", PING_TIMEOUT) {
+        Ok(_) => Ok(Found::Live),
+        Err(e) if not_running(&e) => Ok(Found::Absent),
+        Err(e) => {
+            kill_wedged(dir, &e)?;
+            Ok(Found::Replaced)
+        }
+    }
+}
+
+/// Makes sure a daemon serves `dir`: when none answers (first ADD, it died, or it is
+/// wedged), starts `<this binary> daemon --state-dir <dir>`, which loads every record
 /// before it reports ready.
-pub fn ensure_running(dir: &Path) -> Result<(), CniError> {
-    match request(dir, "ping", Duration::from_secs(5)) {
-        Ok(_) => return Ok(()),
-        Err(e) if not_running(&e) => {}
+pub fn ensure_running(dir: &Path) -> Result<Found, CniError> {
+    let found = ping(dir)?;
+    if found != Found::Live {
+        start(dir)?;
+    }
+    Ok(found)
+}
+
+/// The PID in the pid file, if that process is our daemon for `dir`: its command line is
+/// `... daemon --state-dir <dir>` and it holds the pid file's lock.
+pub fn our_daemon_pid(dir: &Path) -> Option<i32> {
+    let pid_path = dir.join(PID_FILE);
+    let pid: i32 = std::fs::read_to_string(&pid_path).ok()?.trim().parse().ok()?;
+    if pid <= 1 {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let dir_arg = dir.as_os_str().as_encoded_bytes();
+    let is_daemon = args.get(1) == Some(&&b"daemon"[..])
+        && args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == dir_arg);
+    if !is_daemon {
+        return None;
+    }
+    // /proc/locks: "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"
+    let ino = std::fs::metadata(&pid_path).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let holds = locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 5
+            && f[1] == "FLOCK"
+            && f[4] == pid.to_string()
+            && f[5].rsplit(':').next() == Some(&ino.to_string())
+    });
+    holds.then_some(pid)
+}
+
+/// Kills a daemon that accepted a connection but did not answer: stopped or wedged.
+fn kill_wedged(dir: &Path, why: &io::Error) -> Result<(), CniError> {
+    let Some(pid) = our_daemon_pid(dir) else {
+        return Err(CniError::try_again(format!(
+            "the dns-alias daemon does not answer on {} ({why}), and the pid in {} is not a \
+             dns-alias daemon of this state dir: not replacing it",
+            dir.join(CONTROL_SOCKET).display(),
+            dir.join(PID_FILE).display()
+        )));
+    };
+    eprintln!("dns-alias: the daemon (pid {pid}) does not answer ({why}): replacing it");
+    match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => {
             return Err(CniError::try_again(format!(
-                "the dns-alias daemon does not answer on {}: {e}",
-                dir.join(CONTROL_SOCKET).display()
+                "the dns-alias daemon (pid {pid}) does not answer and cannot be killed: {e}"
             )))
         }
     }
-    start(dir)
+    // It is gone when the kernel drops its lock on the pid file: wait for exactly that (on
+    // a thread, so the wait stays bounded even if it never comes).
+    let pid_path = dir.join(PID_FILE);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(f) = std::fs::File::open(&pid_path) {
+            let _ = f.lock();
+        }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(3)).map_err(|_| {
+        CniError::try_again(format!("the dns-alias daemon (pid {pid}) did not exit after SIGKILL"))
+    })
 }
 
 fn start(dir: &Path) -> Result<(), CniError> {
     let exe = std::env::current_exe().map_err(|e| {
         CniError::io(format!("cannot find the dns-alias binary to start the daemon: {e}"))
     })?;
-    let out = Command::new(&exe)
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))?;
+    let log_path = dir.join(LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CniError::io(format!("opening {}: {e}", log_path.display())))?;
+    let mut child = Command::new(&exe)
         .arg("daemon")
         .arg("--state-dir")
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(log)
+        .spawn()
         .map_err(|e| CniError::io(format!("cannot start {} daemon: {e}", exe.display())))?;
-    if !out.status.success() {
-        return Err(CniError::io(format!(
-            "cannot start the dns-alias daemon: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-        .with_details(format!("log: {}", dir.join(LOG_FILE).display())));
+    let out = child.stdout.take().expect("stdout is piped");
+    let line = read_line_until(out, Instant::now() + START_TIMEOUT);
+    let failed = |why: String| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        CniError::io(format!("cannot start the dns-alias daemon: {why}: {}", tail.join(" | ")))
+            .with_details(format!("log: {}", log_path.display()))
+    };
+    match line {
+        Some(l) if l == READY || l.starts_with(ALREADY_RUNNING) => Ok(()),
+        Some(l) => {
+            let _ = child.wait();
+            Err(failed(format!("it said {l:?}")))
+        }
+        None => {
+            // Not ready in time, or it exited: it is our child, so ending it is ours to do.
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(failed(format!("not ready ({status})")))
+        }
     }
-    Ok(())
+}
+
+/// The first line a child writes, or None at EOF or past `deadline`.
+fn read_line_until(mut out: std::process::ChildStdout, deadline: Instant) -> Option<String> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            return Some(String::from_utf8_lossy(&buf[..nl]).trim().to_string());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+        let mut chunk = [0u8; 256];
+        match out.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// Asks the daemon to re-read the records; returns the namespaces it could not serve.
@@ -96,13 +242,20 @@ pub fn reload(dir: &Path) -> Result<Vec<(String, String)>, CniError> {
     Ok(fails)
 }
 
-/// Reloads when a daemon is running; does nothing when none is.
-pub fn reload_if_running(dir: &Path) -> Result<bool, CniError> {
-    match request(dir, "reload", RELOAD_TIMEOUT) {
-        Ok(_) => Ok(true),
-        Err(e) if not_running(&e) => Ok(false),
-        Err(e) => Err(CniError::try_again(format!("asking the dns-alias daemon to reload: {e}"))),
+/// After records were removed: a live daemon reloads (and drops what they needed); a
+/// wedged one is replaced by a new one when records are left. Returns what was found; with
+/// anything but `Live`, no daemon removed the redirects of the removed records.
+pub fn reload_if_running(s: &cni::store::Store) -> Result<Found, CniError> {
+    let dir = s.root();
+    let found = ping(dir)?;
+    match found {
+        Found::Live => {
+            reload(dir)?;
+        }
+        Found::Replaced if store::any(s) => start(dir)?,
+        _ => {}
     }
+    Ok(found)
 }
 
 /// Removes what a daemon that died (SIGKILL) left behind, when no daemon holds the pid file.
@@ -116,6 +269,7 @@ pub fn remove_stale_files(dir: &Path) {
         }
     } else {
         let _ = cni::store::remove_if_exists(&dir.join(CONTROL_SOCKET));
+        let _ = cni::store::remove_if_exists(&dir.join(LOG_FILE));
     }
 }
 
@@ -137,9 +291,9 @@ pub fn probe(rec: &Record) -> Result<(), String> {
             _ => None,
         })
         .collect();
-    let reply = nsutil::in_netns(Path::new(&rec.netns), || {
+    let reply = netns::in_netns(Path::new(&rec.netns), || {
         let s = UdpSocket::bind("127.0.0.1:0")?;
-        s.connect((nsutil::DNS_ADDR, 53))?;
+        s.connect((firewall::dns_redirect::DNS_ADDR, 53))?;
         s.set_read_timeout(Some(Duration::from_millis(1500)))?;
         let mut q = Vec::new();
         let id = std::process::id() as u16;

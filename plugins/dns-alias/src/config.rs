@@ -21,20 +21,31 @@ pub struct DnsConf {
     /// TTL of local answers in seconds (0: clients do not cache, round-robin stays fresh).
     #[serde(default)]
     pub ttl: u32,
+    /// Docker `--internal`: answer local names only, never forward (moby#47538). Also set
+    /// when the network's bridge is internal (see [`bridge_says_internal`]).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 impl DnsConf {
     pub fn from_request(req: &Request) -> Result<DnsConf, CniError> {
         let mut c: DnsConf = req.plugin_config()?;
-        if let Some(d) = &c.domain_name {
-            let d = normalize(d);
-            if d.is_empty() {
+        if let Some(raw) = &c.domain_name {
+            if raw.trim().is_empty() {
                 c.domain_name = None;
             } else {
+                let d = normalize(raw);
                 validate_name(&d)
-                    .map_err(|why| CniError::bad_value("domainName", format!("{d:?}"), why))?;
+                    .map_err(|why| CniError::bad_value("domainName", format!("{raw:?}"), why))?;
                 c.domain_name = Some(d);
             }
+        }
+        if c.internal && !c.upstreams.is_empty() {
+            return Err(CniError::bad_value(
+                "upstreams",
+                format!("{:?}", c.upstreams),
+                "an internal network does not forward queries (remove upstreams or internal)",
+            ));
         }
         for u in &c.upstreams {
             parse_upstream(u).ok_or_else(|| {
@@ -61,13 +72,15 @@ pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
     s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
 }
 
-/// Lowercase, without a trailing dot.
+/// Lowercase, without the one trailing dot of a fully qualified name.
 pub fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
+    let n = name.trim();
+    n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()
 }
 
-/// A name we can serve: dot-separated labels of 1-63 letters, digits, '-' or '_', at most
-/// 253 characters. Returns why not.
+/// A name we can serve: dot-separated labels of 1-63 letters, digits, '-' or '_' that
+/// neither start nor end with '-' (the DNS hostname rule; '_' as container names have it),
+/// at most 253 characters. Returns why not.
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty name");
@@ -85,8 +98,23 @@ pub fn validate_name(name: &str) -> Result<(), &'static str> {
         if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err("only letters, digits, '-', '_' and '.' are allowed");
         }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label must not start or end with '-'");
+        }
     }
     Ok(())
+}
+
+/// True when the network's bridge recorded it as internal: bridge runs before dns-alias in
+/// the chain and keeps `$CNI_SUITE_STATE_DIR/bridge/<network>/network.json` with an
+/// `internal` key. A missing or unreadable record says nothing (macvlan, another bridge).
+pub fn bridge_says_internal(network: &str) -> bool {
+    let path = cni::store::state_dir().join("bridge").join(network).join("network.json");
+    std::fs::read(path)
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .and_then(|v| v.get("internal").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
 }
 
 /// The names a container answers to on this network, primary first: its name (CNI_ARGS
@@ -206,6 +234,74 @@ mod tests {
                 "runtimeConfig": {"aliases": 5}}),
         );
         assert_eq!(container_names(&r).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn label_rules() {
+        for bad in ["-", "-x", "x-", "a.-b", "a..b", "..", ".", "a b", "ü"] {
+            assert!(validate_name(&normalize(bad)).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "web_1", "my-db", "x.dns.podman", "db.", "0abc"] {
+            assert!(validate_name(&normalize(good)).is_ok(), "{good:?} refused");
+        }
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias",
+                "runtimeConfig": {"aliases": ["-"]}}),
+        );
+        let e = container_names(&r).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("runtimeConfig.aliases") && e.msg.contains("\"-\""), "{}", e.msg);
+        for d in ["..", ".", "a..b", "-a"] {
+            let r = req(
+                "",
+                serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "domainName": d}),
+            );
+            let e = DnsConf::from_request(&r).unwrap_err();
+            assert_eq!(e.code, 7, "{d}");
+            assert!(e.msg.contains("domainName") && e.msg.contains(&format!("{d:?}")), "{}", e.msg);
+        }
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias", "domainName": ""}),
+        );
+        assert_eq!(DnsConf::from_request(&r).unwrap().domain_name, None);
+    }
+
+    #[test]
+    fn internal_refuses_upstreams_and_dnsname_type_is_the_same() {
+        let r = req(
+            "",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "dns-alias",
+                "internal": true, "upstreams": ["10.0.0.1"]}),
+        );
+        let e = DnsConf::from_request(&r).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("upstreams"), "{}", e.msg);
+        // podman's generated entry
+        let r = req(
+            "IgnoreUnknown=1;K8S_POD_NAME=web",
+            serde_json::json!({"cniVersion": "0.4.0", "name": "podnet", "type": "dnsname",
+                "domainName": "dns.podman", "capabilities": {"aliases": true},
+                "runtimeConfig": {"aliases": {"podnet": ["webalias"]}}}),
+        );
+        let c = DnsConf::from_request(&r).unwrap();
+        assert_eq!(c.domain_name.as_deref(), Some("dns.podman"));
+        assert!(!c.internal);
+        assert_eq!(container_names(&r).unwrap(), vec!["web", "webalias", "abcdef012345"]);
+    }
+
+    #[test]
+    fn keys_match_like_gos_decoder() {
+        let r = req(
+            "K8S_POD_NAME=web",
+            serde_json::json!({"cniVersion": "0.4.0", "name": "podnet", "type": "dnsname",
+                "DomainName": "Dns.Podman", "UPSTREAMS": ["10.0.0.1"], "Ttl": 3,
+                "runtimeConfig": {"Aliases": {"podnet": ["Alias1"]}}}),
+        );
+        let c = DnsConf::from_request(&r).unwrap();
+        assert_eq!(c.domain_name.as_deref(), Some("dns.podman"));
+        assert_eq!((c.upstreams.len(), c.ttl), (1, 3));
+        assert_eq!(container_names(&r).unwrap(), vec!["web", "alias1", "abcdef012345"]);
     }
 
     #[test]

@@ -1,33 +1,23 @@
-//! `dns-alias`: Docker's embedded DNS for CNI networks. A chained plugin (after `bridge` or
-//! `macvlan`) records each container's names, aliases and addresses per network; a per-host
-//! daemon (this same binary, `dns-alias daemon`) answers them at 127.0.0.11 inside each
-//! container, scoped to the networks that container shares, and forwards other names.
+//! `dns-alias` (also installed as `dnsname`, podman's name for it): Docker's embedded DNS
+//! for CNI networks. A chained plugin (after `bridge` or `macvlan`) records each container's
+//! names, aliases and addresses per network; a per-host daemon (this same binary,
+//! `dns-alias daemon`) answers them at 127.0.0.11 inside each container, scoped to the
+//! networks that container shares, and forwards other names.
+//!
+//! ADD: config -> plan (the record: a plain value) -> apply (lo up, record written, daemon
+//! reloaded; undone when the daemon cannot serve it).
 
-mod client;
-mod config;
-mod daemon;
-mod nsutil;
-mod store;
-mod udp;
-mod wire;
-mod zone;
-
+use cni::store::Store;
 use cni::{code, Attachment, CniError, CniResult, Plugin, Request};
-use config::{container_names, DnsConf};
+use dns_alias::client::{self, Found};
+use dns_alias::config::{bridge_says_internal, container_names, DnsConf};
+use dns_alias::store::{self, Record};
+use dns_alias::{daemon, netns};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
-use store::{dns_dir, Record, StoreLock};
 
 struct DnsAlias;
-
-fn io_err(what: &str) -> impl Fn(std::io::Error) -> CniError + '_ {
-    move |e| CniError::io(format!("{what}: {e}"))
-}
-
-fn lock(dir: &Path) -> Result<StoreLock, CniError> {
-    StoreLock::acquire(dir).map_err(|e| CniError::io(format!("locking {}: {e}", dir.display())))
-}
 
 /// The container-side addresses of this attachment, from the previous plugin's result.
 fn container_addrs(prev: &CniResult, ifname: &str) -> Vec<IpAddr> {
@@ -36,12 +26,34 @@ fn container_addrs(prev: &CniResult, ifname: &str) -> Vec<IpAddr> {
 
 /// After a change: reload a running daemon; when none runs and no record is left, clear
 /// what a dead daemon left behind.
-fn after_removal(dir: &Path) -> Result<(), CniError> {
-    let ran = client::reload_if_running(dir)?;
-    if !ran && store::record_files(dir, None).is_empty() {
-        client::remove_stale_files(dir);
+fn after_removal(s: &Store) -> Result<(), CniError> {
+    let found = client::reload_if_running(s)?;
+    if found != Found::Live && !store::any(s) {
+        client::remove_stale_files(s.root());
     }
     Ok(())
+}
+
+/// The record of this attachment: what the daemon will serve.
+fn plan(
+    req: &Request,
+    conf: &DnsConf,
+    prev: &CniResult,
+    netns: &Path,
+    names: Vec<String>,
+) -> Record {
+    Record {
+        network: req.conf.name.clone(),
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        netns: netns.to_string_lossy().into_owned(),
+        names,
+        ips: container_addrs(prev, &req.env.ifname),
+        domain: conf.domain_name.clone(),
+        upstreams: conf.upstreams.clone(),
+        ttl: conf.ttl,
+        internal: conf.internal || bridge_says_internal(&req.conf.name),
+    }
 }
 
 impl Plugin for DnsAlias {
@@ -57,25 +69,17 @@ impl Plugin for DnsAlias {
             return Ok(prev);
         }
         let names = container_names(req)?;
-        let netns = req.netns()?;
-        nsutil::in_netns(netns, nsutil::set_lo_up)
-            .map_err(|e| CniError::new(code::KERNEL, e.to_string()))?;
-        let rec = Record {
-            network: req.conf.name.clone(),
-            container_id: req.env.container_id.clone(),
-            ifname: req.env.ifname.clone(),
-            netns: netns.to_string_lossy().into_owned(),
-            names,
-            ips: container_addrs(&prev, &req.env.ifname),
-            domain: conf.domain_name.clone(),
-            upstreams: conf.upstreams.clone(),
-            ttl: conf.ttl,
-        };
-        let dir = dns_dir();
-        let _lock = lock(&dir)?;
-        store::write(&dir, &rec).map_err(io_err("writing the DNS record"))?;
+        let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
+        let rec = plan(req, &conf, &prev, ns.path(), names);
+        netns::set_lo_up_in(&ns).map_err(|e| {
+            CniError::new(code::KERNEL, format!("bringing lo up in {}: {e}", ns.path().display()))
+        })?;
+        let s = store::store();
+        let _lock = s.lock()?;
+        store::write(&s, &rec)?;
+        let dir = s.root();
         let served =
-            client::ensure_running(&dir).and_then(|_| client::reload(&dir)).and_then(|fails| {
+            client::ensure_running(dir).and_then(|_| client::reload(dir)).and_then(|fails| {
                 match fails.into_iter().find(|(ns, _)| *ns == rec.netns) {
                     Some((ns, why)) => {
                         Err(CniError::new(code::KERNEL, format!("cannot serve DNS in {ns}: {why}")))
@@ -84,12 +88,12 @@ impl Plugin for DnsAlias {
                 }
             });
         if let Err(e) = served {
-            let _ = store::remove(&dir, &rec.network, &rec.container_id, &rec.ifname);
-            let _ = after_removal(&dir);
+            let _ = store::remove(&s, &rec.network, &rec.container_id, &rec.ifname);
+            let _ = after_removal(&s);
             return Err(e);
         }
         let mut result = prev;
-        result.dns.nameservers = vec![nsutil::DNS_ADDR.to_string()];
+        result.dns.nameservers = vec![firewall::dns_redirect::DNS_ADDR.to_string()];
         if let Some(d) = &conf.domain_name {
             result.dns.search.retain(|s| s != d);
             result.dns.search.insert(0, d.clone());
@@ -98,26 +102,25 @@ impl Plugin for DnsAlias {
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let dir = dns_dir();
-        if !dir.exists() {
+        let s = store::store();
+        if !s.root().exists() {
             return Ok(());
         }
-        let _lock = lock(&dir)?;
-        let removed = store::remove(&dir, &req.conf.name, &req.env.container_id, &req.env.ifname)
-            .map_err(io_err("removing the DNS record"))?;
-        let ran = client::reload_if_running(&dir)?;
-        if !ran {
-            // No daemon to close the socket and drop the table: drop the table ourselves when
-            // the namespace still exists and no other record of it is left.
+        let _lock = s.lock()?;
+        let removed = store::remove(&s, &req.conf.name, &req.env.container_id, &req.env.ifname)?;
+        let found = client::reload_if_running(&s)?;
+        if found != Found::Live {
+            // No daemon closed the socket and dropped the redirect: drop the redirect
+            // ourselves when the namespace still exists and no other record of it is left.
             if let (Some(_), Some(ns)) = (&removed, &req.env.netns) {
                 let ns_str = ns.to_string_lossy();
-                let others = store::read_all(&dir, |_, _| {}).iter().any(|r| r.netns == ns_str);
+                let others = store::read_all(&s, |_, _| {}).iter().any(|r| r.netns == ns_str);
                 if !others {
-                    let _ = nsutil::delete_table_in(ns, None);
+                    let _ = netns::remove_redirect_in(ns, None);
                 }
             }
-            if store::record_files(&dir, None).is_empty() {
-                client::remove_stale_files(&dir);
+            if !store::any(&s) {
+                client::remove_stale_files(s.root());
             }
         }
         Ok(())
@@ -128,14 +131,14 @@ impl Plugin for DnsAlias {
         if conf.disable_dns {
             return Ok(());
         }
-        let dir = dns_dir();
-        let path = store::record_path(&dir, &req.conf.name, &req.env.container_id, &req.env.ifname);
-        let rec = store::read(&path).map_err(|e| {
-            CniError::unknown_container(format!(
-                "no DNS record for container {} ({}) on network {}: {e}",
-                req.env.container_id, req.env.ifname, req.conf.name
-            ))
-        })?;
+        let s = store::store();
+        let rec = store::read(&s, &req.conf.name, &req.env.container_id, &req.env.ifname)?
+            .ok_or_else(|| {
+                CniError::unknown_container(format!(
+                    "no DNS record for container {} ({}) on network {}",
+                    req.env.container_id, req.env.ifname, req.conf.name
+                ))
+            })?;
         if let Some(prev) = &req.prev {
             let want: HashSet<IpAddr> =
                 container_addrs(prev, &req.env.ifname).into_iter().collect();
@@ -148,32 +151,34 @@ impl Plugin for DnsAlias {
             }
         }
         {
-            let _lock = lock(&dir)?;
-            client::ensure_running(&dir)?;
+            let _lock = s.lock()?;
+            client::ensure_running(s.root())?;
         }
         client::probe(&rec)
             .map_err(|e| CniError::new(code::IO_FAILURE, format!("dns-alias CHECK: {e}")))
     }
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
-        let dir = dns_dir();
-        if !dir.exists() {
+        let s = store::store();
+        if !s.root().exists() {
             return Ok(());
         }
         let keep: HashSet<(&str, &str)> =
             valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
-        let _lock = lock(&dir)?;
+        let _lock = s.lock()?;
+        s.sweep_temp_files();
         let mut removed = 0;
-        for p in store::record_files(&dir, Some(&req.conf.name)) {
-            let Ok(r) = store::read(&p) else { continue };
-            if !keep.contains(&(r.container_id.as_str(), r.ifname.as_str())) {
-                cni::store::remove_if_exists(&p).map_err(io_err("removing a DNS record"))?;
+        // A corrupt record names no network: it is reported by CHECK and left for the admin.
+        for r in store::read_all(&s, |_, _| {}) {
+            if r.network == req.conf.name
+                && !keep.contains(&(r.container_id.as_str(), r.ifname.as_str()))
+            {
+                store::remove(&s, &r.network, &r.container_id, &r.ifname)?;
                 removed += 1;
             }
         }
-        store::tidy(&dir, &req.conf.name);
         if removed > 0 {
-            after_removal(&dir)?;
+            after_removal(&s)?;
         }
         Ok(())
     }
@@ -183,7 +188,7 @@ impl Plugin for DnsAlias {
         if conf.disable_dns {
             return Ok(());
         }
-        let dir = dns_dir();
+        let dir = store::dns_dir();
         let unavailable = |why: String| {
             CniError::not_available(format!("the dns-alias daemon cannot be started: {why}"))
         };
@@ -200,7 +205,7 @@ impl Plugin for DnsAlias {
                 sock.display()
             )));
         }
-        if nsutil::nft_binary().is_none() {
+        if firewall::dns_redirect::nft_binary().is_none() {
             return Err(unavailable("nft not found (install nftables)".into()));
         }
         std::env::current_exe().map_err(|e| unavailable(format!("cannot find own binary: {e}")))?;

@@ -1,19 +1,22 @@
-//! The record store shared by the plugin (writer) and the daemon (reader).
+//! The records shared by the plugin (writer) and the daemon (reader), in the suite's typed
+//! state store (`cni::store::Store`: flock, atomic writes, corrupt records reported, long
+//! keys hashed).
 //!
 //! Layout under `<state>/dns/` (`<state>` is `cni::store::state_dir()`):
 //! ```text
-//! records/<network>/<containerID>:<ifname>.json   one record per attachment
+//! records/<network:containerID:ifname, as a file key>.json   one record per attachment
 //! daemon.pid     the daemon's PID; the daemon holds an flock on it while it lives
 //! control.sock   the daemon's control socket ("reload", "ping", "status", "stop")
 //! daemon.log     the daemon's stdout/stderr
 //! ```
-//! Writers hold an flock on the `dns` directory itself, and every file is replaced atomically,
-//! so the daemon reads without locking. After the last record is removed the daemon deletes
-//! the pid file, socket and log, leaving an empty `dns/` directory (it is the lock).
+//! Writers hold the store's lock (an flock on `dns/` itself), and every record is replaced
+//! atomically, so the daemon reads without locking. After the last record is removed the
+//! daemon deletes the pid file, socket and log, leaving an empty `dns/` directory (it is the
+//! lock).
 
+use cni::store::Store;
+use cni::CniError;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
-use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -22,9 +25,14 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 pub const LOG_FILE: &str = "daemon.log";
 const RECORDS: &str = "records";
 
+/// The plugin's store: `<state>/dns`.
+pub fn store() -> Store {
+    Store::for_plugin("dns")
+}
+
 /// The plugin's part of the state dir.
 pub fn dns_dir() -> PathBuf {
-    cni::store::state_dir().join("dns")
+    store().root().to_path_buf()
 }
 
 /// What the plugin records for one attachment (container, network, interface).
@@ -47,56 +55,52 @@ pub struct Record {
     pub upstreams: Vec<String>,
     #[serde(default)]
     pub ttl: u32,
+    /// The network is internal (Docker `--internal`): no forwarding for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
-pub fn record_path(dir: &Path, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-    // Network names and container ids never contain ':' or '/'; interface names never contain
-    // '/' or ':' either, so the file name is unambiguous.
-    dir.join(RECORDS).join(network).join(format!("{container_id}:{ifname}.json"))
+/// One flat directory of records: network names, container IDs and interface names never
+/// contain ':', so the key is unambiguous, and the store hashes it into a file name of
+/// bounded length.
+fn key(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{network}:{container_id}:{ifname}")
 }
 
-/// An exclusive flock on the `dns` directory, held while records change.
-pub struct StoreLock {
-    _dir: File,
+pub fn record_path(s: &Store, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+    s.path(&[RECORDS, &key(network, container_id, ifname)])
 }
 
-impl StoreLock {
-    pub fn acquire(dir: &Path) -> io::Result<StoreLock> {
-        fs::create_dir_all(dir)?;
-        let f = File::open(dir)?;
-        f.lock()?;
-        Ok(StoreLock { _dir: f })
-    }
+pub fn write(s: &Store, rec: &Record) -> Result<(), CniError> {
+    s.put(&[RECORDS, &key(&rec.network, &rec.container_id, &rec.ifname)], rec)
 }
 
-pub fn write(dir: &Path, rec: &Record) -> io::Result<()> {
-    let path = record_path(dir, &rec.network, &rec.container_id, &rec.ifname);
-    let data = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
-    cni::store::atomic_write(&path, &data)
-}
-
-pub fn read(path: &Path) -> io::Result<Record> {
-    let data = fs::read(path)?;
-    serde_json::from_slice(&data)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
-}
-
-/// Removes one record; returns it when it existed. Empty directories go too.
-pub fn remove(
-    dir: &Path,
+/// The record of one attachment; `Ok(None)` when there is none, an error naming the file
+/// when it is corrupt.
+pub fn read(
+    s: &Store,
     network: &str,
     container_id: &str,
     ifname: &str,
-) -> io::Result<Option<Record>> {
-    let path = record_path(dir, network, container_id, ifname);
-    let old = match read(&path) {
-        Ok(r) => Some(r),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(_) => None, // unreadable: remove it all the same
+) -> Result<Option<Record>, CniError> {
+    s.get(&[RECORDS, &key(network, container_id, ifname)])
+}
+
+/// Removes one record; returns it when it existed (a corrupt one is removed all the same,
+/// and returned as a record that names no namespace).
+pub fn remove(
+    s: &Store,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Option<Record>, CniError> {
+    let old = match read(s, network, container_id, ifname) {
+        Ok(None) => return Ok(None),
+        Ok(Some(r)) => r,
+        Err(_) => placeholder(network, container_id, ifname),
     };
-    cni::store::remove_if_exists(&path)?;
-    tidy(dir, network);
-    Ok(old.or_else(|| Some(placeholder(network, container_id, ifname))))
+    s.delete(&[RECORDS, &key(network, container_id, ifname)])?;
+    Ok(Some(old))
 }
 
 fn placeholder(network: &str, container_id: &str, ifname: &str) -> Record {
@@ -110,52 +114,25 @@ fn placeholder(network: &str, container_id: &str, ifname: &str) -> Record {
         domain: None,
         upstreams: vec![],
         ttl: 0,
+        internal: false,
     }
 }
 
-/// Removes the network's directory and `records/` when they became empty.
-pub fn tidy(dir: &Path, network: &str) {
-    cni::store::remove_dir_if_empty(&dir.join(RECORDS).join(network));
-    cni::store::remove_dir_if_empty(&dir.join(RECORDS));
-}
-
-/// Paths of the record files of one network (or all networks), sorted.
-pub fn record_files(dir: &Path, network: Option<&str>) -> Vec<PathBuf> {
-    let root = dir.join(RECORDS);
-    let nets: Vec<PathBuf> = match network {
-        Some(n) => vec![root.join(n)],
-        None => match fs::read_dir(&root) {
-            Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect(),
-            Err(_) => vec![],
-        },
-    };
+/// Every readable record; unreadable or corrupt ones are reported through `bad`.
+pub fn read_all(s: &Store, mut bad: impl FnMut(&Path, CniError)) -> Vec<Record> {
     let mut out = Vec::new();
-    for n in nets {
-        if let Ok(rd) = fs::read_dir(&n) {
-            for e in rd.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if !name.starts_with('.') && name.ends_with(".json") {
-                    out.push(e.path());
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Every readable record; unreadable files are reported through `bad`.
-pub fn read_all(dir: &Path, mut bad: impl FnMut(&Path, io::Error)) -> Vec<Record> {
-    let mut out = Vec::new();
-    for p in record_files(dir, None) {
-        match read(&p) {
+    for (path, rec) in s.list_lenient::<Record>(&[RECORDS]) {
+        match rec {
             Ok(r) => out.push(r),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => bad(&p, e),
+            Err(e) => bad(&path, e),
         }
     }
     out
+}
+
+/// True when any record is left (stops at the first).
+pub fn any(s: &Store) -> bool {
+    s.any(&[RECORDS])
 }
 
 #[cfg(test)]
@@ -163,21 +140,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_read_remove() {
+    fn write_read_remove_and_long_ids() {
         let dir = std::env::temp_dir().join(format!("dns-store-test-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::new(dir.clone());
         let mut r = placeholder("net1", "abc", "eth0");
         r.names = vec!["db".into()];
         r.ips = vec!["10.0.0.2".parse().unwrap()];
+        let long_id = "c".repeat(400);
+        let mut long = placeholder("net1", &long_id, "eth0");
+        long.names = vec!["long".into()];
         {
-            let _l = StoreLock::acquire(&dir).unwrap();
-            write(&dir, &r).unwrap();
+            let _l = s.lock().unwrap();
+            write(&s, &r).unwrap();
+            write(&s, &long).unwrap();
         }
-        let all = read_all(&dir, |p, e| panic!("{}: {e}", p.display()));
-        assert_eq!(all, vec![r.clone()]);
-        assert_eq!(remove(&dir, "net1", "abc", "eth0").unwrap(), Some(r));
-        assert_eq!(remove(&dir, "net1", "abc", "eth0").unwrap(), None);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "records/ is tidied away");
-        fs::remove_dir_all(&dir).unwrap();
+        assert!(any(&s));
+        let mut all = read_all(&s, |p, e| panic!("{}: {e}", p.display()));
+        all.sort_by(|a, b| a.names.cmp(&b.names));
+        assert_eq!(all, vec![r.clone(), long.clone()]);
+        assert_eq!(read(&s, "net1", &long_id, "eth0").unwrap(), Some(long.clone()));
+        assert_eq!(remove(&s, "net1", "abc", "eth0").unwrap(), Some(r));
+        assert_eq!(remove(&s, "net1", "abc", "eth0").unwrap(), None);
+        assert_eq!(remove(&s, "net1", &long_id, "eth0").unwrap(), Some(long));
+        assert!(!any(&s));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "records/ is tidied away");
+
+        // A corrupt record is reported, not read as missing, and DEL still removes it.
+        write(&s, &placeholder("net1", "bad", "eth0")).unwrap();
+        std::fs::write(record_path(&s, "net1", "bad", "eth0"), b"{not json").unwrap();
+        assert!(read(&s, "net1", "bad", "eth0").is_err());
+        let mut reported = 0;
+        assert!(read_all(&s, |_, _| reported += 1).is_empty());
+        assert_eq!(reported, 1);
+        assert!(remove(&s, "net1", "bad", "eth0").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

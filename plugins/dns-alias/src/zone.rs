@@ -40,21 +40,24 @@ type Set<K> = HashSet<K, FnvBuild>;
 pub struct Rng(u64);
 
 impl Rng {
+    /// Seeded from the kernel's random pool (forwarded query IDs must not be guessable);
+    /// the clock and pid only when that cannot be read.
     pub fn new() -> Rng {
-        let mut seed = 0u64;
-        // SAFETY: getrandom writes at most 8 bytes into a valid u64.
-        let n = unsafe {
-            libc::getrandom(&mut seed as *mut u64 as *mut libc::c_void, 8, libc::GRND_NONBLOCK)
+        use std::io::Read;
+        let mut seed = [0u8; 8];
+        let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
+        let seed = match read {
+            Ok(()) => u64::from_ne_bytes(seed),
+            Err(_) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+            }
         };
-        if n != 8 {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            seed = t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
-        }
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -63,7 +66,7 @@ impl Rng {
         x.wrapping_mul(0x2545f4914f6cdd1d)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
@@ -89,6 +92,8 @@ pub struct NetZone {
     pub ptr: Map<IpAddr, Box<str>>,
     pub upstreams: Vec<SocketAddr>,
     pub ttl: u32,
+    /// Docker `--internal`: its containers' queries for other names are not forwarded.
+    pub internal: bool,
 }
 
 impl NetZone {
@@ -162,6 +167,7 @@ impl Zone {
             });
             let net = &mut zone.nets[ni];
             net.ttl = net.ttl.min(r.ttl);
+            net.internal |= r.internal;
             if let Some(d) = &r.domain {
                 if !net.domains.contains(d) {
                     net.domains.push(d.clone());
@@ -208,15 +214,18 @@ impl Zone {
             zone.known_ips.extend(net.ptr.keys().copied());
         }
         for (id, nets) in scope_nets {
+            // Like Docker: a container forwards when one of its networks has access to the
+            // outside; a container only on internal networks never does.
             let mut ups: Vec<SocketAddr> = Vec::new();
-            for &ni in &nets {
+            let outside = nets.iter().any(|&ni| !zone.nets[ni].internal);
+            for &ni in nets.iter().filter(|&&ni| !zone.nets[ni].internal) {
                 for u in &zone.nets[ni].upstreams {
                     if !ups.contains(u) {
                         ups.push(*u);
                     }
                 }
             }
-            if ups.is_empty() {
+            if ups.is_empty() && outside {
                 ups = host_upstreams.to_vec();
             }
             zone.scopes.insert(id, Scope { nets, upstreams: ups.into() });
@@ -379,6 +388,7 @@ mod tests {
             domain: None,
             upstreams: vec![],
             ttl: 0,
+            internal: false,
         }
     }
 
@@ -488,6 +498,27 @@ mod tests {
         assert_eq!(firsts.len(), 3, "every address comes first sometimes");
         // nothing to forward to
         assert_eq!(ask(&z, 2, "example.com", T_A).1, wire::SERVFAIL);
+    }
+
+    #[test]
+    fn internal_networks_do_not_forward() {
+        let mut a = rec("int", "a", "/ns/1", &["a"], &["10.5.0.2"]);
+        a.internal = true;
+        let mut b = rec("int", "b", "/ns/2", &["b"], &["10.5.0.3"]);
+        b.internal = true;
+        let mut b2 = rec("ext", "b", "/ns/2", &["b"], &["10.6.0.3"]);
+        b2.upstreams = vec!["10.9.9.9".into()];
+        let z = Zone::build(&[a, b, b2], listener, &["192.0.2.53:53".parse().unwrap()]);
+        // a is only on the internal network: local names answer, the rest is SERVFAIL
+        let (_, rc, ans) = ask(&z, 1, "b", T_A);
+        assert_eq!((rc, ans.len()), (wire::NOERROR, 1));
+        assert_eq!(ask(&z, 1, "example.com", T_A).1, wire::SERVFAIL);
+        assert_eq!(ask(&z, 1, "9.9.9.9.in-addr.arpa", wire::T_PTR).1, wire::SERVFAIL);
+        // b is on an outside network too: it forwards, to that network's servers only
+        match ask(&z, 2, "example.com", T_A).0 {
+            Outcome::Forward(u) => assert_eq!(&u[..], &["10.9.9.9:53".parse().unwrap()]),
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]
