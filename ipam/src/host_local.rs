@@ -18,6 +18,12 @@ fn open_error(dir: &std::path::Path, network: &str, e: std::io::Error) -> CniErr
 /// ADD: one address per range set. Idempotent: the same container and interface get back the
 /// addresses they already hold. On failure, addresses leased by this call are released again.
 pub fn add(req: &Request) -> Result<CniResult, CniError> {
+    add_tracked(req).map(|(result, _)| result)
+}
+
+/// [`add`], also returning the addresses this call leased (not those the attachment already
+/// held): what a caller's rollback may release.
+pub fn add_tracked(req: &Request) -> Result<(CniResult, Vec<IpAddr>), CniError> {
     let conf = config::host_local(req)?;
     let owner = owner(req);
     let name = &req.conf.name;
@@ -74,7 +80,28 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
             }
         }
     }
-    Ok(result)
+    Ok((result, created))
+}
+
+/// Releases the given leases of this container and interface (a caller's rollback of
+/// [`add_tracked`]); leases held by anyone else are left alone.
+pub fn release(req: &Request, ips: &[IpAddr]) -> Result<(), CniError> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    let Ok(ipam) = config::ipam_section(req) else { return Ok(()) };
+    let dir = config::data_dir(ipam)?;
+    let name = &req.conf.name;
+    let Some(store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))?
+    else {
+        return Ok(());
+    };
+    let owner = owner(req);
+    for ip in ips {
+        store.release(*ip, &owner).map_err(|e| io_error(&store, e))?;
+    }
+    store.forget_cursors_if_empty().map_err(|e| io_error(&store, e))?;
+    Ok(())
 }
 
 /// The lease for range set `i`: the one `owner` already holds, the requested one, or the next free.

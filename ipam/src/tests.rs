@@ -373,3 +373,100 @@ fn requested_address_already_ours_from_the_reference_is_adopted() {
     assert!(!net.join("10.9.0.40").exists());
     assert!(!net.join(".by-container").exists());
 }
+
+#[test]
+fn configured_refuses_what_would_silently_give_no_address() {
+    let with = |ipam: Value| {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"});
+        if !ipam.is_null() {
+            c["ipam"] = ipam;
+        }
+        configured(&request("ADD", c, ""))
+    };
+    assert!(!with(Value::Null).unwrap());
+    assert!(!with(json!({})).unwrap(), "{{}}: layer 2 only, like the reference");
+    assert!(with(json!({"type": "host-local", "subnet": "10.0.0.0/24"})).unwrap());
+    assert!(with(json!({"TYPE": "static"})).unwrap(), "Go's key matching");
+    for (bad, shape) in [
+        (json!("host-local"), "a string"),
+        (json!(5), "a number"),
+        (json!([{"type": "host-local"}]), "a list"),
+        (json!(true), "a boolean"),
+    ] {
+        let e = with(bad.clone()).unwrap_err();
+        assert_eq!(e.code, 7, "{bad}");
+        assert!(e.msg.contains("ipam") && e.msg.contains(shape), "{bad}: {}", e.msg);
+    }
+    let e = with(json!({"subnet": "10.0.0.0/24"})).unwrap_err();
+    assert!(e.code == 7 && e.msg.contains("ipam.type"), "{}", e.msg);
+    let e = with(json!({"type": 7})).unwrap_err();
+    assert!(e.code == 7 && e.msg.contains("ipam.type"), "{}", e.msg);
+}
+
+#[test]
+fn non_ipam_types_are_refused_before_anything_runs() {
+    // The plugin's own type and the suite's other plugins: code 7 naming ipam.type, in every
+    // verb that would run them; DEL and GC have nothing to release.
+    for (plugin, t) in [
+        ("bridge", "bridge"),
+        ("bridge", "macvlan"),
+        ("macvlan", "macvlan"),
+        ("host", "portmap"),
+        ("my-plugin", "my-plugin"),
+    ] {
+        let c = json!({"cniVersion": "1.1.0", "name": "n", "type": plugin, "ipam": {"type": t}});
+        for verb in ["ADD", "CHECK"] {
+            let e = match verb {
+                "ADD" => allocate(&request(verb, c.clone(), "")).map(|_| ()).unwrap_err(),
+                _ => check(&request(verb, c.clone(), "")).unwrap_err(),
+            };
+            assert_eq!(e.code, 7, "{plugin}/{t} {verb}");
+            assert!(e.msg.contains("ipam.type") && e.msg.contains(t), "{}", e.msg);
+        }
+        let e = configured(&request("ADD", c.clone(), "")).unwrap_err();
+        assert_eq!(e.code, 7);
+        del(&request("DEL", c.clone(), "")).unwrap();
+        gc(&request("GC", c.clone(), ""), &[]).unwrap();
+    }
+}
+
+#[test]
+fn a_type_resolving_to_the_running_binary_is_refused() {
+    // Any name in CNI_PATH that is this very executable (a link to it) would run ourselves.
+    let t = Tmp::new("self");
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    std::os::unix::fs::symlink(&exe, t.path().join("innocent-ipam")).unwrap();
+    let mut req = request(
+        "ADD",
+        json!({"cniVersion": "1.1.0", "name": "n", "type": "bridge", "ipam": {"type": "innocent-ipam"}}),
+        "",
+    );
+    req.env.path = vec![t.path().to_path_buf()];
+    let e = configured(&req).unwrap_err();
+    assert_eq!(e.code, 7);
+    assert!(e.msg.contains("innocent-ipam") && e.msg.contains("itself"), "{}", e.msg);
+    let e = allocate(&req).unwrap_err();
+    assert_eq!(e.code, 7);
+}
+
+#[test]
+fn rollback_releases_only_what_this_call_leased() {
+    let t = Tmp::new("rollback");
+    let c = conf(t.path(), json!({"subnet": "10.44.0.0/24"}));
+    let req = request("ADD", c.clone(), "");
+    let first = allocate(&req).unwrap();
+    assert_eq!(first.leased_now().unwrap().len(), 1);
+    // A repeated ADD of the same attachment gets the same address back, newly leasing nothing:
+    // rolling it back must leave the live lease alone.
+    let again = allocate(&req).unwrap();
+    assert_eq!(addrs(&again.result), addrs(&first.result));
+    assert_eq!(again.leased_now().unwrap(), &[] as &[IpAddr]);
+    rollback(&req, &again).unwrap();
+    let other = add_as(&c, "ctr2").unwrap();
+    assert_ne!(addrs(&other), addrs(&first.result), "the live lease was kept");
+    // Rolling back the first call does release it.
+    rollback(&req, &first).unwrap();
+    let third = add_as(&c, "ctr3").unwrap();
+    assert_eq!(addrs(&third).len(), 1);
+    assert!(Allocation::none().leased_now().unwrap().is_empty());
+}

@@ -40,6 +40,9 @@ pub struct Link {
     pub macvlan_mode: Option<MacvlanMode>,
     /// Promiscuous mode requested by user space (IFF_PROMISC; not bridge-port promiscuity).
     pub promisc: bool,
+    /// IFLA_IFALIAS, the free-text alias (`ip link set X alias Y`); the suite stores the
+    /// owner tag of the links it creates there.
+    pub alias: Option<String>,
 }
 
 /// Macvlan modes (IFLA_MACVLAN_MODE).
@@ -135,6 +138,7 @@ impl Link {
             link_netnsid: None,
             macvlan_mode: None,
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
+            alias: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -144,6 +148,7 @@ impl Link {
                 LinkAttribute::Controller(master) if master != 0 => link.master = Some(master),
                 LinkAttribute::Link(index) if index != 0 => link.link = Some(index),
                 LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+                LinkAttribute::IfAlias(alias) if !alias.is_empty() => link.alias = Some(alias),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -443,6 +448,20 @@ impl Handle {
         let mut msg = link_message(index);
         msg.attributes.push(LinkAttribute::NetNsFd(ns.fd()));
         self.set_link(msg, &format!("moving link #{index} to {}", ns.path().display()))
+    }
+
+    /// Sets the alias (IFLA_IFALIAS, at most 255 bytes; an empty one removes it). The kernel
+    /// ignores an alias in RTM_NEWLINK, so it is set on the link once it exists.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        if alias.len() > 255 {
+            return Err(Error::from_errno(
+                format!("setting alias on link #{index}: longer than 255 bytes"),
+                libc::EINVAL,
+            ));
+        }
+        let mut msg = link_message(index);
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(msg, &format!("setting alias {alias:?} on link #{index}"))
     }
 
     /// Sets the transmit queue length.

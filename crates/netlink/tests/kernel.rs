@@ -140,6 +140,18 @@ fn veth_in_same_namespace_and_link_settings() {
     let a3 = h.link_by_index(a.index).unwrap().unwrap();
     assert!(!a3.up && !a3.promisc);
 
+    // The alias carries an owner tag; iproute2 sees the same one, and "" removes it.
+    assert_eq!(a3.alias, None);
+    h.set_alias(a.index, "cni-suite:net/ctr/eth0").unwrap();
+    assert_eq!(
+        h.link_by_name("va").unwrap().unwrap().alias.as_deref(),
+        Some("cni-suite:net/ctr/eth0")
+    );
+    assert!(ns.ip(&["link", "show", "va"]).contains("alias cni-suite:net/ctr/eth0"));
+    assert!(h.set_alias(a.index, &"x".repeat(256)).is_err());
+    h.set_alias(a.index, "").unwrap();
+    assert_eq!(h.link_by_index(a.index).unwrap().unwrap().alias, None);
+
     let names: Vec<String> = h.links().unwrap().into_iter().map(|l| l.name).collect();
     for want in ["lo", "va", "vb"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");

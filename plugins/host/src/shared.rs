@@ -78,6 +78,7 @@ mod tests {
             link_netnsid: None,
             macvlan_mode: None,
             promisc: false,
+            alias: None,
         }
     }
 
