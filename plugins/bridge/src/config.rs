@@ -82,14 +82,10 @@ pub struct BridgeConf {
     pub firewall: Option<firewall::BackendKind>,
     /// MAC for the container interface: runtimeConfig.mac, args.cni.mac, CNI_ARGS MAC, or `mac`.
     pub mac: Option<[u8; 6]>,
-}
-
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+    /// `ipam` names an IPAM plugin (see `ipam::configured`: a malformed section is refused).
+    pub has_ipam: bool,
+    /// The config's `dns`, reported when IPAM gives none.
+    pub dns: Option<cni::Dns>,
 }
 
 fn vlan_id(key: &str, v: i64) -> Result<u16, CniError> {
@@ -105,13 +101,7 @@ impl BridgeConf {
     pub fn from_request(req: &Request) -> Result<BridgeConf, CniError> {
         let raw: RawConf = req.plugin_config()?;
         let bridge = raw.bridge.unwrap_or_else(|| "cni0".to_string());
-        if !valid_ifname(&bridge) {
-            return Err(CniError::bad_value(
-                "bridge",
-                format!("{bridge:?}"),
-                "not a valid interface name (1-15 characters, no '/', ':' or spaces)",
-            ));
-        }
+        cni::names::check_ifname("bridge", &bridge)?;
         let mtu = match raw.mtu {
             None | Some(0) => None,
             Some(m) if !(68..=65535).contains(&m) => {
@@ -163,6 +153,7 @@ impl BridgeConf {
             })?),
         };
         let mac = Self::requested_mac(req, raw.mac.as_deref())?;
+        let has_ipam = ipam::configured(req)?;
         let internal = raw.internal;
         Ok(BridgeConf {
             bridge,
@@ -185,6 +176,8 @@ impl BridgeConf {
             icc: raw.icc.unwrap_or(true),
             firewall,
             mac,
+            has_ipam,
+            dns: req.conf.dns.clone(),
         })
     }
 

@@ -2,199 +2,220 @@
 //! container (created directly in the container namespace with its final name), a gateway
 //! address on the bridge, outbound NAT, and isolation between networks.
 //!
-//! The flow of ADD is parse -> allocate -> apply, and any failure undoes what was applied.
+//! Every verb follows one flow:
+//! - `config` parses and validates ([`config::BridgeConf`]);
+//! - `plan` decides from the config, the IPAM allocation and a snapshot of the kernel
+//!   ([`plan::plan`], pure);
+//! - `apply` makes the kernel match, undoing itself on failure ([`apply::apply`]; the
+//!   firewall through [`rules`]);
+//! - `record` keeps what DEL and GC need ([`state`]), written before the objects it names
+//!   are created.
+//!
+//! CHECK compares the plan with the kernel.
 
+mod apply;
 mod config;
-mod setup;
+mod plan;
+mod rules;
 mod state;
 
 use cni::{code, Attachment, CniError, CniResult, Plugin, Request};
 use config::BridgeConf;
-use netlink::{Handle, Netns};
-use state::{host_veth_name, AttachmentRecord, NetworkRecord, NetworkState};
+use netlink::Handle;
+use state::{bridge_tag, host_veth_name, AttachmentRecord, NetworkRecord, NetworkState};
 
 struct BridgePlugin;
 
-pub(crate) fn kernel(e: netlink::Error) -> CniError {
-    CniError::new(code::KERNEL, e.to_string())
-}
-
-pub(crate) fn fw_err(e: firewall::Error) -> CniError {
-    CniError::new(code::KERNEL, format!("firewall: {e}"))
-}
-
-fn has_ipam(req: &Request) -> bool {
-    req.conf.ipam.as_ref().is_some_and(|v| v.is_object())
-}
-
-/// The rules this network needs, or None when there is nothing to enforce.
-fn network_rules(
-    req: &Request,
-    conf: &BridgeConf,
-    subnets: &[ipnet::IpNet],
-) -> Option<firewall::NetworkRules> {
-    let rules = firewall::NetworkRules {
+/// Who this request is for.
+fn attachment(req: &Request) -> Result<plan::Attachment, CniError> {
+    Ok(plan::Attachment {
         network: req.conf.name.clone(),
-        bridge: conf.bridge.clone(),
-        subnets: subnets.to_vec(),
-        masquerade: conf.ip_masq,
-        isolate: conf.isolation,
-        internal: conf.internal,
-        icc: conf.icc,
-    };
-    let nothing = !rules.masquerade && !rules.isolate && !rules.internal && rules.icc;
-    if nothing || subnets.is_empty() {
-        None
-    } else {
-        Some(rules)
-    }
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        netns: req.netns()?.display().to_string(),
+    })
 }
 
-/// Removes one attachment's links (host side by its stable name; container side when the
-/// namespace still exists). Links already gone are not an error.
-fn remove_links(req: &Request, host_veth: &str) -> Result<(), CniError> {
-    if let Some(Ok(ns)) = req.env.netns.as_deref().map(Netns::open) {
-        let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
-        if let Some(link) = ctr.link_by_name(&req.env.ifname).map_err(kernel)? {
-            if link.kind.as_deref() == Some("veth") {
-                match ctr.delete_link(link.index) {
-                    Err(e) if !e.is_not_found() => return Err(kernel(e)),
-                    _ => {}
-                }
-            }
-        }
-    }
-    let mut host = Handle::new().map_err(kernel)?;
-    if let Some(link) = host.link_by_name(host_veth).map_err(kernel)? {
-        match host.delete_link(link.index) {
-            Err(e) if !e.is_not_found() => return Err(kernel(e)),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// After the last attachment left: the network's rules go, and the bridge if we created it
-/// and nothing else is plugged into it.
+/// After the last attachment left: the network's rules go (with the backend that programmed
+/// them), then the bridge if we created it and nothing else is plugged into it, then the
+/// network record. A network without a record never had anything programmed.
 fn teardown_network(
     req: &Request,
     conf: &BridgeConf,
     state: &NetworkState,
+    host: &mut Handle,
 ) -> Result<(), CniError> {
-    let record = state.network();
-    let fw = firewall::backend(conf.firewall).map_err(fw_err)?;
-    fw.remove_network(&req.conf.name).map_err(fw_err)?;
-    if let Some(rec) = &record {
-        if rec.created_bridge {
-            let mut host = Handle::new().map_err(kernel)?;
-            if let Some(br) = host.link_by_name(&rec.bridge).map_err(kernel)? {
-                let ports = host
-                    .links()
-                    .map_err(kernel)?
-                    .iter()
-                    .filter(|l| l.master == Some(br.index))
-                    .count();
-                if ports == 0 {
-                    match host.delete_link(br.index) {
-                        Err(e) if !e.is_not_found() => return Err(kernel(e)),
-                        _ => {}
-                    }
-                }
-            }
+    let record = match state.network() {
+        Ok(None) => return Ok(()),
+        Ok(Some(r)) => Some(r),
+        Err(e) => {
+            // Unreadable: remove the rules with the configured backend, leave the bridge.
+            eprintln!("bridge: {e}; removing the network's rules with the configured backend");
+            None
+        }
+    };
+    rules::remove(&req.conf.name, record.as_ref(), conf)?;
+    if let Some(rec) = record.as_ref().filter(|r| r.created_bridge) {
+        apply::remove_bridge(host, &rec.bridge, &bridge_tag(&req.conf.name, &rec.bridge))?;
+    }
+    state.remove_network()
+}
+
+/// The network record before this ADD changes anything (intent first): the bridge and
+/// whether we are about to create it, the firewall backend, and the rules about to change.
+fn network_intent(
+    req: &Request,
+    conf: &BridgeConf,
+    previous: Option<&NetworkRecord>,
+    p: &plan::Plan,
+    want: &Option<firewall::NetworkRules>,
+) -> Result<NetworkRecord, CniError> {
+    let base = match previous {
+        Some(prev) if prev.bridge == conf.bridge => {
+            NetworkRecord { created_bridge: prev.created_bridge || p.bridge.create, ..prev.clone() }
+        }
+        _ => NetworkRecord {
+            network: req.conf.name.clone(),
+            bridge: conf.bridge.clone(),
+            created_bridge: p.bridge.create,
+            subnets: Vec::new(),
+            internal: conf.internal,
+            firewall: previous.map(|r| r.firewall.clone()).unwrap_or_default(),
+            rules: previous.map(|r| r.rules.clone()).unwrap_or_default(),
+        },
+    };
+    let mut rec = rules::intent(&base, want, conf)?;
+    rec.network = req.conf.name.clone();
+    rec.internal = conf.internal;
+    for net in &p.subnets {
+        if !rec.subnets.contains(net) {
+            rec.subnets.push(*net);
         }
     }
-    state.remove_network();
-    Ok(())
+    Ok(rec)
+}
+
+/// Steps 3-5 of ADD (plan, apply, record) once IPAM has allocated; the caller rolls back.
+fn plan_apply_record(
+    req: &Request,
+    conf: &BridgeConf,
+    ns: &netlink::Netns,
+    host: &mut Handle,
+    state: &NetworkState,
+    snap: &plan::Snapshot,
+    allocated: &CniResult,
+) -> Result<CniResult, CniError> {
+    let att = attachment(req)?;
+    let p = plan::plan(conf, &att, allocated, snap, netlink::random_mac())?;
+    let want = rules::plan(&req.conf.name, conf, &p.subnets);
+    let previous = state.network()?;
+    let intent = network_intent(req, conf, previous.as_ref(), &p, &want)?;
+    if previous.as_ref() != Some(&intent) {
+        state.save_network(&intent)?;
+    }
+    state.save_attachment(&p.record(true))?;
+
+    let applied = apply::apply(&p, ns, host)?;
+    let mut done = rules::ensure(&intent, &want, conf)?;
+    if p.bridge.create
+        && host.link_by_name(&conf.bridge)?.and_then(|l| l.alias).as_deref()
+            != Some(p.bridge.tag.as_str())
+    {
+        // Another process created the bridge between snapshot and apply: not ours.
+        done.created_bridge = previous.as_ref().is_some_and(|r| r.created_bridge);
+    }
+    if done != intent {
+        state.save_network(&done)?;
+    }
+    state.save_attachment(&p.record(false))?;
+    Ok(p.result(&applied))
 }
 
 impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        // 1. config
         let conf = BridgeConf::from_request(req)?;
-        let netns_path = req.netns()?;
-        let ns = Netns::open(netns_path).map_err(|e| {
-            CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns_path.display()))
-        })?;
-        let fw = firewall::backend(conf.firewall).map_err(fw_err)?;
+        let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
+        let att = attachment(req)?;
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
+        let mut host = Handle::new()?;
+        let mut ctr = Handle::new_in(&ns)?;
+        let veth = host_veth_name(&att.network, &att.container_id, &att.ifname);
+        let mut snap = apply::snapshot(&mut host, &mut ctr, &conf.bridge, &att.ifname, &veth)?;
 
-        let allocated = if has_ipam(req) { ipam::add(req)? } else { CniResult::default() };
-        let mut created = setup::Created::default();
-        let outcome = setup::apply(req, &conf, &ns, &allocated, &mut created).and_then(|result| {
-            let subnets = setup::subnets(&result);
-            let rules = network_rules(req, &conf, &subnets);
-            let previous = state.network();
-            let record = NetworkRecord {
-                bridge: conf.bridge.clone(),
-                created_bridge: created.bridge
-                    || previous
-                        .as_ref()
-                        .is_some_and(|p| p.created_bridge && p.bridge == conf.bridge),
-                subnets,
-                internal: conf.internal,
-                firewall: fw.name().to_string(),
-                rules: rules.as_ref().map(|r| format!("{r:?}")).unwrap_or_default(),
-            };
-            // Rules are per network: only the first container (or a changed config) pays
-            // for programming them. CHECK still verifies them against the kernel.
-            if previous.as_ref() != Some(&record) {
-                if let Some(rules) = &rules {
-                    fw.apply_network(rules).map_err(fw_err)?;
-                }
-                state.save_network(&record)?;
+        // A repeated ADD is refused before IPAM runs, so it cannot release the live lease;
+        // leftovers of an ADD that died (or of a container whose interface is gone) go first.
+        let existing = state.attachment(&att.container_id, &att.ifname)?;
+        match plan::existing(existing.as_ref(), snap.container_link.as_ref()) {
+            plan::Existing::Live => return Err(plan::already_attached(&att)),
+            plan::Existing::Stale => {
+                let rec = existing.expect("a stale attachment has a record");
+                apply::remove_attachment(&mut host, &att.network, &rec)?;
+                state.remove_attachment(&att.container_id, &att.ifname)?;
+                snap = apply::snapshot(&mut host, &mut ctr, &conf.bridge, &att.ifname, &veth)?;
             }
-            state.save_attachment(&AttachmentRecord {
-                container_id: req.env.container_id.clone(),
-                ifname: req.env.ifname.clone(),
-                host_veth: created.host_veth.clone().unwrap_or_default(),
-                netns: Some(netns_path.display().to_string()),
-                ips: result.ips.iter().map(|ip| ip.address).collect(),
-                mac_guard: created.mac_guard.as_ref().map(|(_, mac)| netlink::format_mac(mac)),
-            })?;
-            Ok(result)
-        });
-        match outcome {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                // Undo in reverse order; the original error is what the runtime needs to see.
-                created.undo();
-                if has_ipam(req) {
-                    let _ = ipam::del(req);
+            plan::Existing::None => {}
+        }
+        plan::preflight(&conf, &att, &snap)?;
+
+        // 2. IPAM, then plan, apply and record; a failure releases only what this call leased.
+        let allocation =
+            if conf.has_ipam { ipam::allocate(req)? } else { ipam::Allocation::none() };
+        let outcome =
+            plan_apply_record(req, &conf, &ns, &mut host, &state, &snap, &allocation.result);
+        if outcome.is_err() {
+            if let Err(e) = ipam::rollback(req, &allocation) {
+                eprintln!("bridge: releasing the addresses of a failed ADD: {e}");
+            }
+            let _ = state.remove_attachment(&att.container_id, &att.ifname);
+            if !state.has_attachments() {
+                if let Err(e) = teardown_network(req, &conf, &state, &mut host) {
+                    eprintln!("bridge: removing the network after a failed ADD: {e}");
                 }
-                if !state.has_attachments() && state.network().is_none() {
-                    let _ = fw.remove_network(&req.conf.name);
-                    state.remove_network();
-                }
-                Err(e)
             }
         }
+        outcome
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf = BridgeConf::from_request(req)?;
+        let (id, ifname) = (&req.env.container_id, &req.env.ifname);
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
-        let record = state.attachment(&req.env.container_id, &req.env.ifname);
-        let host_veth =
-            record.as_ref().map(|a| a.host_veth.clone()).filter(|n| !n.is_empty()).unwrap_or_else(
-                || host_veth_name(&req.conf.name, &req.env.container_id, &req.env.ifname),
-            );
-        // The guard's MAC: from our record, else from the container interface in prevResult.
-        let guard_mac = record.as_ref().and_then(|a| a.mac_guard.clone()).or_else(|| {
-            let prev = req.prev.as_ref()?;
-            let i = prev.sandbox_interface(&req.env.ifname)?;
-            prev.interfaces[i].mac.clone().filter(|_| conf.macspoofchk)
+        let record = match state.attachment(id, ifname) {
+            Ok(r) => r,
+            Err(e) => {
+                // DEL must go on: the stable name and prevResult find what the record named.
+                eprintln!("bridge: {e}; removing what the stable names find");
+                None
+            }
+        };
+        let record = record.unwrap_or_else(|| {
+            // Without a record: the host veth by its stable name, the guard's MAC from the
+            // container interface in prevResult.
+            let mac_guard = req.prev.as_ref().and_then(|prev| {
+                let i = prev.sandbox_interface(ifname)?;
+                prev.interfaces[i].mac.clone().filter(|_| conf.macspoofchk)
+            });
+            AttachmentRecord {
+                container_id: id.clone(),
+                ifname: ifname.clone(),
+                host_veth: host_veth_name(&req.conf.name, id, ifname),
+                netns: None,
+                ips: Vec::new(),
+                mac_guard,
+                pending: false,
+            }
         });
-        if let Some(mac) = guard_mac.as_deref().and_then(netlink::parse_mac) {
-            firewall::macspoof::unguard_port(&host_veth, &mac).map_err(fw_err)?;
-        }
-        remove_links(req, &host_veth)?;
-        if has_ipam(req) {
+        let mut host = Handle::new()?;
+        apply::remove_attachment(&mut host, &req.conf.name, &record)?;
+        if conf.has_ipam {
             ipam::del(req)?;
         }
-        state.remove_attachment(&req.env.container_id, &req.env.ifname)?;
+        state.remove_attachment(id, ifname)?;
         if !state.has_attachments() {
-            teardown_network(req, &conf, &state)?;
+            teardown_network(req, &conf, &state, &mut host)?;
         }
         Ok(())
     }
@@ -205,17 +226,31 @@ impl Plugin for BridgePlugin {
             .prev
             .as_ref()
             .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
-        let netns_path = req.netns()?;
-        let ns = Netns::open(netns_path).map_err(|e| {
-            CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns_path.display()))
-        })?;
-        setup::verify(req, &conf, &ns, prev)?;
-        let subnets = setup::subnets(prev);
-        if let Some(rules) = network_rules(req, &conf, &subnets) {
-            let fw = firewall::backend(conf.firewall).map_err(fw_err)?;
-            fw.check_network(&rules).map_err(fw_err)?;
+        let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
+        let att = attachment(req)?;
+        let mut p = plan::plan_for_check(&conf, &att, prev)?;
+        let state = NetworkState::new(&req.conf.name);
+        if let Some(rec) = state.attachment(&att.container_id, &att.ifname)? {
+            // Attachments made before stable names changed keep their recorded host veth.
+            p.veth.host = rec.host_veth;
         }
-        if has_ipam(req) {
+        let mut host = Handle::new()?;
+        let mut ctr = Handle::new_in(&ns)?;
+        let (seen, container_link) = apply::observe(&mut host, &mut ctr, &p)?;
+        if let Some(problem) = p.differences(&seen).into_iter().next() {
+            return Err(CniError::new(code::KERNEL, problem));
+        }
+        if conf.macspoofchk {
+            let mac = container_link.and_then(|l| l.mac).ok_or_else(|| {
+                CniError::new(
+                    code::KERNEL,
+                    format!("container interface {} has no MAC", att.ifname),
+                )
+            })?;
+            rules::check_mac(&p.veth.host, &mac)?;
+        }
+        rules::check(&rules::plan(&req.conf.name, &conf, &p.subnets), &conf)?;
+        if conf.has_ipam {
             ipam::check(req)?;
         }
         Ok(())
@@ -225,52 +260,42 @@ impl Plugin for BridgePlugin {
         let conf = BridgeConf::from_request(req)?;
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
-        let mut host = Handle::new().map_err(kernel)?;
-        for att in state.attachments() {
+        // Temp files of writers killed before their rename.
+        state.sweep_temp_files();
+        let mut host = Handle::new()?;
+        for (path, rec) in state.attachments() {
+            let att = match rec {
+                Ok(att) => att,
+                Err(e) => {
+                    eprintln!("bridge: GC skips {}: {e}", path.display());
+                    continue;
+                }
+            };
             let keep =
                 valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname);
             if keep {
                 continue;
             }
-            if let Some(mac) = att.mac_guard.as_deref().and_then(netlink::parse_mac) {
-                firewall::macspoof::unguard_port(&att.host_veth, &mac).map_err(fw_err)?;
-            }
-            if let Some(link) = host.link_by_name(&att.host_veth).map_err(kernel)? {
-                match host.delete_link(link.index) {
-                    Err(e) if !e.is_not_found() => return Err(kernel(e)),
-                    _ => {}
-                }
-            }
+            apply::remove_attachment(&mut host, &req.conf.name, &att)?;
             state.remove_attachment(&att.container_id, &att.ifname)?;
         }
-        if has_ipam(req) {
+        if conf.has_ipam {
             ipam::gc(req, valid)?;
         }
-        if !state.has_attachments() && state.network().is_some() {
-            teardown_network(req, &conf, &state)?;
+        if !state.has_attachments() {
+            teardown_network(req, &conf, &state, &mut host)?;
         }
         Ok(())
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let conf = BridgeConf::from_request(req)?;
-        let fw = firewall::backend(conf.firewall)
-            .map_err(|e| CniError::not_available(format!("no usable firewall backend: {e}")))?;
-        fw.is_available().map_err(|e| {
-            CniError::not_available(format!(
-                "firewall backend {} cannot program the kernel: {e}",
-                fw.name()
-            ))
-        })?;
-        if let Some(drop) = fw.foreign_drop_policy() {
-            // Not fatal, but say so: our accept cannot override another table's drop.
-            eprintln!("bridge: warning: forwarded container traffic may be dropped by another firewall: {drop}");
-        }
+        rules::status(&conf)?;
         let state = NetworkState::new(&req.conf.name);
-        if let Some(rec) = state.network() {
+        if let Some(rec) = state.network()? {
             if state.has_attachments() {
-                let mut host = Handle::new().map_err(kernel)?;
-                if host.link_by_name(&rec.bridge).map_err(kernel)?.is_none() {
+                let mut host = Handle::new()?;
+                if host.link_by_name(&rec.bridge)?.is_none() {
                     return Err(CniError::new(
                         code::LIMITED_CONNECTIVITY,
                         format!("bridge {} of network {} is missing: its containers have no connectivity", rec.bridge, req.conf.name),
@@ -278,7 +303,7 @@ impl Plugin for BridgePlugin {
                 }
             }
         }
-        if has_ipam(req) {
+        if conf.has_ipam {
             ipam::status(req)?;
         }
         Ok(())
