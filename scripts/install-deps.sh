@@ -23,6 +23,7 @@ PACKAGES=(
     iputils-ping                   # reachability checks in tests
     dnsutils                       # dig, for dns-alias tests
     conntrack                      # conntrack inspection/flush
+    strace                         # crash-consistency tests: SIGKILL at a chosen syscall
     busybox-static                 # tiny rootfs / nc / httpd for tests
     dpkg-dev                       # dpkg-source, to unpack the cnitool source
     hyperfine                      # benchmarks

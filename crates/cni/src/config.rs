@@ -61,6 +61,11 @@ pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
 /// The same list under the name some libcni versions use.
 pub const ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
+/// Longest network name accepted: the name is a directory name in the IPAM store that the
+/// reference host-local shares (`/var/lib/cni/networks/<name>`), and a file name has at
+/// most 255 bytes (NAME_MAX). Plugin state hashes longer keys, but that store cannot.
+pub const MAX_NETWORK_NAME_LEN: usize = 255;
+
 /// Network names: an alphanumeric first character, then alphanumerics, `_`, `.` or `-`.
 pub fn valid_network_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -140,6 +145,14 @@ impl NetConf {
                 "must start with a letter or digit, followed by letters, digits, '_', '.' or '-'",
             ));
         }
+        if self.name.len() > MAX_NETWORK_NAME_LEN {
+            let shown: String = self.name.chars().take(40).collect();
+            return Err(CniError::bad_value(
+                "name",
+                format!("\"{shown}...\" ({} characters)", self.name.len()),
+                format!("a network name has at most {MAX_NETWORK_NAME_LEN} characters"),
+            ));
+        }
         Ok(())
     }
 
@@ -200,6 +213,15 @@ mod tests {
         assert_eq!(conf.extra.get("bridge"), Some(&json!("br9")));
         let back = serde_json::to_value(&conf).unwrap();
         assert_eq!(back["mtu"], json!(1400));
+    }
+
+    #[test]
+    fn overlong_network_names_are_code_7() {
+        let conf = |name: &str| NetConf { name: name.to_string(), ..Default::default() };
+        conf(&"n".repeat(MAX_NETWORK_NAME_LEN)).validate_name().unwrap();
+        let e = conf(&"n".repeat(MAX_NETWORK_NAME_LEN + 1)).validate_name().unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("name") && e.msg.contains("255"), "{}", e.msg);
     }
 
     #[test]
