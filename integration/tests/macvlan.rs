@@ -569,3 +569,62 @@ fn bcqueuelen_reaches_the_kernel() {
     assert!(ping(&c, "10.77.0.1"));
     w.env.cnitool("del", NET, &c, &CniOpts::ours()).expect_ok();
 }
+
+/// Issue 14.5 for macvlan: a repeated ADD of a live attachment is refused before IPAM runs,
+/// so the container keeps its addresses and the next container gets others.
+#[test]
+fn a_repeated_add_is_refused_and_keeps_the_live_addresses() {
+    if !require_root() {
+        return;
+    }
+    let w = world("mvrepeat");
+    let env = &w.env;
+    let (a, b) = (env.container("a"), env.container("b"));
+    let (na, nb) = (a.path().display().to_string(), b.path().display().to_string());
+    let conf = stdin_conf(env, "1.1.0", json!({}));
+    let first = env.exec_plugin("macvlan", &add_env("ctra", &na), &conf);
+    first.expect_ok();
+    let again = env.exec_plugin("macvlan", &add_env("ctra", &na), &conf);
+    assert_eq!(again.error_code(), Some(7), "{again}");
+    assert!(msg(&again).contains("already attached"), "{again}");
+    let other = env.exec_plugin("macvlan", &add_env("ctrb", &nb), &conf);
+    other.expect_ok();
+    let (ipa, ipb) = (ips_of(first.result()), ips_of(other.result()));
+    for ip in &ipa {
+        assert!(!ipb.contains(ip), "b got a's live address {ip}");
+        assert!(lease_exists(env, *ip));
+    }
+    assert!(ping(&b, v4(&ipa)), "a keeps its address");
+    for (id, ns) in [("ctra", &na), ("ctrb", &nb)] {
+        let mut del = add_env(id, ns);
+        del[0] = ("CNI_COMMAND", "DEL");
+        env.exec_plugin("macvlan", &del, &conf).expect_ok();
+    }
+    untouched(&a);
+    untouched(&b);
+    assert_eq!(macvlan_state(env), Vec::<std::path::PathBuf>::new());
+}
+
+/// Issue 14.8 for macvlan: container IDs longer than a file name work, DEL included.
+#[test]
+fn long_container_ids_work() {
+    if !require_root() {
+        return;
+    }
+    let w = world("mvlongid");
+    let env = &w.env;
+    let a = env.container("a");
+    let na = a.path().display().to_string();
+    let id = format!("x{}", "1".repeat(499));
+    let conf = stdin_conf(env, "1.1.0", json!({}));
+    let add = env.exec_plugin("macvlan", &add_env(&id, &na), &conf);
+    add.expect_ok();
+    assert!(ping(&a, "10.77.0.1"));
+    let mut del = add_env(&id, &na);
+    del[0] = ("CNI_COMMAND", "DEL");
+    env.exec_plugin("macvlan", &del, &conf).expect_ok();
+    env.exec_plugin("macvlan", &del, &conf).expect_ok();
+    untouched(&a);
+    assert_eq!(macvlan_state(env), Vec::<std::path::PathBuf>::new());
+    assert!(ips_of(add.result()).iter().all(|ip| !lease_exists(env, *ip)));
+}

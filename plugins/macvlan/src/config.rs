@@ -34,8 +34,11 @@ pub struct MacvlanConf {
     pub mac: Option<[u8; 6]>,
     pub link_in_container: bool,
     pub bc_queue_len: Option<u32>,
-    /// True when `ipam` names an IPAM type (an empty `ipam: {}` means "no addresses", as in the reference).
+    /// True when `ipam` names an IPAM type (an empty `ipam: {}` means "no addresses", as in the
+    /// reference; see `ipam::configured`).
     pub has_ipam: bool,
+    /// The config's `dns`, reported when IPAM gives none.
+    pub dns: Option<cni::Dns>,
 }
 
 /// A VLAN sub-interface name in Docker's `parent` notation: `<link>.<vlan id>`.
@@ -77,10 +80,6 @@ pub fn no_8021q_message(vlan: &VlanParent) -> String {
     )
 }
 
-fn valid_ifname(name: &str) -> bool {
-    netlink::check_ifname(name).is_ok()
-}
-
 /// The mode names the reference accepts ("source" needs MAC lists, which CNI cannot express).
 pub fn parse_mode(s: &str) -> Result<MacvlanMode, CniError> {
     match s {
@@ -120,20 +119,6 @@ pub fn requested_mac(req: &Request, conf_mac: Option<&str>) -> Result<Option<[u8
     }
 }
 
-/// True when `ipam` is an object naming an IPAM plugin type.
-pub fn ipam_configured(req: &Request) -> Result<bool, CniError> {
-    match &req.conf.ipam {
-        None | Some(serde_json::Value::Null) => Ok(false),
-        Some(serde_json::Value::Object(o)) => match cni::json::get(o, "type") {
-            None | Some(serde_json::Value::Null) => Ok(false),
-            Some(serde_json::Value::String(t)) if t.is_empty() => Ok(false),
-            Some(serde_json::Value::String(_)) => Ok(true),
-            Some(other) => Err(CniError::bad_value("ipam.type", other, "must be a string")),
-        },
-        Some(other) => Err(CniError::bad_value("ipam", other, "must be an object")),
-    }
-}
-
 impl MacvlanConf {
     /// Parses and validates (no kernel access: the master's existence and MTU are checked at ADD).
     pub fn from_request(req: &Request) -> Result<MacvlanConf, CniError> {
@@ -141,14 +126,10 @@ impl MacvlanConf {
         let master = match raw.master {
             None => None,
             Some(m) if m.is_empty() => None,
-            Some(m) if !valid_ifname(&m) => {
-                return Err(CniError::bad_value(
-                    "master",
-                    format!("{m:?}"),
-                    "not a valid interface name (1-15 characters, no '/', ':' or spaces)",
-                ));
+            Some(m) => {
+                cni::names::check_ifname("master", &m)?;
+                Some(m)
             }
-            Some(m) => Some(m),
         };
         let mode = parse_mode(raw.mode.as_deref().unwrap_or(""))?;
         let mtu = match raw.mtu {
@@ -185,7 +166,8 @@ impl MacvlanConf {
             mac,
             link_in_container: raw.link_in_container,
             bc_queue_len,
-            has_ipam: ipam_configured(req)?,
+            has_ipam: ipam::configured(req)?,
+            dns: req.conf.dns.clone(),
         })
     }
 }
@@ -318,7 +300,18 @@ mod tests {
         v["ipam"] = json!({"type": "host-local", "subnet": "10.0.0.0/24"});
         assert!(MacvlanConf::from_request(&request(v.clone(), "")).unwrap().has_ipam);
         v["ipam"] = json!({"type": 5});
-        assert!(MacvlanConf::from_request(&request(v, "")).unwrap_err().msg.contains("ipam.type"));
+        assert!(MacvlanConf::from_request(&request(v.clone(), ""))
+            .unwrap_err()
+            .msg
+            .contains("ipam.type"));
+        for bad in [json!("host-local"), json!(3), json!([])] {
+            v["ipam"] = bad;
+            let e = MacvlanConf::from_request(&request(v.clone(), "")).unwrap_err();
+            assert!(e.code == 7 && e.msg.contains("ipam"), "{}", e.msg);
+        }
+        v["ipam"] = json!({"type": "macvlan"});
+        let e = MacvlanConf::from_request(&request(v, "")).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("ipam.type"), "{}", e.msg);
     }
 
     #[test]

@@ -3,160 +3,157 @@
 //! final name. A master written `eth0.10` is created as an 802.1q sub-interface when missing
 //! and removed with the last container using it (Docker's `parent` behaviour).
 //!
-//! ADD: validate -> master (maybe VLAN) -> IPAM -> macvlan + addresses + routes -> state;
-//! any failure undoes what was done, in reverse.
+//! ADD follows the suite's flow: `config` ([`config::MacvlanConf`]) -> `plan` from the config,
+//! a snapshot of the master and the IPAM allocation ([`plan::plan`], pure) -> `apply`
+//! ([`apply::apply`], undoing itself on failure) -> `record` ([`state`], written before the
+//! objects it names are created). CHECK compares prevResult with the kernel.
 
+mod apply;
 mod config;
-mod setup;
+mod plan;
 mod state;
 
-use cni::{code, Attachment, CniError, CniResult, Plugin, Request};
+use cni::{Attachment, CniError, CniResult, Plugin, Request};
 use config::{parse_vlan_parent, MacvlanConf};
-use netlink::{Handle, Netns};
-use state::{AttachmentRecord, State};
+use netlink::Handle;
+use state::{user_key, AttachmentRecord, State};
 
 struct MacvlanPlugin;
 
-pub(crate) fn kernel(e: netlink::Error) -> CniError {
-    CniError::new(code::KERNEL, e.to_string())
+fn attachment(req: &Request) -> Result<plan::Attachment, CniError> {
+    Ok(plan::Attachment {
+        network: req.conf.name.clone(),
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        netns: req.netns()?.display().to_string(),
+    })
 }
 
-fn open_netns(req: &Request) -> Result<Netns, CniError> {
-    let path = req.netns()?;
-    Netns::open(path)
-        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
+/// Removes what an attachment's record names: its macvlan (when its namespace is still
+/// there) and its reference on a VLAN sub-interface; then the record.
+fn remove_attachment(
+    network: &str,
+    state: &State,
+    host: &mut Handle,
+    rec: &AttachmentRecord,
+    netns: Option<&std::path::Path>,
+) -> Result<(), CniError> {
+    let tag = cni::names::owner_tag(network, &rec.container_id, &rec.ifname);
+    apply::remove_macvlan(netns, &rec.ifname, &tag)?;
+    if let Some(vlan) = &rec.vlan {
+        apply::release_vlan(host, state, vlan, &user_key(network, &rec.container_id, &rec.ifname))?;
+    }
+    state.remove_attachment(network, &rec.container_id, &rec.ifname)
 }
 
-const HOST_NS: &str = "the host namespace";
-const CTR_NS: &str = "the container namespace (linkInContainer)";
+/// Plan, record the intent, apply, record the outcome; the caller rolls back on error.
+#[allow(clippy::too_many_arguments)]
+fn plan_apply_record(
+    conf: &MacvlanConf,
+    att: &plan::Attachment,
+    ns: &netlink::Netns,
+    state: &State,
+    host: &mut Handle,
+    ctr: &mut Handle,
+    snap: &plan::Snapshot,
+    allocated: &CniResult,
+) -> Result<CniResult, CniError> {
+    let p = plan::plan(conf, att, allocated, snap)?;
+    state.save_attachment(&att.network, &p.record(true))?;
+    apply::hold_vlan(state, &p, &att.user())?;
+    let outcome = apply::apply(&p, ns, host, ctr)?;
+    let mut rec = p.record(false);
+    if !outcome.vlan_is_ours {
+        // The sub-interface appeared between snapshot and creation: someone else's.
+        if let Some(name) = rec.vlan.take() {
+            state.vlan_remove_user(&name, &att.user())?;
+        }
+    }
+    state.save_attachment(&att.network, &rec)?;
+    Ok(p.result(&outcome.applied))
+}
 
 impl Plugin for MacvlanPlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf = MacvlanConf::from_request(req)?;
-        let ns = open_netns(req)?;
-        let ifname = &req.env.ifname;
+        let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
+        let att = attachment(req)?;
         let state = State::default_root();
-        let _lock = state.lock_network(&req.conf.name)?;
-        let mut host = Handle::new().map_err(kernel)?;
-        let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
-        if ctr.link_by_name(ifname).map_err(kernel)?.is_some() {
-            return Err(CniError::config(format!(
-                "container already has an interface named {ifname:?} (CNI_IFNAME)"
-            )));
-        }
+        let _lock = state.lock()?;
+        let mut host = Handle::new()?;
+        let mut ctr = Handle::new_in(&ns)?;
+        let mut snap = apply::snapshot(&conf, &state, &mut host, &mut ctr, &att.ifname)?;
 
-        // The master, in the namespace it lives in. Nothing is created until it checks out,
-        // except a missing VLAN sub-interface (undone below on any later failure).
-        let user = setup::vlan_user(req);
-        let master = if conf.link_in_container {
-            let name = setup::master_name(&conf, &mut ctr, CTR_NS)?;
-            setup::resolve_master(&mut ctr, &name, CTR_NS, None)?
-        } else {
-            let name = setup::master_name(&conf, &mut host, HOST_NS)?;
-            if let Some(vp) = parse_vlan_parent(&name) {
-                // A sub-interface to create: check the MTU against its parent before creating it.
-                if host.link_by_name(&name).map_err(kernel)?.is_none() {
-                    if let Some(parent) = host.link_by_name(&vp.link).map_err(kernel)? {
-                        config::check_mtu(conf.mtu, &parent.name, parent.mtu)?;
-                    }
-                }
+        // A repeated ADD is refused before IPAM runs; a crashed ADD's leftovers go first.
+        let existing = state.attachment(&att.network, &att.container_id, &att.ifname)?;
+        match plan::existing(existing.as_ref(), snap.container_link.as_ref()) {
+            plan::Existing::Live => return Err(plan::already_attached(&att)),
+            plan::Existing::Stale => {
+                let rec = existing.expect("a stale attachment has a record");
+                let netns = rec.netns.as_deref().map(std::path::Path::new);
+                remove_attachment(&att.network, &state, &mut host, &rec, netns)?;
+                snap = apply::snapshot(&conf, &state, &mut host, &mut ctr, &att.ifname)?;
             }
-            setup::resolve_master(&mut host, &name, HOST_NS, Some((&state, &user)))?
-        };
-        let release_vlan = |host: &mut Handle| {
-            if let Some(v) = &master.vlan_ref {
-                let _ = setup::release_vlan(host, &state, v, &user);
-            }
-        };
-        if let Err(e) = config::check_mtu(conf.mtu, &master.link.name, master.link.mtu) {
-            release_vlan(&mut host);
-            return Err(e);
+            plan::Existing::None => {}
         }
+        plan::preflight(&conf, &att, &snap)?;
 
-        let allocated = if conf.has_ipam {
-            match ipam::add(req) {
-                Ok(r) => r,
-                Err(e) => {
-                    release_vlan(&mut host);
-                    return Err(e);
-                }
-            }
-        } else {
-            CniResult::default()
-        };
-        let mut created = false;
-        let outcome = setup::create_and_configure(
-            req,
+        let allocation =
+            if conf.has_ipam { ipam::allocate(req)? } else { ipam::Allocation::none() };
+        let outcome = plan_apply_record(
             &conf,
+            &att,
             &ns,
+            &state,
             &mut host,
             &mut ctr,
-            &master.link,
-            &allocated,
-            &mut created,
-        )
-        .and_then(|result| {
-            state.save_attachment(
-                &req.conf.name,
-                &AttachmentRecord {
-                    container_id: req.env.container_id.clone(),
-                    ifname: ifname.clone(),
-                    netns: Some(ns.path().display().to_string()),
-                    master: master.link.name.clone(),
-                    vlan: master.vlan_ref.clone(),
-                    link_in_container: conf.link_in_container,
-                },
-            )?;
-            Ok(result)
-        });
-        match outcome {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                // Undo in reverse; the original error is what the runtime needs to see.
-                if created {
-                    if let Ok(Some(l)) = ctr.link_by_name(ifname) {
-                        if l.kind.as_deref() == Some("macvlan") {
-                            let _ = ctr.delete_link(l.index);
-                        }
-                    }
+            &snap,
+            &allocation.result,
+        );
+        if outcome.is_err() {
+            // Undo in reverse; the original error is what the runtime needs to see.
+            if let Err(e) = ipam::rollback(req, &allocation) {
+                eprintln!("macvlan: releasing the addresses of a failed ADD: {e}");
+            }
+            if let Ok(Some(rec)) = state.attachment(&att.network, &att.container_id, &att.ifname) {
+                if let Err(e) = remove_attachment(&att.network, &state, &mut host, &rec, None) {
+                    eprintln!("macvlan: cleaning up a failed ADD: {e}");
                 }
-                if conf.has_ipam {
-                    let _ = ipam::del(req);
-                }
-                release_vlan(&mut host);
-                let _ = state.remove_attachment(&req.conf.name, &req.env.container_id, ifname);
-                Err(e)
             }
         }
+        outcome
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf = MacvlanConf::from_request(req)?;
-        let ifname = &req.env.ifname;
+        let (id, ifname) = (&req.env.container_id, &req.env.ifname);
         let state = State::default_root();
-        let _lock = state.lock_network(&req.conf.name)?;
-        let record = state.attachment(&req.conf.name, &req.env.container_id, ifname);
-        // The macvlan lives in the container namespace and dies with it: remove it only
-        // when the namespace is still there.
-        if let Some(Ok(ns)) = req.env.netns.as_deref().map(Netns::open) {
-            let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
-            if let Some(link) = ctr.link_by_name(ifname).map_err(kernel)? {
-                if link.kind.as_deref() == Some("macvlan") {
-                    match ctr.delete_link(link.index) {
-                        Err(e) if !e.is_not_found() => return Err(kernel(e)),
-                        _ => {}
-                    }
-                }
+        let _lock = state.lock()?;
+        let record = match state.attachment(&req.conf.name, id, ifname) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("macvlan: {e}; removing the interface named by CNI_IFNAME");
+                None
             }
-        }
+        };
+        let record = record.unwrap_or_else(|| AttachmentRecord {
+            container_id: id.clone(),
+            ifname: ifname.clone(),
+            netns: None,
+            master: String::new(),
+            vlan: None,
+            link_in_container: false,
+            pending: false,
+        });
+        // The macvlan lives in the container namespace and dies with it: removed only when
+        // the namespace is still there.
+        let mut host = Handle::new()?;
+        let tag = cni::names::owner_tag(&req.conf.name, id, ifname);
+        apply::remove_macvlan(req.env.netns.as_deref(), ifname, &tag)?;
         if conf.has_ipam {
             ipam::del(req)?;
         }
-        if let Some(vlan) = record.as_ref().and_then(|r| r.vlan.clone()) {
-            let mut host = Handle::new().map_err(kernel)?;
-            setup::release_vlan(&mut host, &state, &vlan, &setup::vlan_user(req))?;
-        }
-        state.remove_attachment(&req.conf.name, &req.env.container_id, ifname)
+        remove_attachment(&req.conf.name, &state, &mut host, &record, None)
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
@@ -165,27 +162,31 @@ impl Plugin for MacvlanPlugin {
             .prev
             .as_ref()
             .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
-        let ns = open_netns(req)?;
-        let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
-        let master = if conf.link_in_container {
-            let name = setup::master_name(&conf, &mut ctr, CTR_NS)?;
-            setup::resolve_master(&mut ctr, &name, CTR_NS, None)?.link
+        let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
+        let mut ctr = Handle::new_in(&ns)?;
+        let state = State::default_root();
+        let mut host = Handle::new()?;
+        let master_ns = if conf.link_in_container { &mut ctr } else { &mut host };
+        let recorded = if conf.link_in_container {
+            None
         } else {
-            let mut host = Handle::new().map_err(kernel)?;
-            let record = State::default_root().attachment(
-                &req.conf.name,
-                &req.env.container_id,
-                &req.env.ifname,
-            );
-            let name = match record {
-                Some(r) => r.master,
-                None => setup::master_name(&conf, &mut host, HOST_NS)?,
-            };
-            setup::resolve_master(&mut host, &name, HOST_NS, None)?.link
+            state.attachment(&req.conf.name, &req.env.container_id, &req.env.ifname)?
         };
+        let name = match recorded {
+            Some(r) => Some(r.master),
+            None => apply::master_name(&conf, master_ns)?,
+        };
+        let name = name.ok_or_else(|| {
+            CniError::config(
+                "no \"master\" given and no default route to pick one from: set \"master\" to the parent interface",
+            )
+        })?;
+        let master = master_ns.link_by_name(&name)?.ok_or_else(|| {
+            CniError::bad_value("master", format!("{name:?}"), "no such interface")
+        })?;
         // The parent index is only comparable when master and macvlan share a namespace
         // view: a master in the container namespace (linkInContainer) or the host's.
-        setup::verify(req, &conf, &mut ctr, Some(&master), prev)?;
+        apply::verify(&req.env.ifname, &conf, &mut ctr, Some(&master), prev)?;
         if conf.has_ipam {
             ipam::check(req)?;
         }
@@ -193,26 +194,28 @@ impl Plugin for MacvlanPlugin {
     }
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
-        MacvlanConf::from_request(req)?;
+        let conf = MacvlanConf::from_request(req)?;
         let state = State::default_root();
-        let _lock = state.lock_network(&req.conf.name)?;
-        let mut host: Option<Handle> = None;
-        for att in state.attachments(&req.conf.name) {
+        let _lock = state.lock()?;
+        state.sweep_temp_files();
+        let mut host = Handle::new()?;
+        for (path, rec) in state.attachments(&req.conf.name) {
+            let att = match rec {
+                Ok(att) => att,
+                Err(e) => {
+                    eprintln!("macvlan: GC skips {}: {e}", path.display());
+                    continue;
+                }
+            };
             if valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname) {
                 continue;
             }
-            // The macvlan itself lives (and dies) with its namespace, which is the runtime's
-            // to remove; what is ours is the state and the VLAN reference.
-            if let Some(vlan) = &att.vlan {
-                if host.is_none() {
-                    host = Some(Handle::new().map_err(kernel)?);
-                }
-                let user = state::user_key(&req.conf.name, &att.container_id, &att.ifname);
-                setup::release_vlan(host.as_mut().expect("opened above"), &state, vlan, &user)?;
-            }
-            state.remove_attachment(&req.conf.name, &att.container_id, &att.ifname)?;
+            // The runtime forgot it: its macvlan (if its namespace is still there), its VLAN
+            // reference and its record go.
+            let netns = att.netns.as_deref().map(std::path::Path::new);
+            remove_attachment(&req.conf.name, &state, &mut host, &att, netns)?;
         }
-        if ipam_in(req)? {
+        if conf.has_ipam {
             ipam::gc(req, valid)?;
         }
         Ok(())
@@ -222,13 +225,16 @@ impl Plugin for MacvlanPlugin {
         let conf = MacvlanConf::from_request(req)?;
         if !conf.link_in_container {
             // With linkInContainer the master is only visible from a container: nothing to check here.
-            let mut host = Handle::new().map_err(kernel)?;
-            let name = setup::master_name(&conf, &mut host, HOST_NS)
-                .map_err(|e| CniError::not_available(e.msg))?;
-            if host.link_by_name(&name).map_err(kernel)?.is_none() {
+            let mut host = Handle::new()?;
+            let name = apply::master_name(&conf, &mut host)?.ok_or_else(|| {
+                CniError::not_available(
+                    "no \"master\" given and the host namespace has no default route to pick one from",
+                )
+            })?;
+            if host.link_by_name(&name)?.is_none() {
                 match parse_vlan_parent(&name) {
-                    Some(vp) if host.link_by_name(&vp.link).map_err(kernel)?.is_some() => {
-                        if !setup::kernel_has_8021q() {
+                    Some(vp) if host.link_by_name(&vp.link)?.is_some() => {
+                        if !apply::kernel_has_8021q() {
                             return Err(CniError::not_available(format!(
                                 "master {name} does not exist and cannot be created: the kernel has no 802.1q support (modprobe 8021q)"
                             )));
@@ -253,10 +259,6 @@ impl Plugin for MacvlanPlugin {
         }
         Ok(())
     }
-}
-
-fn ipam_in(req: &Request) -> Result<bool, CniError> {
-    config::ipam_configured(req)
 }
 
 fn main() {

@@ -1,62 +1,25 @@
-//! What the macvlan plugin remembers, so DEL and GC work without the container's namespace
-//! and a VLAN sub-interface we created goes away with the last container using it.
+//! What the macvlan plugin remembers, in the kit's typed store (`cni::store::Store`), so DEL
+//! and GC work without the container's namespace and a VLAN sub-interface we created goes
+//! away with the last container using it.
 //!
-//! Layout under `$CNI_SUITE_STATE_DIR/macvlan/`:
+//! Layout under `$CNI_SUITE_STATE_DIR/macvlan/` (file names through `cni::names::file_key`):
 //! - `<network>/<containerID>_<ifname>.json`: one per attachment (master, the VLAN
-//!   sub-interface it holds a reference on, the namespace path);
-//! - `<network>.lock`: serializes ADD/DEL/GC of one network;
-//! - `vlans/<sub-interface>.json`: the users of a VLAN sub-interface this plugin created
-//!   (sub-interfaces that existed before are never recorded, so never removed);
-//! - `vlans.lock`: serializes reference counting across networks. Always taken after a
-//!   network lock, never before, so two calls cannot deadlock.
+//!   sub-interface it holds a reference on, the namespace path, `pending` until its ADD is
+//!   done);
+//! - `_vlans/<sub-interface>.json`: the users of a VLAN sub-interface this plugin created
+//!   (sub-interfaces that existed before are never recorded, so never removed). `_` cannot
+//!   start a network name, so this directory is no network's.
 //!
-//! Lock files are removed by the call that leaves nothing to protect (the last attachment
-//! of a network, the last VLAN record), so nothing of ours stays behind. That is safe because
-//! a locker checks, once it holds the lock, that the file is still the one at the path, and
-//! starts over otherwise (see [`FileLock`]).
+//! Intent first: the attachment record, then the VLAN user, are written before the VLAN
+//! sub-interface or the macvlan is created. One flock on the store's root serializes every
+//! call (VLAN sub-interfaces are shared across networks).
 
-use cni::store::{atomic_write, remove_dir_if_empty, remove_if_exists, FileLock};
+use cni::store::{FileLock, Store};
 use cni::CniError;
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The lock on one network, which removes the network's directory and lock file when it is
-/// released with no attachment left.
-pub struct NetworkLock {
-    // Declared first: the cleanup in Drop runs while the flock is still held.
-    state: State,
-    network: String,
-    _lock: FileLock,
-}
-
-impl Drop for NetworkLock {
-    fn drop(&mut self) {
-        let dir = self.state.network_dir(&self.network);
-        remove_dir_if_empty(&dir);
-        if !dir.exists() {
-            let _ = remove_if_exists(&self.state.root.join(format!("{}.lock", self.network)));
-        }
-        remove_dir_if_empty(&self.state.root);
-    }
-}
-
-/// The lock on the VLAN records; removes `vlans.lock` when released with no record left.
-pub struct VlansLock {
-    state: State,
-    _lock: FileLock,
-}
-
-impl Drop for VlansLock {
-    fn drop(&mut self) {
-        let dir = self.state.root.join("vlans");
-        remove_dir_if_empty(&dir);
-        if !dir.exists() {
-            let _ = remove_if_exists(&self.state.root.join("vlans.lock"));
-        }
-        remove_dir_if_empty(&self.state.root);
-    }
-}
+const VLANS: &str = "_vlans";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AttachmentRecord {
@@ -69,6 +32,9 @@ pub struct AttachmentRecord {
     pub vlan: Option<String>,
     #[serde(default)]
     pub link_in_container: bool,
+    /// Set until the ADD that wrote it has finished (see the module docs).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// Users of a VLAN sub-interface created by this plugin.
@@ -86,73 +52,44 @@ pub fn user_key(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network}/{container_id}/{ifname}")
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> CniError {
-    CniError::io(format!("{what} {}: {e}", path.display()))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    let data = fs::read(path).ok()?;
-    serde_json::from_slice(&data).ok()
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CniError> {
-    atomic_write(path, &serde_json::to_vec(value).expect("state serializes"))
-        .map_err(|e| io_err("writing", path, e))
-}
-
-/// The plugin's state root (`<state dir>/macvlan`).
+/// The plugin's store.
 #[derive(Debug, Clone)]
 pub struct State {
-    root: PathBuf,
+    store: Store,
 }
 
 impl State {
+    #[cfg(test)]
     pub fn new(root: PathBuf) -> State {
-        State { root }
+        State { store: Store::new(root) }
     }
 
     /// `$CNI_SUITE_STATE_DIR/macvlan` (or /run/cni-suite/macvlan).
     pub fn default_root() -> State {
-        State::new(cni::store::state_dir().join("macvlan"))
+        State { store: Store::for_plugin("macvlan") }
     }
 
-    fn network_dir(&self, network: &str) -> PathBuf {
-        self.root.join(network)
+    /// Exclusive lock on all macvlan state for the whole call.
+    pub fn lock(&self) -> Result<FileLock, CniError> {
+        self.store.lock()
     }
 
-    fn attachment_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-        self.network_dir(network).join(format!("{container_id}_{ifname}.json"))
+    fn key(container_id: &str, ifname: &str) -> String {
+        format!("{container_id}_{ifname}")
     }
 
-    fn vlan_path(&self, name: &str) -> PathBuf {
-        self.root.join("vlans").join(format!("{name}.json"))
-    }
-
-    /// Exclusive lock on one network's attachments for the whole call.
-    pub fn lock_network(&self, network: &str) -> Result<NetworkLock, CniError> {
-        let p = self.root.join(format!("{network}.lock"));
-        let lock = FileLock::removable(&p).map_err(|e| io_err("locking", &p, e))?;
-        Ok(NetworkLock { state: self.clone(), network: network.to_string(), _lock: lock })
-    }
-
-    /// Exclusive lock on the VLAN reference counts (take after the network lock).
-    pub fn lock_vlans(&self) -> Result<VlansLock, CniError> {
-        let p = self.root.join("vlans.lock");
-        let lock = FileLock::removable(&p).map_err(|e| io_err("locking", &p, e))?;
-        Ok(VlansLock { state: self.clone(), _lock: lock })
-    }
-
+    /// One attachment's record; a corrupt one is an error naming its file.
     pub fn attachment(
         &self,
         network: &str,
         container_id: &str,
         ifname: &str,
-    ) -> Option<AttachmentRecord> {
-        read_json(&self.attachment_path(network, container_id, ifname))
+    ) -> Result<Option<AttachmentRecord>, CniError> {
+        self.store.get(&[network, &Self::key(container_id, ifname)])
     }
 
     pub fn save_attachment(&self, network: &str, rec: &AttachmentRecord) -> Result<(), CniError> {
-        write_json(&self.attachment_path(network, &rec.container_id, &rec.ifname), rec)
+        self.store.put(&[network, &Self::key(&rec.container_id, &rec.ifname)], rec)
     }
 
     pub fn remove_attachment(
@@ -161,93 +98,108 @@ impl State {
         container_id: &str,
         ifname: &str,
     ) -> Result<(), CniError> {
-        let p = self.attachment_path(network, container_id, ifname);
-        remove_if_exists(&p).map_err(|e| io_err("removing", &p, e))
+        self.store.delete(&[network, &Self::key(container_id, ifname)])
     }
 
-    /// Every attachment recorded for `network`.
-    pub fn attachments(&self, network: &str) -> Vec<AttachmentRecord> {
-        let Ok(entries) = fs::read_dir(self.network_dir(network)) else { return Vec::new() };
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| read_json(&e.path()))
-            .collect()
+    /// Every attachment record of `network`, each parsed or with the error naming its file.
+    pub fn attachments(&self, network: &str) -> Vec<(PathBuf, Result<AttachmentRecord, CniError>)> {
+        self.store.list_lenient(&[network])
     }
 
-    pub fn vlan(&self, name: &str) -> Option<VlanRecord> {
-        read_json(&self.vlan_path(name))
+    /// The users of a VLAN sub-interface we created; None when it is not ours.
+    pub fn vlan(&self, name: &str) -> Result<Option<VlanRecord>, CniError> {
+        self.store.get(&[VLANS, name])
     }
 
     /// Adds `user` to the record of VLAN sub-interface `rec.name` (creating the record).
     pub fn vlan_add_user(&self, rec: &VlanRecord, user: &str) -> Result<(), CniError> {
-        let mut cur =
-            self.vlan(&rec.name).unwrap_or_else(|| VlanRecord { users: Vec::new(), ..rec.clone() });
+        let mut cur = self
+            .vlan(&rec.name)?
+            .unwrap_or_else(|| VlanRecord { users: Vec::new(), ..rec.clone() });
         if !cur.users.iter().any(|u| u == user) {
             cur.users.push(user.to_string());
         }
-        write_json(&self.vlan_path(&rec.name), &cur)
+        self.store.put(&[VLANS, &rec.name], &cur)
     }
 
     /// Removes `user`; returns true when the sub-interface has no user left (its record is
     /// gone and the caller deletes the link). A sub-interface without record is not ours: false.
     pub fn vlan_remove_user(&self, name: &str, user: &str) -> Result<bool, CniError> {
-        let Some(mut cur) = self.vlan(name) else { return Ok(false) };
+        let Some(mut cur) = self.vlan(name)? else { return Ok(false) };
         cur.users.retain(|u| u != user);
-        let path = self.vlan_path(name);
         if cur.users.is_empty() {
-            remove_if_exists(&path).map_err(|e| io_err("removing", &path, e))?;
-            remove_dir_if_empty(&self.root.join("vlans"));
+            self.store.delete(&[VLANS, name])?;
             Ok(true)
         } else {
-            write_json(&path, &cur)?;
+            self.store.put(&[VLANS, name], &cur)?;
             Ok(false)
         }
     }
 
-    /// Forgets a VLAN record entirely (undo of a failed creation).
-    pub fn vlan_forget(&self, name: &str) {
-        let _ = remove_if_exists(&self.vlan_path(name));
+    /// Removes temp files of writers that died before renaming them (GC).
+    pub fn sweep_temp_files(&self) -> usize {
+        self.store.sweep_temp_files()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn temp_root(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!("macvlan-state-{tag}-{}", std::process::id()))
     }
 
-    #[test]
-    fn attachments_round_trip_and_clean_up() {
-        let root = temp_root("att");
-        let st = State::new(root.clone());
-        let rec = AttachmentRecord {
-            container_id: "c1".into(),
+    fn record(id: &str) -> AttachmentRecord {
+        AttachmentRecord {
+            container_id: id.into(),
             ifname: "eth0".into(),
             netns: Some("/var/run/netns/a".into()),
             master: "eth0.10".into(),
             vlan: Some("eth0.10".into()),
             link_in_container: false,
-        };
-        {
-            let _l = st.lock_network("net").unwrap();
-            st.save_attachment("net", &rec).unwrap();
+            pending: false,
         }
-        assert_eq!(st.attachment("net", "c1", "eth0"), Some(rec.clone()));
-        assert_eq!(st.attachments("net"), vec![rec]);
+    }
+
+    #[test]
+    fn attachments_round_trip_and_leave_no_file() {
+        let root = temp_root("att");
+        let st = State::new(root.clone());
+        let long = "c".repeat(600);
         {
-            let _l = st.lock_network("net").unwrap();
-            st.remove_attachment("net", "c1", "eth0").unwrap();
-            st.remove_attachment("net", "c1", "eth0").unwrap();
+            let _l = st.lock().unwrap();
+            st.save_attachment("net", &record("c1")).unwrap();
+            st.save_attachment("net", &record(&long)).unwrap();
+        }
+        assert_eq!(st.attachment("net", "c1", "eth0").unwrap(), Some(record("c1")));
+        assert_eq!(st.attachment("net", &long, "eth0").unwrap(), Some(record(&long)));
+        assert_eq!(st.attachments("net").len(), 2);
+        {
+            let _l = st.lock().unwrap();
+            for id in ["c1", &long] {
+                st.remove_attachment("net", id, "eth0").unwrap();
+                st.remove_attachment("net", id, "eth0").unwrap();
+            }
         }
         assert!(st.attachments("net").is_empty());
-        assert!(
-            !root.exists(),
-            "state root left behind: {:?}",
-            fs::read_dir(&root).map(|d| d.count())
-        );
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "only the (locked) root stays");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_not_missing() {
+        let root = temp_root("corrupt");
+        let st = State::new(root.clone());
+        st.save_attachment("net", &record("c1")).unwrap();
+        let path = st.store.path(&["net", "c1_eth0"]);
+        fs::write(&path, b"{half").unwrap();
+        let e = st.attachment("net", "c1", "eth0").unwrap_err();
+        assert_eq!(e.code, 5);
+        assert!(e.msg.contains("corrupt") && e.msg.contains("c1_eth0"), "{}", e.msg);
+        assert!(st.attachments("net")[0].1.is_err());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -256,44 +208,40 @@ mod tests {
         let st = State::new(root.clone());
         let rec = VlanRecord { name: "eth0.10".into(), link: "eth0".into(), id: 10, users: vec![] };
         let (a, b) = (user_key("n1", "c1", "eth0"), user_key("n2", "c2", "eth0"));
-        {
-            let _l = st.lock_vlans().unwrap();
-            st.vlan_add_user(&rec, &a).unwrap();
-            st.vlan_add_user(&rec, &a).unwrap();
-            st.vlan_add_user(&rec, &b).unwrap();
-        }
-        assert_eq!(st.vlan("eth0.10").unwrap().users, vec![a.clone(), b.clone()]);
-        {
-            let _l = st.lock_vlans().unwrap();
-            assert!(!st.vlan_remove_user("eth0.10", &a).unwrap());
-            assert!(!st.vlan_remove_user("eth0.10", &a).unwrap(), "removing twice is harmless");
-            assert!(
-                st.vlan_remove_user("eth0.10", &b).unwrap(),
-                "last user leaves: delete the link"
-            );
-            assert!(
-                !st.vlan_remove_user("eth0.10", &b).unwrap(),
-                "no record: not ours, never delete"
-            );
-            assert_eq!(st.vlan("eth0.10"), None);
-        }
-        assert!(!root.exists());
+        let _l = st.lock().unwrap();
+        st.vlan_add_user(&rec, &a).unwrap();
+        st.vlan_add_user(&rec, &a).unwrap();
+        st.vlan_add_user(&rec, &b).unwrap();
+        assert_eq!(st.vlan("eth0.10").unwrap().unwrap().users, vec![a.clone(), b.clone()]);
+        assert!(!st.vlan_remove_user("eth0.10", &a).unwrap());
+        assert!(!st.vlan_remove_user("eth0.10", &a).unwrap(), "removing twice is harmless");
+        assert!(st.vlan_remove_user("eth0.10", &b).unwrap(), "last user leaves: delete the link");
+        assert!(!st.vlan_remove_user("eth0.10", &b).unwrap(), "no record: not ours, never delete");
+        assert_eq!(st.vlan("eth0.10").unwrap(), None);
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
-    fn a_lock_removed_by_its_holder_is_not_inherited() {
+    fn the_lock_serializes_read_modify_write() {
+        // Threads each add users under the lock; without mutual exclusion some additions
+        // would overwrite others (the record is read, changed and written back).
         let root = temp_root("lock");
         let st = State::new(root.clone());
-        let first = st.lock_network("n").unwrap();
-        let st2 = st.clone();
-        let waiter = std::thread::spawn(move || {
-            let _second = st2.lock_network("n").unwrap();
-            // Holding it means the lock file is the one at the path again.
-            assert!(st2.root.join("n.lock").exists());
+        let rec = VlanRecord { name: "eth0.7".into(), link: "eth0".into(), id: 7, users: vec![] };
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (st, rec) = (st.clone(), rec.clone());
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let _l = st.lock().unwrap();
+                        st.vlan_add_user(&rec, &user_key("n", &format!("c{t}-{i}"), "eth0"))
+                            .unwrap();
+                    }
+                });
+            }
         });
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        drop(first); // removes n.lock while the waiter is blocked on the old inode
-        waiter.join().unwrap();
-        assert!(!root.exists());
+        assert_eq!(st.vlan("eth0.7").unwrap().unwrap().users.len(), 100);
+        fs::remove_dir_all(&root).unwrap();
     }
 }

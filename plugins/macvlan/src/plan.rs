@@ -1,0 +1,376 @@
+//! Deciding, without touching the kernel: from the configuration, a [`Snapshot`] of the
+//! master (and what exists in the container) and the IPAM allocation, [`plan`] computes what
+//! one ADD does: which master, whether its VLAN sub-interface must be created, the macvlan's
+//! settings, addresses, routes and the result. Unit-tested without root.
+
+use crate::config::{check_mtu, parse_vlan_parent, MacvlanConf, VlanParent};
+use crate::state::{user_key, AttachmentRecord};
+use cni::{CniError, CniResult, Interface, IpConfig, Route};
+use netlink::MacvlanMode;
+
+/// Who the ADD is for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+}
+
+impl Attachment {
+    /// Its key in VLAN user lists.
+    pub fn user(&self) -> String {
+        user_key(&self.network, &self.container_id, &self.ifname)
+    }
+
+    /// The alias the macvlan carries.
+    pub fn tag(&self) -> String {
+        cni::names::owner_tag(&self.network, &self.container_id, &self.ifname)
+    }
+}
+
+/// A link as the snapshot saw it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkNow {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mtu: u32,
+}
+
+impl From<&netlink::Link> for LinkNow {
+    fn from(l: &netlink::Link) -> LinkNow {
+        LinkNow { index: l.index, name: l.name.clone(), kind: l.kind.clone(), mtu: l.mtu }
+    }
+}
+
+/// What exists before the ADD changes anything.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// The master's name: the configured one, or the default route's interface (None when
+    /// neither exists).
+    pub master_name: Option<String>,
+    /// The master link, in the namespace it lives in (host, or container with
+    /// linkInContainer).
+    pub master: Option<LinkNow>,
+    /// For a missing master written `<link>.<id>` in the host: that parent link.
+    pub vlan_parent: Option<LinkNow>,
+    /// The master is a VLAN sub-interface this plugin created (it has a record).
+    pub master_is_our_vlan: bool,
+    /// A link in the container already named CNI_IFNAME.
+    pub container_link: Option<LinkNow>,
+}
+
+/// Everything one ADD does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub attachment: Attachment,
+    pub master: String,
+    pub link_in_container: bool,
+    /// Create the master as this 802.1q sub-interface of an existing link.
+    pub create_vlan: Option<VlanParent>,
+    /// The VLAN sub-interface (ours) this attachment holds a reference on.
+    pub vlan_ref: Option<String>,
+    pub mode: MacvlanMode,
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub bc_queue_len: Option<u32>,
+    pub ips: Vec<IpConfig>,
+    pub routes: Vec<Route>,
+    pub dns: cni::Dns,
+}
+
+/// What the kernel reported for the macvlan once it existed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Applied {
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+}
+
+/// The code-7 error of an interface the container already has.
+fn ifname_taken(ifname: &str) -> CniError {
+    CniError::config(format!("container already has an interface named {ifname:?} (CNI_IFNAME)"))
+}
+
+/// What the ADD does about an existing record of the same attachment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Existing {
+    None,
+    /// A repeated ADD of a live attachment: refused before IPAM runs.
+    Live,
+    /// A crashed ADD's (or a vanished interface's) record: cleaned up, then the ADD goes on.
+    Stale,
+}
+
+pub fn existing(record: Option<&AttachmentRecord>, container_link: Option<&LinkNow>) -> Existing {
+    match record {
+        None => Existing::None,
+        Some(r) if !r.pending && container_link.is_some() => Existing::Live,
+        Some(_) => Existing::Stale,
+    }
+}
+
+/// The code-7 error of a repeated ADD.
+pub fn already_attached(att: &Attachment) -> CniError {
+    CniError::config(format!(
+        "container {} is already attached to network {} as {} (ADD already succeeded; DEL it before adding it again)",
+        att.container_id, att.network, att.ifname
+    ))
+}
+
+/// Where the master was looked for (for messages).
+fn where_(conf: &MacvlanConf) -> &'static str {
+    if conf.link_in_container {
+        "the container namespace (linkInContainer)"
+    } else {
+        "the host namespace"
+    }
+}
+
+/// The checks that need no allocation, made before IPAM runs: the container interface is
+/// free, the master exists (or is a VLAN sub-interface whose parent exists), and the MTU fits.
+pub fn preflight(conf: &MacvlanConf, att: &Attachment, snap: &Snapshot) -> Result<(), CniError> {
+    if snap.container_link.is_some() {
+        return Err(ifname_taken(&att.ifname));
+    }
+    let name = snap.master_name.as_deref().ok_or_else(|| {
+        CniError::config(format!(
+            "no \"master\" given and {} has no default route to pick one from: set \"master\" to the parent interface",
+            where_(conf)
+        ))
+    })?;
+    match (&snap.master, parse_vlan_parent(name).filter(|_| !conf.link_in_container)) {
+        (Some(m), _) => check_mtu(conf.mtu, &m.name, m.mtu),
+        (None, Some(vp)) => match &snap.vlan_parent {
+            Some(parent) => check_mtu(conf.mtu, &parent.name, parent.mtu),
+            None => Err(CniError::bad_value(
+                "master",
+                format!("{name:?}"),
+                format!(
+                    "no such interface in {}, and its parent {} (for VLAN {}) does not exist either",
+                    where_(conf),
+                    vp.link,
+                    vp.id
+                ),
+            )),
+        },
+        (None, None) => Err(CniError::bad_value(
+            "master",
+            format!("{name:?}"),
+            format!("no such interface in {}", where_(conf)),
+        )),
+    }
+}
+
+/// The plan of one ADD.
+pub fn plan(
+    conf: &MacvlanConf,
+    att: &Attachment,
+    allocated: &CniResult,
+    snap: &Snapshot,
+) -> Result<Plan, CniError> {
+    preflight(conf, att, snap)?;
+    let master = snap.master_name.clone().expect("preflight checked");
+    let create_vlan = match &snap.master {
+        Some(_) => None,
+        None => parse_vlan_parent(&master),
+    };
+    let vlan_ref = (create_vlan.is_some() || snap.master_is_our_vlan).then(|| master.clone());
+    let dns = if allocated.dns.is_empty() {
+        conf.dns.clone().unwrap_or_default()
+    } else {
+        allocated.dns.clone()
+    };
+    Ok(Plan {
+        attachment: att.clone(),
+        master,
+        link_in_container: conf.link_in_container,
+        create_vlan,
+        vlan_ref,
+        mode: conf.mode,
+        mtu: conf.mtu,
+        mac: conf.mac,
+        bc_queue_len: conf.bc_queue_len,
+        ips: allocated.ips.clone(),
+        routes: allocated.routes.clone(),
+        dns,
+    })
+}
+
+impl Plan {
+    /// The attachment record: written `pending` before anything is created, then final.
+    pub fn record(&self, pending: bool) -> AttachmentRecord {
+        AttachmentRecord {
+            container_id: self.attachment.container_id.clone(),
+            ifname: self.attachment.ifname.clone(),
+            netns: Some(self.attachment.netns.clone()),
+            master: self.master.clone(),
+            vlan: self.vlan_ref.clone(),
+            link_in_container: self.link_in_container,
+            pending,
+        }
+    }
+
+    /// The CNI result: the container interface, its addresses, the routes and DNS.
+    pub fn result(&self, applied: &Applied) -> CniResult {
+        CniResult {
+            interfaces: vec![Interface {
+                name: self.attachment.ifname.clone(),
+                mac: applied.mac.as_ref().map(netlink::format_mac),
+                mtu: Some(applied.mtu),
+                sandbox: Some(self.attachment.netns.clone()),
+                ..Default::default()
+            }],
+            ips: self.ips.iter().map(|ip| IpConfig { interface: Some(0), ..ip.clone() }).collect(),
+            routes: self.routes.clone(),
+            dns: self.dns.clone(),
+        }
+    }
+
+    /// True when IPv6 addresses are configured (IPv6 must be enabled on the interface).
+    pub fn has_v6(&self) -> bool {
+        self.ips.iter().any(|i| i.address.addr().is_ipv6())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conf(extra: serde_json::Value) -> MacvlanConf {
+        let mut c =
+            json!({"cniVersion": "1.1.0", "name": "mv", "type": "macvlan", "master": "eth0"});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let env = cni::Env {
+            command: cni::Command::Add,
+            container_id: "c1".into(),
+            netns: Some("/run/netns/x".into()),
+            ifname: "eth0".into(),
+            args: vec![],
+            path: vec![],
+        };
+        let req = cni::dispatch::build_request(env, c.to_string().as_bytes()).unwrap();
+        MacvlanConf::from_request(&req).unwrap()
+    }
+
+    fn att() -> Attachment {
+        Attachment {
+            network: "mv".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: "/run/netns/x".into(),
+        }
+    }
+
+    fn link(name: &str, mtu: u32) -> Option<LinkNow> {
+        Some(LinkNow { index: 4, name: name.into(), kind: None, mtu })
+    }
+
+    fn alloc() -> CniResult {
+        CniResult {
+            ips: vec![IpConfig {
+                address: "10.7.0.5/24".parse().unwrap(),
+                gateway: Some("10.7.0.1".parse().unwrap()),
+                interface: None,
+            }],
+            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), None)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_existing_master_is_used_as_is() {
+        let snap = Snapshot {
+            master_name: Some("eth0".into()),
+            master: link("eth0", 1500),
+            ..Default::default()
+        };
+        let p = plan(&conf(json!({"mode": "vepa", "mtu": 1400})), &att(), &alloc(), &snap).unwrap();
+        assert_eq!(p.master, "eth0");
+        assert_eq!((p.create_vlan.clone(), p.vlan_ref.clone()), (None, None));
+        assert_eq!(p.mode, MacvlanMode::Vepa);
+        assert_eq!(p.mtu, Some(1400));
+        let r = p.result(&Applied { mac: Some([2, 0, 0, 0, 0, 9]), mtu: 1400 });
+        assert_eq!(r.interfaces[0].sandbox.as_deref(), Some("/run/netns/x"));
+        assert_eq!(r.ips[0].interface, Some(0));
+        assert_eq!(p.record(true).vlan, None);
+        assert!(p.record(true).pending);
+    }
+
+    #[test]
+    fn a_missing_vlan_master_is_created_and_referenced() {
+        let c = conf(json!({"master": "eth0.10"}));
+        let snap = Snapshot {
+            master_name: Some("eth0.10".into()),
+            vlan_parent: link("eth0", 1500),
+            ..Default::default()
+        };
+        let p = plan(&c, &att(), &alloc(), &snap).unwrap();
+        assert_eq!(p.create_vlan.as_ref().map(|v| (v.link.as_str(), v.id)), Some(("eth0", 10)));
+        assert_eq!(p.vlan_ref.as_deref(), Some("eth0.10"));
+        assert_eq!(p.record(true).vlan.as_deref(), Some("eth0.10"));
+        // Our VLAN already exists: another reference, nothing to create.
+        let snap = Snapshot {
+            master_name: Some("eth0.10".into()),
+            master: link("eth0.10", 1500),
+            master_is_our_vlan: true,
+            ..Default::default()
+        };
+        let p = plan(&c, &att(), &alloc(), &snap).unwrap();
+        assert_eq!((p.create_vlan.is_none(), p.vlan_ref.as_deref()), (true, Some("eth0.10")));
+        // Someone else's VLAN: used, never referenced (never removed).
+        let snap = Snapshot { master_is_our_vlan: false, ..snap };
+        assert_eq!(plan(&c, &att(), &alloc(), &snap).unwrap().vlan_ref, None);
+    }
+
+    #[test]
+    fn refusals_before_allocation_name_the_key() {
+        let c = conf(json!({"master": "eth0.10", "mtu": 9000}));
+        let none = Snapshot { master_name: Some("eth0.10".into()), ..Default::default() };
+        let e = preflight(&c, &att(), &none).unwrap_err();
+        assert!(
+            e.code == 7 && e.msg.contains("eth0.10") && e.msg.contains("parent eth0"),
+            "{}",
+            e.msg
+        );
+        let big = Snapshot { vlan_parent: link("eth0", 1500), ..none.clone() };
+        let e = preflight(&c, &att(), &big).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("9000") && e.msg.contains("1500"), "{}", e.msg);
+        let e = preflight(&conf(json!({})), &att(), &Snapshot::default()).unwrap_err();
+        assert!(e.msg.contains("default route"), "{}", e.msg);
+        let taken = Snapshot {
+            master_name: Some("eth0".into()),
+            master: link("eth0", 1500),
+            container_link: link("eth0", 1500),
+            ..Default::default()
+        };
+        let e = preflight(&conf(json!({})), &att(), &taken).unwrap_err();
+        assert!(e.code == 7 && e.msg.contains("CNI_IFNAME"), "{}", e.msg);
+        let missing = Snapshot { master_name: Some("eth9".into()), ..Default::default() };
+        let e = preflight(&conf(json!({"linkInContainer": true})), &att(), &missing).unwrap_err();
+        assert!(e.msg.contains("eth9") && e.msg.contains("linkInContainer"), "{}", e.msg);
+    }
+
+    #[test]
+    fn repeated_and_crashed_adds() {
+        let rec = |pending| AttachmentRecord {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: None,
+            master: "eth0".into(),
+            vlan: None,
+            link_in_container: false,
+            pending,
+        };
+        let l = LinkNow::default();
+        assert_eq!(existing(None, Some(&l)), Existing::None);
+        assert_eq!(existing(Some(&rec(false)), Some(&l)), Existing::Live);
+        assert_eq!(existing(Some(&rec(true)), Some(&l)), Existing::Stale);
+        assert_eq!(existing(Some(&rec(false)), None), Existing::Stale);
+        assert!(already_attached(&att()).msg.contains("already attached"));
+        assert_eq!(att().user(), "mv/c1/eth0");
+    }
+}
