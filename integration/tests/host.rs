@@ -394,3 +394,30 @@ fn a_bridge_port_goes_back_into_its_bridge() {
     assert_eq!(port["master"], "hbr0", "{port}");
     assert!(port["flags"].as_array().unwrap().contains(&json!("UP")), "{port}");
 }
+
+/// Issue 14.5 and 14.8 for a handed-over device: a repeated ADD is refused (the device stays
+/// in the container with its addresses), a container ID longer than a file name works, and
+/// DEL gives the device back.
+#[test]
+fn a_repeated_add_is_refused_and_long_ids_work() {
+    if !require_root() {
+        return;
+    }
+    let w = world("hrepeat");
+    let env = &w.env;
+    let a = env.container("a");
+    let ns = a.path().display().to_string();
+    let id = format!("h{}", "7".repeat(399));
+    let conf = stdin_conf("1.1.0", json!({"device": DEV}));
+    env.exec_plugin("host", &env_for("ADD", &id, &ns, "net1"), &conf).expect_ok();
+    let again = env.exec_plugin("host", &env_for("ADD", &id, &ns, "net1"), &conf);
+    assert_eq!(again.error_code(), Some(7), "{again}");
+    assert!(msg(&again).contains("already attached"), "{again}");
+    assert!(has_addr(&a, "net1", "10.89.0.2"), "the device keeps its address");
+    assert!(ping(&a, "10.89.0.1"));
+    env.exec_plugin("host", &env_for("DEL", &id, &ns, "net1"), &conf).expect_ok();
+    env.exec_plugin("host", &env_for("DEL", &id, &ns, "net1"), &conf).expect_ok();
+    assert!(links(env.host()).contains(&DEV.to_string()), "given back");
+    assert!(has_addr(env.host(), DEV, "10.89.0.2"));
+    assert_eq!(host_state(env), Vec::<std::path::PathBuf>::new());
+}

@@ -76,18 +76,6 @@ fn parse_kernel_path(s: &str) -> Option<PathBuf> {
     clean.then(|| p.to_path_buf())
 }
 
-fn ipam_configured(req: &Request) -> Result<bool, CniError> {
-    match &req.conf.ipam {
-        None | Some(serde_json::Value::Null) => Ok(false),
-        Some(serde_json::Value::Object(o)) => match cni::json::get(o, "type") {
-            None | Some(serde_json::Value::Null) => Ok(false),
-            Some(serde_json::Value::String(t)) => Ok(!t.is_empty()),
-            Some(other) => Err(CniError::bad_value("ipam.type", other, "must be a string")),
-        },
-        Some(other) => Err(CniError::bad_value("ipam", other, "must be an object")),
-    }
-}
-
 impl HostConf {
     pub fn from_request(req: &Request) -> Result<HostConf, CniError> {
         let raw: RawConf = req.plugin_config()?;
@@ -125,14 +113,14 @@ impl HostConf {
         let device = match given.pop() {
             None => None,
             Some(("device", v)) => {
-                if netlink::check_ifname(&v).is_err() || v == "lo" {
-                    let why = if v == "lo" {
-                        "the loopback interface cannot be handed to a container"
-                    } else {
-                        "not a valid interface name"
-                    };
-                    return Err(CniError::bad_value("device", format!("{v:?}"), why));
+                if v == "lo" {
+                    return Err(CniError::bad_value(
+                        "device",
+                        format!("{v:?}"),
+                        "the loopback interface cannot be handed to a container",
+                    ));
                 }
+                cni::names::check_ifname("device", &v)?;
                 Some(Selector::Name(v))
             }
             Some(("hwaddr", v)) => match netlink::parse_mac(&v) {
@@ -166,7 +154,7 @@ impl HostConf {
                 }
             },
         };
-        let has_ipam = ipam_configured(req)?;
+        let has_ipam = ipam::configured(req)?;
         if device.is_none() && has_ipam {
             return Err(CniError::config(
                 "invalid config: \"ipam\" needs a device (\"device\", \"hwaddr\", \"kernelpath\" or \"pciBusID\"): with host networking the container uses the host's own addresses",

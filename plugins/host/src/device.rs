@@ -14,7 +14,6 @@
 //! DEL then only forgets it.
 
 use crate::config::{pci_device_dir, single_interface, Selector};
-use crate::kernel;
 use crate::state::{DeviceRecord, SavedRoute};
 use cni::{code, CniError, CniResult, Interface, IpConfig, Request, Route};
 use ipnet::IpNet;
@@ -44,19 +43,15 @@ fn not_found(sel: &Selector, why: &str) -> CniError {
 /// The host link the selector names. `sys` is where sysfs is mounted (/sys).
 pub fn resolve(sel: &Selector, host: &mut Handle, sys: &Path) -> Result<Link, CniError> {
     let by_name = |host: &mut Handle, name: &str| -> Result<Link, CniError> {
-        host.link_by_name(name).map_err(kernel)?.ok_or_else(|| {
+        host.link_by_name(name)?.ok_or_else(|| {
             not_found(sel, &format!("interface {name} is not in the host namespace"))
         })
     };
     let link = match sel {
         Selector::Name(n) => by_name(host, n)?,
         Selector::Mac(m) => {
-            let matches: Vec<Link> = host
-                .links()
-                .map_err(kernel)?
-                .into_iter()
-                .filter(|l| l.mac.as_ref() == Some(m))
-                .collect();
+            let matches: Vec<Link> =
+                host.links()?.into_iter().filter(|l| l.mac.as_ref() == Some(m)).collect();
             match matches.len() {
                 0 => {
                     return Err(not_found(
@@ -93,22 +88,21 @@ pub fn snapshot(
     transit: String,
 ) -> Result<DeviceRecord, CniError> {
     let addresses: Vec<IpNet> = host
-        .addresses(Some(dev.index))
-        .map_err(kernel)?
+        .addresses(Some(dev.index))?
         .into_iter()
         .map(|(_, a)| a)
         .filter(carried_address)
         .collect();
     let mut routes = Vec::new();
     for v6 in [false, true] {
-        for r in host.routes(v6).map_err(kernel)? {
+        for r in host.routes(v6)? {
             if r.oif == Some(dev.index) && carried_route(&r) {
                 routes.push(SavedRoute::from_route(&r));
             }
         }
     }
     let master = match dev.master {
-        Some(m) => host.link_by_index(m).map_err(kernel)?.map(|l| l.name),
+        Some(m) => host.link_by_index(m)?.map(|l| l.name),
         None => None,
     };
     Ok(DeviceRecord {
@@ -133,7 +127,7 @@ fn add_addresses(h: &mut Handle, index: u32, addrs: &[IpNet]) -> Result<(), CniE
             h.add_address(index, *a)
         };
         match r {
-            Err(e) if !e.is_exists() => return Err(kernel(e)),
+            Err(e) if !e.is_exists() => return Err(e.into()),
             _ => {}
         }
     }
@@ -151,14 +145,62 @@ fn add_routes(
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
             Err(e) if best_effort => eprintln!("host: warning: {e}"),
-            Err(e) => return Err(kernel(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
 }
 
-/// Moves the device into the container under CNI_IFNAME and configures it: IPAM's
-/// addresses and routes when `allocated` is Some, else the ones it had in the host.
+/// What the device carries into the container, decided before anything moves: IPAM's
+/// addresses and routes when IPAM ran, else the ones it had in the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handover {
+    pub addrs: Vec<IpNet>,
+    pub routes: Vec<Route>,
+    /// The addresses with their gateways (a route without `gw` goes via its family's).
+    pub ips: Vec<IpConfig>,
+    /// IPAM's routes are the runtime's request: failures count. Carried routes are best
+    /// effort (one via a gateway outside the device's own subnets cannot be recreated).
+    pub routes_best_effort: bool,
+    pub dns: cni::Dns,
+}
+
+/// The [`Handover`] for `rec` with an optional IPAM allocation (pure).
+pub fn plan_handover(rec: &DeviceRecord, allocated: Option<&CniResult>) -> Handover {
+    match allocated {
+        Some(r) => Handover {
+            addrs: r.ips.iter().map(|i| i.address).collect(),
+            routes: r.routes.clone(),
+            ips: r.ips.clone(),
+            routes_best_effort: false,
+            dns: r.dns.clone(),
+        },
+        None => Handover {
+            addrs: rec.addresses.clone(),
+            routes: rec
+                .routes
+                .iter()
+                .map(|r| Route {
+                    priority: r.metric,
+                    table: r.table,
+                    scope: r.scope,
+                    mtu: r.mtu,
+                    advmss: r.advmss,
+                    ..Route::new(r.dst, r.gateway)
+                })
+                .collect(),
+            ips: rec
+                .addresses
+                .iter()
+                .map(|a| IpConfig { address: *a, gateway: None, interface: None })
+                .collect(),
+            routes_best_effort: true,
+            dns: cni::Dns::default(),
+        },
+    }
+}
+
+/// Moves the device into the container under CNI_IFNAME and configures it as `plan` says.
 #[allow(clippy::too_many_arguments)]
 pub fn hand_over(
     req: &Request,
@@ -167,14 +209,14 @@ pub fn hand_over(
     ns: &Netns,
     host: &mut Handle,
     ctr: &mut Handle,
-    allocated: Option<&CniResult>,
+    plan: &Handover,
     pci_id: Option<String>,
 ) -> Result<CniResult, CniError> {
     let ifname = &req.env.ifname;
     if dev.up {
-        host.set_down(dev.index).map_err(kernel)?;
+        host.set_down(dev.index)?;
     }
-    host.set_name(dev.index, &rec.transit_name).map_err(kernel)?;
+    host.set_name(dev.index, &rec.transit_name)?;
     host.set_netns(dev.index, ns).map_err(|e| {
         let hint = if e.errno() == Some(libc::EINVAL) {
             " (netns-local devices such as bridges cannot change namespace)"
@@ -186,65 +228,33 @@ pub fn hand_over(
             format!("moving device {} into the container: {e}{hint}", rec.original_name),
         )
     })?;
-    let l = ctr.require_link(&rec.transit_name).map_err(kernel)?;
-    ctr.set_name(l.index, ifname).map_err(kernel)?;
+    let l = ctr.require_link(&rec.transit_name)?;
+    ctr.set_name(l.index, ifname)?;
 
-    let (addrs, routes, gateways): (Vec<IpNet>, Vec<Route>, Vec<IpConfig>) = match allocated {
-        Some(r) => (r.ips.iter().map(|i| i.address).collect(), r.routes.clone(), r.ips.clone()),
-        None => (
-            rec.addresses.clone(),
-            rec.routes
-                .iter()
-                .map(|r| Route {
-                    priority: r.metric,
-                    table: r.table,
-                    scope: r.scope,
-                    mtu: r.mtu,
-                    advmss: r.advmss,
-                    ..Route::new(r.dst, r.gateway)
-                })
-                .collect(),
-            Vec::new(),
-        ),
-    };
-    if addrs.iter().any(|a| a.addr().is_ipv6()) {
+    if plan.addrs.iter().any(|a| a.addr().is_ipv6()) {
         let _ = netlink::with_netns(ns, || {
             netlink::sysctl_set(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")
         });
     }
-    add_addresses(ctr, l.index, &addrs)?;
-    ctr.set_up(l.index).map_err(kernel)?;
-    let nl_routes: Vec<netlink::Route> = routes
+    add_addresses(ctr, l.index, &plan.addrs)?;
+    ctr.set_up(l.index)?;
+    let nl_routes: Vec<netlink::Route> = plan
+        .routes
         .iter()
-        .map(|r| {
-            let v4 = r.dst.addr().is_ipv4();
-            let gw = r.gw.or_else(|| {
-                gateways.iter().find(|i| i.address.addr().is_ipv4() == v4).and_then(|i| i.gateway)
-            });
-            netlink::Route {
-                dst: r.dst,
-                gateway: gw,
-                oif: Some(l.index),
-                metric: r.priority,
-                table: r.table,
-                scope: r.scope,
-                mtu: r.mtu,
-                advmss: r.advmss,
-            }
+        .map(|r| netlink::Route {
+            dst: r.dst,
+            gateway: ipam::iface::route_gateway(r, &plan.ips),
+            oif: Some(l.index),
+            metric: r.priority,
+            table: r.table,
+            scope: r.scope,
+            mtu: r.mtu,
+            advmss: r.advmss,
         })
         .collect();
-    // IPAM's routes are the runtime's request: failures count. Carried routes are best effort
-    // (one via a gateway outside the device's own subnets cannot be recreated).
-    add_routes(ctr, &nl_routes, allocated.is_none())?;
+    add_routes(ctr, &nl_routes, plan.routes_best_effort)?;
 
-    let l = ctr.require_link(ifname).map_err(kernel)?;
-    let ips: Vec<IpConfig> = match allocated {
-        Some(r) => r.ips.iter().map(|ip| IpConfig { interface: Some(0), ..ip.clone() }).collect(),
-        None => addrs
-            .iter()
-            .map(|a| IpConfig { address: *a, gateway: None, interface: Some(0) })
-            .collect(),
-    };
+    let l = ctr.require_link(ifname)?;
     let mut result = CniResult {
         interfaces: vec![Interface {
             name: ifname.clone(),
@@ -254,9 +264,9 @@ pub fn hand_over(
             pci_id,
             ..Default::default()
         }],
-        ips,
-        routes,
-        dns: allocated.map(|r| r.dns.clone()).unwrap_or_default(),
+        ips: plan.ips.iter().map(|ip| IpConfig { interface: Some(0), ..ip.clone() }).collect(),
+        routes: plan.routes.clone(),
+        dns: plan.dns.clone(),
     };
     if result.dns.is_empty() {
         result.dns = req.conf.dns.clone().unwrap_or_default();
@@ -297,49 +307,49 @@ pub fn give_back(
     ns: Option<&Netns>,
     host: &mut Handle,
 ) -> Result<Returned, CniError> {
-    let here = Netns::current().map_err(kernel)?;
+    let here = Netns::current()?;
     if let Some(ns) = ns.filter(|ns| !ns.same_as(&here)) {
-        let mut ctr = Handle::new_in(ns).map_err(kernel)?;
+        let mut ctr = Handle::new_in(ns)?;
         // CNI_IFNAME (or our transit name) is this attachment's own name in the container.
         let mut found = None;
         for name in [&rec.ifname, &rec.transit_name] {
-            if let Some(l) = ctr.link_by_name(name).map_err(kernel)? {
+            if let Some(l) = ctr.link_by_name(name)? {
                 found = Some(l);
                 break;
             }
         }
         if let Some(l) = found {
             if l.up {
-                ctr.set_down(l.index).map_err(kernel)?;
+                ctr.set_down(l.index)?;
             }
             if l.name != rec.transit_name {
-                ctr.set_name(l.index, &rec.transit_name).map_err(kernel)?;
+                ctr.set_name(l.index, &rec.transit_name)?;
             }
-            ctr.set_netns(l.index, &here).map_err(kernel)?;
+            ctr.set_netns(l.index, &here)?;
         }
     }
     let same_mac = |l: &Link| rec.mac.is_none() || l.mac == rec.mac;
-    let mut dev = host.link_by_name(&rec.transit_name).map_err(kernel)?;
+    let mut dev = host.link_by_name(&rec.transit_name)?;
     if dev.is_none() {
-        dev = host.link_by_name(&rec.original_name).map_err(kernel)?.filter(same_mac);
+        dev = host.link_by_name(&rec.original_name)?.filter(same_mac);
     }
     if dev.is_none() {
-        let links = host.links().map_err(kernel)?;
+        let links = host.links()?;
         dev = pick_returned(&links, rec).cloned();
     }
     let Some(dev) = dev else { return Ok(Returned::Gone) };
     if dev.name != rec.original_name {
         if dev.up {
-            host.set_down(dev.index).map_err(kernel)?;
+            host.set_down(dev.index)?;
         }
         host.set_name(dev.index, &rec.original_name).map_err(|e| {
             CniError::new(code::KERNEL, format!("giving device {} back to the host: {e} (is the name taken by another interface?)", rec.original_name))
         })?;
     }
     if let Some(m) = &rec.master {
-        match host.link_by_name(m).map_err(kernel)? {
+        match host.link_by_name(m)? {
             Some(master) if dev.master != Some(master.index) => {
-                host.set_master(dev.index, Some(master.index)).map_err(kernel)?
+                host.set_master(dev.index, Some(master.index))?
             }
             Some(_) => {}
             None => eprintln!(
@@ -350,7 +360,7 @@ pub fn give_back(
     }
     add_addresses(host, dev.index, &rec.addresses)?;
     if rec.up {
-        host.set_up(dev.index).map_err(kernel)?;
+        host.set_up(dev.index)?;
     }
     let routes: Vec<netlink::Route> = rec.routes.iter().map(|r| r.to_route(dev.index)).collect();
     add_routes(host, &routes, true)?;
@@ -421,6 +431,42 @@ mod tests {
         // No recorded MAC: never guess.
         let links = vec![link(9, "net1", mac)];
         assert_eq!(pick_returned(&links, &record(None)), None);
+    }
+
+    #[test]
+    fn the_handover_carries_ipam_or_the_devices_own_addresses() {
+        let mut rec = record(None);
+        rec.addresses = vec!["192.0.2.5/24".parse().unwrap()];
+        rec.routes = vec![SavedRoute {
+            dst: "198.51.100.0/24".parse().unwrap(),
+            gateway: Some("192.0.2.1".parse().unwrap()),
+            metric: Some(7),
+            table: None,
+            scope: None,
+            mtu: None,
+            advmss: None,
+        }];
+        let own = plan_handover(&rec, None);
+        assert_eq!(own.addrs, rec.addresses);
+        assert_eq!(own.routes[0].priority, Some(7));
+        assert!(own.routes_best_effort);
+        assert!(own.ips.iter().all(|i| i.gateway.is_none()));
+        let ipam = CniResult {
+            ips: vec![IpConfig {
+                address: "10.1.0.5/24".parse().unwrap(),
+                gateway: Some("10.1.0.1".parse().unwrap()),
+                interface: None,
+            }],
+            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), None)],
+            ..Default::default()
+        };
+        let given = plan_handover(&rec, Some(&ipam));
+        assert_eq!(given.addrs, vec!["10.1.0.5/24".parse::<IpNet>().unwrap()]);
+        assert!(!given.routes_best_effort);
+        assert_eq!(
+            ipam::iface::route_gateway(&given.routes[0], &given.ips),
+            Some("10.1.0.1".parse().unwrap())
+        );
     }
 
     #[test]

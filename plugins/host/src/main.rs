@@ -22,15 +22,6 @@ use std::path::Path;
 
 struct HostPlugin;
 
-pub(crate) fn kernel(e: netlink::Error) -> CniError {
-    CniError::new(code::KERNEL, e.to_string())
-}
-
-fn open_netns(path: &Path) -> Result<Netns, CniError> {
-    Netns::open(path)
-        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", path.display())))
-}
-
 fn transit(req: &Request) -> String {
     transit_name(&req.conf.name, &req.env.container_id, &req.env.ifname)
 }
@@ -55,9 +46,9 @@ fn fallback_record(req: &Request, sel: &Selector) -> Option<DeviceRecord> {
 
 fn add_shared(req: &Request) -> Result<CniResult, CniError> {
     shared::require_shared(req.netns()?)?;
-    let mut h = Handle::new().map_err(kernel)?;
-    let links = h.links().map_err(kernel)?;
-    let addrs = h.addresses(None).map_err(kernel)?;
+    let mut h = Handle::new()?;
+    let links = h.links()?;
+    let addrs = h.addresses(None)?;
     let mut result = shared::host_result(&links, &addrs);
     result.dns = req.conf.dns.clone().unwrap_or_default();
     Ok(result)
@@ -65,8 +56,8 @@ fn add_shared(req: &Request) -> Result<CniResult, CniError> {
 
 fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResult, CniError> {
     let netns_path = req.netns()?;
-    let ns = open_netns(netns_path)?;
-    let here = Netns::current().map_err(kernel)?;
+    let ns = netlink::open_container_netns(Some(netns_path))?;
+    let here = Netns::current()?;
     if ns.same_as(&here) {
         return Err(CniError::config(format!(
             "cannot hand {} to the container: CNI_NETNS {} is the host's own namespace (for host networking leave out \"device\", \"hwaddr\", \"kernelpath\" and \"pciBusID\")",
@@ -74,36 +65,46 @@ fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResul
             netns_path.display()
         )));
     }
-    let ifname = &req.env.ifname;
+    let (id, ifname) = (&req.env.container_id, &req.env.ifname);
     let state = State::default_root();
     let _lock = state.lock()?;
-    let mut host = Handle::new().map_err(kernel)?;
-    let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
-    if ctr.link_by_name(ifname).map_err(kernel)?.is_some() {
-        return Err(CniError::config(format!(
-            "container already has an interface named {ifname:?} (CNI_IFNAME)"
-        )));
+    let mut host = Handle::new()?;
+    let mut ctr = Handle::new_in(&ns)?;
+    let taken = ctr.link_by_name(ifname)?.is_some();
+    match state.get(&req.conf.name, id, ifname)? {
+        // A repeated ADD: refused before IPAM runs, so nothing the container holds is lost.
+        Some(_) if taken => {
+            return Err(CniError::config(format!(
+                "container {id} is already attached to network {} as {ifname} (ADD already succeeded; DEL it before adding it again)",
+                req.conf.name
+            )));
+        }
+        // Left by an ADD that died mid-move: give the device back first, then start over.
+        Some(stale) => {
+            let old_ns = stale.netns.as_deref().and_then(|p| Netns::open(p).ok());
+            device::give_back(&stale, old_ns.as_ref(), &mut host)?;
+            state.remove(&req.conf.name, id, ifname)?;
+        }
+        None if taken => {
+            return Err(CniError::config(format!(
+                "container already has an interface named {ifname:?} (CNI_IFNAME)"
+            )));
+        }
+        None => {}
     }
     let dev = device::resolve(sel, &mut host, Path::new("/sys"))?;
     let rec = device::snapshot(req, &mut host, &dev, transit(req))?;
-    // Written before anything moves: whatever happens next, DEL can find the device.
-    state.save(&req.conf.name, &rec)?;
-    let allocated = if conf.has_ipam {
-        match ipam::add(req) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                let _ = state.remove(&req.conf.name, &req.env.container_id, ifname);
-                return Err(e);
-            }
-        }
-    } else {
-        None
-    };
+    let allocation = if conf.has_ipam { ipam::allocate(req)? } else { ipam::Allocation::none() };
+    let plan = device::plan_handover(&rec, conf.has_ipam.then_some(&allocation.result));
     let pci_id = match sel {
         Selector::Pci(id) => Some(id.clone()),
         _ => None,
     };
-    match device::hand_over(req, &rec, &dev, &ns, &mut host, &mut ctr, allocated.as_ref(), pci_id) {
+    // Written before anything moves: whatever happens next, DEL and GC can find the device.
+    let handed = state
+        .save(&req.conf.name, &rec)
+        .and_then(|()| device::hand_over(req, &rec, &dev, &ns, &mut host, &mut ctr, &plan, pci_id));
+    match handed {
         Ok(result) => Ok(result),
         Err(e) => {
             // Undo: the device goes back as it was; the original error is what matters.
@@ -113,10 +114,10 @@ fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResul
                     rec.original_name
                 );
             }
-            if conf.has_ipam {
-                let _ = ipam::del(req);
+            if let Err(e) = ipam::rollback(req, &allocation) {
+                eprintln!("host: releasing the addresses of a failed ADD: {e}");
             }
-            let _ = state.remove(&req.conf.name, &req.env.container_id, ifname);
+            let _ = state.remove(&req.conf.name, id, ifname);
             Err(e)
         }
     }
@@ -137,12 +138,17 @@ impl Plugin for HostPlugin {
         let Some(sel) = &conf.device else { return Ok(()) };
         let state = State::default_root();
         let _lock = state.lock()?;
-        let record = state
-            .get(&req.conf.name, &req.env.container_id, &req.env.ifname)
-            .or_else(|| fallback_record(req, sel));
+        let record = match state.get(&req.conf.name, &req.env.container_id, &req.env.ifname) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("host: {e}; giving back what the config names");
+                None
+            }
+        }
+        .or_else(|| fallback_record(req, sel));
         if let Some(rec) = record {
             let ns = req.env.netns.as_deref().and_then(|p| Netns::open(p).ok());
-            let mut host = Handle::new().map_err(kernel)?;
+            let mut host = Handle::new()?;
             if device::give_back(&rec, ns.as_ref(), &mut host)? == Returned::Gone && ns.is_none() {
                 eprintln!(
                     "host: device {} left with its namespace: a virtual device is destroyed with it, a physical one returns to the initial namespace",
@@ -164,9 +170,9 @@ impl Plugin for HostPlugin {
             .as_ref()
             .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
         let ifname = &req.env.ifname;
-        let ns = open_netns(req.netns()?)?;
+        let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
         let rec = State::default_root()
-            .get(&req.conf.name, &req.env.container_id, ifname)
+            .get(&req.conf.name, &req.env.container_id, ifname)?
             .ok_or_else(|| {
                 CniError::new(
                     code::KERNEL,
@@ -176,9 +182,9 @@ impl Plugin for HostPlugin {
                     ),
                 )
             })?;
-        let mut ctr = Handle::new_in(&ns).map_err(kernel)?;
+        let mut ctr = Handle::new_in(&ns)?;
         let fail = |m: String| CniError::new(code::KERNEL, m);
-        let link = ctr.link_by_name(ifname).map_err(kernel)?.ok_or_else(|| {
+        let link = ctr.link_by_name(ifname)?.ok_or_else(|| {
             fail(format!("device {} is not in the container as {ifname}", rec.original_name))
         })?;
         if rec.mac.is_some() && link.mac != rec.mac {
@@ -188,7 +194,7 @@ impl Plugin for HostPlugin {
             )));
         }
         let have: Vec<ipnet::IpNet> =
-            ctr.addresses(Some(link.index)).map_err(kernel)?.into_iter().map(|(_, a)| a).collect();
+            ctr.addresses(Some(link.index))?.into_iter().map(|(_, a)| a).collect();
         for ip in prev.container_ips(ifname) {
             if !have.contains(&ip.address) {
                 return Err(fail(format!(
@@ -208,8 +214,16 @@ impl Plugin for HostPlugin {
         if conf.device.is_some() {
             let state = State::default_root();
             let _lock = state.lock()?;
-            let mut host = Handle::new().map_err(kernel)?;
-            for rec in state.records(&req.conf.name) {
+            state.sweep_temp_files();
+            let mut host = Handle::new()?;
+            for (path, rec) in state.records(&req.conf.name) {
+                let rec = match rec {
+                    Ok(rec) => rec,
+                    Err(e) => {
+                        eprintln!("host: GC skips {}: {e}", path.display());
+                        continue;
+                    }
+                };
                 if valid
                     .iter()
                     .any(|v| v.container_id == rec.container_id && v.ifname == rec.ifname)
@@ -230,7 +244,7 @@ impl Plugin for HostPlugin {
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let conf = HostConf::from_request(req)?;
         let Some(sel) = &conf.device else { return Ok(()) };
-        let mut host = Handle::new().map_err(kernel)?;
+        let mut host = Handle::new()?;
         if let Err(e) = device::resolve(sel, &mut host, Path::new("/sys")) {
             let holder = State::default_root().all_records().into_iter().find(|r| match sel {
                 Selector::Name(n) => &r.original_name == n,

@@ -25,9 +25,8 @@ pub fn not_shared_message(netns: &Path) -> String {
 
 /// Code 7 unless `netns` is the namespace the plugin runs in.
 pub fn require_shared(netns: &Path) -> Result<(), CniError> {
-    let ctr = Netns::open(netns)
-        .map_err(|e| CniError::unknown_container(format!("CNI_NETNS {}: {e}", netns.display())))?;
-    let here = Netns::current().map_err(crate::kernel)?;
+    let ctr = netlink::open_container_netns(Some(netns))?;
+    let here = Netns::current()?;
     if ctr.same_as(&here) {
         Ok(())
     } else {

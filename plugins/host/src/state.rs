@@ -2,21 +2,18 @@
 //! can give it back under its original name with its original addresses, also when the
 //! container's namespace is already gone.
 //!
-//! Layout under `$CNI_SUITE_STATE_DIR/host/`: `<network>/<containerID>_<ifname>.json` per
-//! handed-out device, and `devices.lock`, one lock for all device moves (devices are a
-//! host-wide resource: two networks may name the same one). The record is written before
-//! the device moves, so a crash at any step leaves something DEL can act on. The lock file
-//! is removed by the call that leaves no record behind; a locker that finds its lock file
-//! unlinked once it holds it starts over (see [`FileLock`]).
+//! Layout under `$CNI_SUITE_STATE_DIR/host/` (the kit's typed store, file names through
+//! `cni::names::file_key`): `<network>/<containerID>_<ifname>.json` per handed-out device.
+//! One flock on the store's root serializes all device moves (devices are a host-wide
+//! resource: two networks may name the same one). The record is written before the device
+//! moves, so a crash at any step leaves something DEL and GC can act on.
 
-use cni::store::{atomic_write, remove_dir_if_empty, remove_if_exists, FileLock};
+use cni::store::{FileLock, Store};
 use cni::CniError;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A route of the device, as it was in the host (netlink::Route minus the interface index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,114 +83,79 @@ pub struct DeviceRecord {
     pub transit_name: String,
 }
 
-fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
-    CniError::io(format!("{what} {}: {e}", path.display()))
-}
-
-/// The devices lock; on release, removes empty network directories and, when no record is
-/// left at all, the lock file and the state root.
-pub struct DevicesLock {
-    state: State,
-    _lock: FileLock,
-}
-
-impl Drop for DevicesLock {
-    fn drop(&mut self) {
-        let root = &self.state.root;
-        let Ok(entries) = fs::read_dir(root) else { return };
-        let mut others = false;
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_dir_if_empty(&e.path());
-                others |= e.path().exists();
-            } else if e.file_name() != "devices.lock" {
-                others = true;
-            }
-        }
-        if !others {
-            let _ = remove_if_exists(&root.join("devices.lock"));
-            remove_dir_if_empty(root);
-        }
-    }
-}
-
+/// The plugin's store.
 #[derive(Debug, Clone)]
 pub struct State {
-    root: PathBuf,
+    store: Store,
 }
 
 impl State {
-    pub fn new(root: PathBuf) -> State {
-        State { root }
+    #[cfg(test)]
+    pub fn new(root: std::path::PathBuf) -> State {
+        State { store: Store::new(root) }
     }
 
     /// `$CNI_SUITE_STATE_DIR/host` (or /run/cni-suite/host).
     pub fn default_root() -> State {
-        State::new(cni::store::state_dir().join("host"))
+        State { store: Store::for_plugin("host") }
     }
 
-    pub fn lock(&self) -> Result<DevicesLock, CniError> {
-        let p = self.root.join("devices.lock");
-        let lock = FileLock::removable(&p).map_err(|e| io_err("locking", &p, e))?;
-        Ok(DevicesLock { state: self.clone(), _lock: lock })
+    /// One lock for all device moves (devices are a host-wide resource).
+    pub fn lock(&self) -> Result<FileLock, CniError> {
+        self.store.lock()
     }
 
-    fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-        self.root.join(network).join(format!("{container_id}_{ifname}.json"))
+    fn key(container_id: &str, ifname: &str) -> String {
+        format!("{container_id}_{ifname}")
     }
 
-    pub fn get(&self, network: &str, container_id: &str, ifname: &str) -> Option<DeviceRecord> {
-        let data = fs::read(self.path(network, container_id, ifname)).ok()?;
-        serde_json::from_slice(&data).ok()
+    /// The record of one attachment; a corrupt one is an error naming its file.
+    pub fn get(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<DeviceRecord>, CniError> {
+        self.store.get(&[network, &Self::key(container_id, ifname)])
     }
 
     pub fn save(&self, network: &str, rec: &DeviceRecord) -> Result<(), CniError> {
-        let p = self.path(network, &rec.container_id, &rec.ifname);
-        atomic_write(&p, &serde_json::to_vec(rec).expect("state serializes"))
-            .map_err(|e| io_err("writing", &p, e))
+        self.store.put(&[network, &Self::key(&rec.container_id, &rec.ifname)], rec)
     }
 
     pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
-        let p = self.path(network, container_id, ifname);
-        remove_if_exists(&p).map_err(|e| io_err("removing", &p, e))
+        self.store.delete(&[network, &Self::key(container_id, ifname)])
     }
 
-    /// Every record of `network`.
-    pub fn records(&self, network: &str) -> Vec<DeviceRecord> {
-        read_records(&self.root.join(network))
+    /// Every record of `network`, each parsed or with the error naming its file.
+    pub fn records(&self, network: &str) -> Vec<(PathBuf, Result<DeviceRecord, CniError>)> {
+        self.store.list_lenient(&[network])
     }
 
-    /// Every record of every network (which container holds which device).
+    /// Every readable record of every network (which container holds which device).
     pub fn all_records(&self) -> Vec<DeviceRecord> {
-        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(self.store.root()) else { return Vec::new() };
         entries
             .flatten()
-            .filter(|e| e.path().is_dir())
-            .flat_map(|e| read_records(&e.path()))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .flat_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                Store::new(self.store.root().join(&name)).list_lenient::<DeviceRecord>(&[])
+            })
+            .filter_map(|(_, r)| r.ok())
             .collect()
     }
-}
 
-fn read_records(dir: &Path) -> Vec<DeviceRecord> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .filter_map(|e| fs::read(e.path()).ok())
-        .filter_map(|d| serde_json::from_slice(&d).ok())
-        .collect()
-}
-
-/// The transit name of (network, container, ifname): "hd" + 8 hex digits, stable, so a DEL
-/// after a crash mid-move still finds the device by it.
-pub fn transit_name(network: &str, container_id: &str, ifname: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes())
-    {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
+    /// Removes temp files of writers that died before renaming them (GC).
+    pub fn sweep_temp_files(&self) -> usize {
+        self.store.sweep_temp_files()
     }
-    format!("hd{:08x}", (h ^ (h >> 32)) as u32)
+}
+
+/// The transit name of (network, container, ifname): "hd" + a 13-character hash, stable, so
+/// a DEL after a crash mid-move still finds the device by it.
+pub fn transit_name(network: &str, container_id: &str, ifname: &str) -> String {
+    cni::names::stable_ifname("hd", &[network, container_id, ifname])
 }
 
 #[cfg(test)]
@@ -227,26 +189,28 @@ mod tests {
     fn records_round_trip_and_nothing_stays() {
         let root = std::env::temp_dir().join(format!("host-state-{}", std::process::id()));
         let st = State::new(root.clone());
+        let long = "c".repeat(400);
         {
             let _l = st.lock().unwrap();
             st.save("n", &record("c1")).unwrap();
             st.save("m", &record("c2")).unwrap();
+            st.save("m", &record(&long)).unwrap();
         }
-        assert_eq!(st.get("n", "c1", "net1"), Some(record("c1")));
-        assert_eq!(st.records("n"), vec![record("c1")]);
-        assert_eq!(st.all_records().len(), 2);
+        assert_eq!(st.get("n", "c1", "net1").unwrap(), Some(record("c1")));
+        assert_eq!(st.get("m", &long, "net1").unwrap(), Some(record(&long)));
+        assert_eq!(st.records("n").len(), 1);
+        assert_eq!(st.all_records().len(), 3);
+        std::fs::write(st.store.path(&["n", "c1_net1"]), b"{").unwrap();
+        assert_eq!(st.get("n", "c1", "net1").unwrap_err().code, 5, "corrupt is reported");
         {
             let _l = st.lock().unwrap();
             st.remove("n", "c1", "net1").unwrap();
-        }
-        assert!(root.join("devices.lock").exists(), "m still has a record");
-        assert!(!root.join("n").exists());
-        {
-            let _l = st.lock().unwrap();
             st.remove("m", "c2", "net1").unwrap();
-            st.remove("m", "c2", "net1").unwrap();
+            st.remove("m", &long, "net1").unwrap();
+            st.remove("m", &long, "net1").unwrap();
         }
-        assert!(!root.exists());
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "only the root stays");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
