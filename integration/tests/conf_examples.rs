@@ -51,7 +51,7 @@ fn every_example_is_valid_json_with_a_docker_comment() {
         assert_eq!(conf["cniVersion"], json!("1.0.0"), "{:?}", e.path());
         n += 1;
     }
-    assert_eq!(n, 10);
+    assert_eq!(n, 11);
 }
 
 #[test]
@@ -192,5 +192,15 @@ fn macvlan_host_and_none_examples_run() {
     r.expect_ok();
     assert_eq!(r.result()["interfaces"][0]["name"], json!("lo"));
     env.cnitool("del", &net, &c, &CniOpts::ours()).expect_ok();
+
+    // loopback, as containerd runs it: CNI_IFNAME lo.
+    let net = load(&env, "90-loopback.conflist");
+    let lo = CniOpts::ours().ifname("lo");
+    let r = env.cnitool("add", &net, &c, &lo);
+    r.expect_ok();
+    assert_eq!(r.result()["interfaces"][0]["name"], json!("lo"));
+    assert!(ping(&c, "127.0.0.1"), "loopback answers in the container");
+    env.cnitool("check", &net, &c, &lo).expect_ok();
+    env.cnitool("del", &net, &c, &lo).expect_ok();
     nothing_left(&env, &["eth0"]);
 }

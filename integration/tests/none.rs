@@ -4,8 +4,17 @@
 use integration::*;
 use serde_json::json;
 
-const ALL_PLUGINS: &[&str] =
-    &["bridge", "portmap", "host", "none", "macvlan", "dns-alias", "host-local", "static"];
+const ALL_PLUGINS: &[&str] = &[
+    "bridge",
+    "portmap",
+    "host",
+    "none",
+    "loopback",
+    "macvlan",
+    "dns-alias",
+    "host-local",
+    "static",
+];
 
 fn none_conf(version: &str) -> serde_json::Value {
     json!({"cniVersion": version, "name": "nonet", "plugins": [{"type": "none"}]})
