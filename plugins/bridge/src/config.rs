@@ -205,3 +205,79 @@ impl BridgeConf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(extra: serde_json::Value, args: &str) -> Result<BridgeConf, CniError> {
+        let mut c = json!({"cniVersion": "1.1.0", "name": "n", "type": "bridge"});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let env = cni::Env {
+            command: cni::Command::Add,
+            container_id: "c1".into(),
+            netns: Some("/run/netns/x".into()),
+            ifname: "eth0".into(),
+            args: cni::env::parse_args(args).unwrap(),
+            path: vec![],
+        };
+        let req = cni::dispatch::build_request(env, c.to_string().as_bytes()).unwrap();
+        BridgeConf::from_request(&req)
+    }
+
+    #[test]
+    fn defaults_and_docker_options() {
+        let c = parse(json!({}), "").unwrap();
+        assert_eq!(c.bridge, "cni0");
+        assert!(c.isolation && c.icc && !c.internal && !c.has_ipam);
+        assert!(c.preserve_default_vlan);
+        // internal turns off NAT and the default route, and still makes a gateway.
+        let c =
+            parse(json!({"internal": true, "ipMasq": true, "isDefaultGateway": true}), "").unwrap();
+        assert!(!c.ip_masq && !c.is_default_gateway && c.is_gateway);
+    }
+
+    #[test]
+    fn go_clients_may_spell_keys_in_any_case() {
+        let c = parse(json!({"IsGateway": true, "IPMASQ": true, "Mtu": 1400}), "").unwrap();
+        assert!(c.is_gateway && c.ip_masq);
+        assert_eq!(c.mtu, Some(1400));
+    }
+
+    #[test]
+    fn bad_values_are_code_7_naming_key_and_value() {
+        for (extra, needle) in [
+            (json!({"bridge": "way-too-long-bridge-name"}), "way-too-long-bridge-name"),
+            (json!({"bridge": "a b"}), "bridge"),
+            (json!({"mtu": 20}), "mtu"),
+            (json!({"vlan": 4095}), "4095"),
+            (json!({"vlan": 3, "vlanTrunk": [{"id": 4}]}), "vlanTrunk"),
+            (json!({"vlanTrunk": [{"minID": 9, "maxID": 3}]}), "minID"),
+            (json!({"vlanTrunk": [{"maxID": 3}]}), "vlanTrunk"),
+            (json!({"firewallBackend": "pf"}), "pf"),
+            (json!({"mac": "01:00:5e:00:00:01"}), "mac"),
+            (json!({"isGateway": "yes"}), "isGateway"),
+            (json!({"ipam": "host-local"}), "ipam"),
+            (json!({"ipam": {"type": "bridge"}}), "ipam.type"),
+        ] {
+            let e = parse(extra.clone(), "").unwrap_err();
+            assert_eq!(e.code, 7, "{extra}");
+            assert!(e.msg.contains(needle), "{extra}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn mac_precedence() {
+        let c = parse(json!({"mac": "02:00:00:00:00:01"}), "MAC=02:00:00:00:00:02").unwrap();
+        assert_eq!(c.mac, Some([2, 0, 0, 0, 0, 2]), "CNI_ARGS beats the config");
+        let c = parse(
+            json!({"runtimeConfig": {"mac": "02:00:00:00:00:03"}, "args": {"cni": {"mac": "02:00:00:00:00:04"}}}),
+            "MAC=02:00:00:00:00:02",
+        )
+        .unwrap();
+        assert_eq!(c.mac, Some([2, 0, 0, 0, 0, 3]), "runtimeConfig beats all");
+    }
+}

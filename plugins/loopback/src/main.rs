@@ -2,5 +2,5 @@
 //! `lo`), in parallel with the pod network. The same code serves `none`.
 
 fn main() {
-    cni::run(&loopback::Loopback)
+    cni::run(&cni_loopback::Loopback)
 }

@@ -2,5 +2,5 @@
 //! as `loopback` (see `plugins/loopback`), under the name Docker users look for.
 
 fn main() {
-    cni::run(&loopback::Loopback)
+    cni::run(&cni_loopback::Loopback)
 }
