@@ -398,6 +398,9 @@ pub fn parse_resolv_conf(text: &str) -> Dns {
     dns
 }
 
+/// The most of `ipam.resolvConf` that is read.
+const RESOLV_CONF_MAX: u64 = 64 * 1024;
+
 /// `ipam.dataDir`, or the default (honours CNI_SUITE_STATE_DIR).
 pub fn data_dir(ipam: &Map<String, Value>) -> Result<PathBuf, CniError> {
     Ok(opt_str(ipam, "dataDir", "ipam")?
@@ -525,7 +528,16 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
     let dns = match opt_str(ipam, "resolvConf", "ipam")? {
         None => Dns::default(),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            // A resolv.conf is a few hundred bytes; a bound keeps a config naming a device
+            // (/dev/zero) or a huge file from exhausting memory.
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(f, RESOLV_CONF_MAX),
+                        &mut text,
+                    )
+                })
                 .map_err(|e| CniError::io(format!("reading ipam.resolvConf {path:?}: {e}")))?;
             parse_resolv_conf(&text)
         }
@@ -809,6 +821,9 @@ mod tests {
                 assert!(e.msg.contains(w), "{ipam}: message {:?} lacks {w:?}", e.msg);
             }
         }
+        // A device is read up to a bound, not forever.
+        let c = hl(json!({"subnet": "10.0.0.0/24", "resolvConf": "/dev/zero"})).unwrap();
+        assert!(c.dns.nameservers.is_empty());
         let e = err(json!({"subnet": "10.0.0.0/24", "resolvConf": "/nonexistent/resolv.conf"}));
         assert_eq!(e.code, 5);
         assert!(e.msg.contains("/nonexistent/resolv.conf"));
