@@ -1,7 +1,7 @@
 //! Putting an IPAM result on a container interface: addresses, link up, then routes. Shared by
 //! every plugin that creates an interface (bridge, macvlan, host with `ipam`).
 
-use cni::{code, CniError, IpConfig, Route};
+use cni::{CniError, IpConfig, Route};
 use netlink::Handle;
 use std::net::IpAddr;
 
@@ -12,10 +12,6 @@ pub struct Options {
     pub dad: bool,
     /// Bring the link up and add routes (routes need the link up).
     pub up: bool,
-}
-
-fn kernel(e: netlink::Error) -> CniError {
-    CniError::new(code::KERNEL, e.to_string())
 }
 
 /// The gateway a route uses: its own, else the gateway of the first address of its family
@@ -42,12 +38,12 @@ pub fn configure(
         } else {
             ctr.add_address(index, ip.address)
         };
-        r.map_err(kernel)?;
+        r?;
     }
     if !opts.up {
         return Ok(());
     }
-    ctr.set_up(index).map_err(kernel)?;
+    ctr.set_up(index)?;
     for r in routes {
         let route = netlink::Route {
             dst: r.dst,
@@ -60,7 +56,7 @@ pub fn configure(
             advmss: r.advmss,
         };
         match ctr.add_route(&route) {
-            Err(e) if !e.is_exists() => return Err(kernel(e)),
+            Err(e) if !e.is_exists() => return Err(e.into()),
             _ => {}
         }
     }

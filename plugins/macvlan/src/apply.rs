@@ -4,10 +4,9 @@
 //! [`verify`] is CHECK's comparison with the kernel.
 
 use crate::config::{no_8021q_message, parse_vlan_parent, MacvlanConf, VlanParent};
-use crate::plan::{Applied, LinkNow, Plan, Snapshot};
+use crate::plan::{Applied, LinkNow, Observed, Plan, Snapshot};
 use crate::state::{State, VlanRecord};
-use cni::{code, CniError, CniResult};
-use ipnet::IpNet;
+use cni::{code, CniError};
 use netlink::{Handle, Netns};
 
 /// The name of the interface carrying the default route of the handle's namespace (IPv4
@@ -270,72 +269,24 @@ pub fn kernel_has_8021q() -> bool {
     std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
 }
 
-fn default_dst(v4: bool) -> IpNet {
-    if v4 {
-        "0.0.0.0/0".parse().expect("literal")
-    } else {
-        "::/0".parse().expect("literal")
-    }
-}
-
-/// CHECK: the macvlan exists in the container, in the configured mode, on the master, with
-/// prevResult's MAC, addresses and default routes.
-pub fn verify(
-    ifname: &str,
-    conf: &MacvlanConf,
+/// Reads what CHECK compares with the plan: the container interface (kind, mode, parent,
+/// MAC, addresses, default routes) and the master's index.
+pub fn observe(
     ctr: &mut Handle,
+    ifname: &str,
     master: Option<&netlink::Link>,
-    prev: &CniResult,
-) -> Result<(), CniError> {
-    let fail = |msg: String| CniError::new(code::KERNEL, msg);
-    let link = ctr
-        .link_by_name(ifname)?
-        .ok_or_else(|| fail(format!("container interface {ifname} does not exist")))?;
-    if link.kind.as_deref() != Some("macvlan") {
-        return Err(fail(format!(
-            "container interface {ifname} is a {}, not a macvlan",
-            link.kind.as_deref().unwrap_or("device without kind")
-        )));
-    }
-    if link.macvlan_mode != Some(conf.mode) {
-        return Err(fail(format!(
-            "container interface {ifname} is in macvlan mode {}, the config says {}",
-            link.macvlan_mode.map(|m| m.to_string()).unwrap_or_else(|| "unknown".into()),
-            conf.mode
-        )));
-    }
-    if let (Some(m), Some(parent)) = (master, link.link) {
-        if parent != m.index {
-            return Err(fail(format!("container interface {ifname} is not on master {}", m.name)));
-        }
-    }
-    if let Some(i) = prev.sandbox_interface(ifname) {
-        if let (Some(want), Some(have)) = (&prev.interfaces[i].mac, &link.mac) {
-            if netlink::parse_mac(want) != Some(*have) {
-                return Err(fail(format!(
-                    "container interface {ifname} has MAC {}, prevResult says {want}",
-                    netlink::format_mac(have)
-                )));
-            }
-        }
-    }
-    let have: Vec<IpNet> = ctr.addresses(Some(link.index))?.into_iter().map(|(_, a)| a).collect();
-    for ip in prev.container_ips(ifname) {
-        if !have.contains(&ip.address) {
-            return Err(fail(format!("container interface {ifname} lacks address {}", ip.address)));
-        }
-    }
+) -> Result<Observed, CniError> {
+    let mut seen = Observed { master_index: master.map(|m| m.index), ..Default::default() };
+    let Some(link) = ctr.link_by_name(ifname)? else { return Ok(seen) };
+    seen.link = Some((link.kind.clone(), link.macvlan_mode, link.link, link.mac));
+    seen.addrs = ctr.addresses(Some(link.index))?.into_iter().map(|(_, a)| a).collect();
     for v6 in [false, true] {
-        let wants_default = prev.routes.iter().any(|r| r.dst == default_dst(!v6));
-        if wants_default {
-            let routes = ctr.routes(v6)?;
-            if !routes.iter().any(|r| r.is_default() && r.oif == Some(link.index)) {
-                return Err(fail(format!(
-                    "container has no default {} route via {ifname}",
-                    if v6 { "IPv6" } else { "IPv4" }
-                )));
-            }
+        let found = ctr.routes(v6)?.iter().any(|r| r.is_default() && r.oif == Some(link.index));
+        if v6 {
+            seen.default_route_v6 = found;
+        } else {
+            seen.default_route_v4 = found;
         }
     }
-    Ok(())
+    Ok(seen)
 }

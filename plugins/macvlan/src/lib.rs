@@ -187,7 +187,12 @@ impl Plugin for MacvlanPlugin {
         })?;
         // The parent index is only comparable when master and macvlan share a namespace
         // view: a master in the container namespace (linkInContainer) or the host's.
-        apply::verify(&req.env.ifname, &conf, &mut ctr, Some(&master), prev)?;
+        let att = attachment(req)?;
+        let p = plan::plan_for_check(&conf, &att, prev, name);
+        let seen = apply::observe(&mut ctr, &att.ifname, Some(&master))?;
+        if let Some(problem) = p.differences(&seen).into_iter().next() {
+            return Err(CniError::new(cni::code::KERNEL, problem));
+        }
         if conf.has_ipam {
             ipam::check(req)?;
         }

@@ -233,6 +233,110 @@ impl Plan {
     }
 }
 
+fn default_dst(v4: bool) -> ipnet::IpNet {
+    if v4 {
+        "0.0.0.0/0".parse().expect("literal")
+    } else {
+        "::/0".parse().expect("literal")
+    }
+}
+
+/// The plan CHECK holds the kernel to: the one the ADD that produced `prev` carried out, on
+/// `master` (recorded, configured, or the default route's interface), with the MAC ADD
+/// reported.
+pub fn plan_for_check(
+    conf: &MacvlanConf,
+    att: &Attachment,
+    prev: &CniResult,
+    master: String,
+) -> Plan {
+    let mac = prev
+        .sandbox_interface(&att.ifname)
+        .and_then(|i| prev.interfaces[i].mac.as_deref())
+        .and_then(netlink::parse_mac);
+    Plan {
+        attachment: att.clone(),
+        master,
+        link_in_container: conf.link_in_container,
+        create_vlan: None,
+        vlan_ref: None,
+        mode: conf.mode,
+        mtu: conf.mtu,
+        mac,
+        bc_queue_len: conf.bc_queue_len,
+        ips: prev.container_ips(&att.ifname),
+        routes: prev.routes.clone(),
+        dns: prev.dns.clone(),
+    }
+}
+
+/// The container interface as CHECK reads it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    /// (kind, macvlan mode, parent ifindex, MAC) of the link named CNI_IFNAME.
+    pub link: Option<(Option<String>, Option<MacvlanMode>, Option<u32>, Option<[u8; 6]>)>,
+    /// The master's ifindex, when it shares a namespace view with the macvlan's parent index.
+    pub master_index: Option<u32>,
+    pub addrs: Vec<ipnet::IpNet>,
+    /// A default route of that family leaves through the container interface.
+    pub default_route_v4: bool,
+    pub default_route_v6: bool,
+}
+
+impl Plan {
+    /// What CHECK finds wrong in `seen` compared with this plan; empty when all is there.
+    pub fn differences(&self, seen: &Observed) -> Vec<String> {
+        let ifname = &self.attachment.ifname;
+        let Some((kind, mode, parent, mac)) = &seen.link else {
+            return vec![format!("container interface {ifname} does not exist")];
+        };
+        if kind.as_deref() != Some("macvlan") {
+            return vec![format!(
+                "container interface {ifname} is a {}, not a macvlan",
+                kind.as_deref().unwrap_or("device without kind")
+            )];
+        }
+        let mut out = Vec::new();
+        if *mode != Some(self.mode) {
+            out.push(format!(
+                "container interface {ifname} is in macvlan mode {}, the config says {}",
+                mode.map(|m| m.to_string()).unwrap_or_else(|| "unknown".into()),
+                self.mode
+            ));
+        }
+        if let (Some(m), Some(p)) = (seen.master_index, parent) {
+            if *p != m {
+                out.push(format!("container interface {ifname} is not on master {}", self.master));
+            }
+        }
+        if let (Some(want), Some(have)) = (&self.mac, mac) {
+            if want != have {
+                out.push(format!(
+                    "container interface {ifname} has MAC {}, prevResult says {}",
+                    netlink::format_mac(have),
+                    netlink::format_mac(want)
+                ));
+            }
+        }
+        for ip in &self.ips {
+            if !seen.addrs.contains(&ip.address) {
+                out.push(format!("container interface {ifname} lacks address {}", ip.address));
+            }
+        }
+        for v4 in [true, false] {
+            let wants = self.routes.iter().any(|r| r.dst == default_dst(v4));
+            let has = if v4 { seen.default_route_v4 } else { seen.default_route_v6 };
+            if wants && !has {
+                out.push(format!(
+                    "container has no default {} route via {ifname}",
+                    if v4 { "IPv4" } else { "IPv6" }
+                ));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +456,45 @@ mod tests {
         let missing = Snapshot { master_name: Some("eth9".into()), ..Default::default() };
         let e = preflight(&conf(json!({"linkInContainer": true})), &att(), &missing).unwrap_err();
         assert!(e.msg.contains("eth9") && e.msg.contains("linkInContainer"), "{}", e.msg);
+    }
+
+    #[test]
+    fn check_compares_the_plan_with_the_kernel() {
+        let prev = CniResult {
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                mac: Some("02:00:00:00:00:09".into()),
+                sandbox: Some("/run/netns/x".into()),
+                ..Default::default()
+            }],
+            ips: vec![IpConfig { interface: Some(0), ..alloc().ips[0].clone() }],
+            routes: alloc().routes,
+            ..Default::default()
+        };
+        let p = plan_for_check(&conf(json!({"mode": "private"})), &att(), &prev, "eth0".into());
+        let good = Observed {
+            link: Some((
+                Some("macvlan".into()),
+                Some(MacvlanMode::Private),
+                Some(4),
+                Some([2, 0, 0, 0, 0, 9]),
+            )),
+            master_index: Some(4),
+            addrs: vec!["10.7.0.5/24".parse().unwrap()],
+            default_route_v4: true,
+            default_route_v6: false,
+        };
+        assert_eq!(p.differences(&good), Vec::<String>::new());
+        let mut bad = good.clone();
+        bad.link = Some((Some("macvlan".into()), Some(MacvlanMode::Bridge), Some(5), Some([2; 6])));
+        bad.addrs.clear();
+        bad.default_route_v4 = false;
+        let d = p.differences(&bad);
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert!(d[0].contains("mode bridge") && d[1].contains("master eth0"), "{d:?}");
+        let veth = Observed { link: Some((Some("veth".into()), None, None, None)), ..good };
+        assert!(p.differences(&veth)[0].contains("not a macvlan"));
+        assert!(p.differences(&Observed::default())[0].contains("does not exist"));
     }
 
     #[test]
