@@ -4,7 +4,7 @@
 //! [`verify`] is CHECK's comparison with the kernel.
 
 use crate::config::{no_8021q_message, parse_vlan_parent, MacvlanConf, VlanParent};
-use crate::plan::{Applied, LinkNow, Observed, Plan, Snapshot};
+use crate::plan::{Applied, LinkNow, Observed, ObservedLink, Plan, Snapshot};
 use crate::state::{State, VlanRecord};
 use cni::{code, CniError};
 use netlink::{Handle, Netns};
@@ -278,7 +278,12 @@ pub fn observe(
 ) -> Result<Observed, CniError> {
     let mut seen = Observed { master_index: master.map(|m| m.index), ..Default::default() };
     let Some(link) = ctr.link_by_name(ifname)? else { return Ok(seen) };
-    seen.link = Some((link.kind.clone(), link.macvlan_mode, link.link, link.mac));
+    seen.link = Some(ObservedLink {
+        kind: link.kind.clone(),
+        mode: link.macvlan_mode,
+        parent: link.link,
+        mac: link.mac,
+    });
     seen.addrs = ctr.addresses(Some(link.index))?.into_iter().map(|(_, a)| a).collect();
     for v6 in [false, true] {
         let found = ctr.routes(v6)?.iter().any(|r| r.is_default() && r.oif == Some(link.index));

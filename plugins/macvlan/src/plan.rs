@@ -270,11 +270,20 @@ pub fn plan_for_check(
     }
 }
 
+/// The link named CNI_IFNAME as CHECK reads it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedLink {
+    pub kind: Option<String>,
+    pub mode: Option<MacvlanMode>,
+    /// IFLA_LINK: the parent's ifindex.
+    pub parent: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+}
+
 /// The container interface as CHECK reads it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
-    /// (kind, macvlan mode, parent ifindex, MAC) of the link named CNI_IFNAME.
-    pub link: Option<(Option<String>, Option<MacvlanMode>, Option<u32>, Option<[u8; 6]>)>,
+    pub link: Option<ObservedLink>,
     /// The master's ifindex, when it shares a namespace view with the macvlan's parent index.
     pub master_index: Option<u32>,
     pub addrs: Vec<ipnet::IpNet>,
@@ -287,7 +296,7 @@ impl Plan {
     /// What CHECK finds wrong in `seen` compared with this plan; empty when all is there.
     pub fn differences(&self, seen: &Observed) -> Vec<String> {
         let ifname = &self.attachment.ifname;
-        let Some((kind, mode, parent, mac)) = &seen.link else {
+        let Some(ObservedLink { kind, mode, parent, mac }) = &seen.link else {
             return vec![format!("container interface {ifname} does not exist")];
         };
         if kind.as_deref() != Some("macvlan") {
@@ -473,12 +482,12 @@ mod tests {
         };
         let p = plan_for_check(&conf(json!({"mode": "private"})), &att(), &prev, "eth0".into());
         let good = Observed {
-            link: Some((
-                Some("macvlan".into()),
-                Some(MacvlanMode::Private),
-                Some(4),
-                Some([2, 0, 0, 0, 0, 9]),
-            )),
+            link: Some(ObservedLink {
+                kind: Some("macvlan".into()),
+                mode: Some(MacvlanMode::Private),
+                parent: Some(4),
+                mac: Some([2, 0, 0, 0, 0, 9]),
+            }),
             master_index: Some(4),
             addrs: vec!["10.7.0.5/24".parse().unwrap()],
             default_route_v4: true,
@@ -486,13 +495,21 @@ mod tests {
         };
         assert_eq!(p.differences(&good), Vec::<String>::new());
         let mut bad = good.clone();
-        bad.link = Some((Some("macvlan".into()), Some(MacvlanMode::Bridge), Some(5), Some([2; 6])));
+        bad.link = Some(ObservedLink {
+            kind: Some("macvlan".into()),
+            mode: Some(MacvlanMode::Bridge),
+            parent: Some(5),
+            mac: Some([2; 6]),
+        });
         bad.addrs.clear();
         bad.default_route_v4 = false;
         let d = p.differences(&bad);
         assert_eq!(d.len(), 5, "{d:?}");
         assert!(d[0].contains("mode bridge") && d[1].contains("master eth0"), "{d:?}");
-        let veth = Observed { link: Some((Some("veth".into()), None, None, None)), ..good };
+        let veth = Observed {
+            link: Some(ObservedLink { kind: Some("veth".into()), ..Default::default() }),
+            ..good
+        };
         assert!(p.differences(&veth)[0].contains("not a macvlan"));
         assert!(p.differences(&Observed::default())[0].contains("does not exist"));
     }
