@@ -135,6 +135,12 @@ pub fn configured(req: &Request) -> Result<bool, CniError> {
             refuse_non_ipam(t, req)?;
             Ok(true)
         }
+        // `{"type": ""}` alone says "no IPAM" as plainly as `{}` (macvlan and host took it so).
+        None | Some(Value::Null) | Some(Value::String(_))
+            if obj.keys().all(|k| cni::json::keys_match("type", k)) =>
+        {
+            Ok(false)
+        }
         None | Some(Value::Null) | Some(Value::String(_)) => Err(CniError::config(
             "missing ipam.type in network config: the \"ipam\" section names no IPAM plugin (e.g. \"host-local\"); leave \"ipam\" out for an interface without addresses",
         )),

@@ -385,6 +385,7 @@ fn configured_refuses_what_would_silently_give_no_address() {
     };
     assert!(!with(Value::Null).unwrap());
     assert!(!with(json!({})).unwrap(), "{{}}: layer 2 only, like the reference");
+    assert!(!with(json!({"type": ""})).unwrap());
     assert!(with(json!({"type": "host-local", "subnet": "10.0.0.0/24"})).unwrap());
     assert!(with(json!({"TYPE": "static"})).unwrap(), "Go's key matching");
     for (bad, shape) in [
