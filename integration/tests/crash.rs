@@ -37,6 +37,13 @@ fn seed() -> u64 {
     std::env::var("CNI_SUITE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_c0de)
 }
 
+/// Panics clearly when strace is missing (a prerequisite, never a reason to skip).
+fn require_strace() {
+    let ok =
+        std::process::Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "these tests need strace: run scripts/install-deps.sh (apt-get install strace)");
+}
+
 /// Writes `<dir>/<plugin>`: ADD runs the real plugin under `strace <strace_args>`, every
 /// other verb runs it directly.
 fn wrapper(dir: &Path, real: &Path, plugin: &str, strace_args: &str) {
@@ -107,6 +114,7 @@ fn gc_conf(list: &Value, plugin: &Value) -> Value {
 /// Kills `victim`'s ADD in the conflist `list` at KILLS seeded points; after each, DEL and GC
 /// must leave nothing. Returns the failures (kill point and what was left).
 fn kill_adds(env: &TestEnv, list: &Value, victim: &str, opts: &CniOpts) -> Vec<String> {
+    require_strace();
     let net = list["name"].as_str().unwrap().to_string();
     env.write_conflist(&net, list);
     let wrap_dir = env.dir().join("wrap");
@@ -231,6 +239,7 @@ fn a_first_add_killed_after_the_gateway_or_at_a_rename_is_cleaned_by_del_and_gc(
     if !require_root() {
         return;
     }
+    require_strace();
     let env = TestEnv::new("crgateway");
     let list = json!({"cniVersion": "1.0.0", "name": "crg",
         "plugins": [bridge_plugin(&env, "br-crg", "10.30.4.0/24")]});
