@@ -76,9 +76,14 @@ fn syscalls(trace: &Path) -> Vec<String> {
 
 /// Everything of ours that could be left in the host namespace and the state directories.
 fn leftovers(env: &TestEnv) -> Vec<String> {
+    leftovers_besides(env, &[])
+}
+
+/// [`leftovers`], with the links the test itself made in the host namespace.
+fn leftovers_besides(env: &TestEnv, own_links: &[&str]) -> Vec<String> {
     let mut left = Vec::new();
     for l in links(env.host()) {
-        if l != "lo" {
+        if l != "lo" && !own_links.contains(&l.as_str()) {
             left.push(format!("link {l}"));
         }
     }
@@ -114,6 +119,17 @@ fn gc_conf(list: &Value, plugin: &Value) -> Value {
 /// Kills `victim`'s ADD in the conflist `list` at KILLS seeded points; after each, DEL and GC
 /// must leave nothing. Returns the failures (kill point and what was left).
 fn kill_adds(env: &TestEnv, list: &Value, victim: &str, opts: &CniOpts) -> Vec<String> {
+    kill_adds_with(env, list, victim, opts, &|env| leftovers(env))
+}
+
+/// [`kill_adds`] with the test's own check of what is left after DEL and GC.
+fn kill_adds_with(
+    env: &TestEnv,
+    list: &Value,
+    victim: &str,
+    opts: &CniOpts,
+    leftovers: &dyn Fn(&TestEnv) -> Vec<String>,
+) -> Vec<String> {
     require_strace();
     let net = list["name"].as_str().unwrap().to_string();
     env.write_conflist(&net, list);
@@ -272,4 +288,48 @@ fn a_first_add_killed_after_the_gateway_or_at_a_rename_is_cleaned_by_del_and_gc(
             "killed with {kill}; state then: {killed_with:?}"
         );
     }
+}
+
+#[test]
+fn macvlan_adds_killed_anywhere_leave_nothing_after_del_and_gc() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("crmacvlan");
+    let lan = env.container("lan");
+    env.host().veth_to("mvpar", &lan, "wire");
+    let list = json!({"cniVersion": "1.0.0", "name": "crm", "plugins": [
+        {"type": "macvlan", "master": "mvpar", "ipam": {"type": "host-local",
+         "ranges": [[{"subnet": "10.30.5.0/24"}]], "dataDir": env.ipam_dir()}}]});
+    let failures = kill_adds_with(&env, &list, "macvlan", &CniOpts::ours(), &|env| {
+        leftovers_besides(env, &["mvpar"])
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A device handed to a container must come back to the host, with its address, whatever
+/// point the ADD moving it was killed at.
+#[test]
+fn host_device_adds_killed_anywhere_give_the_device_back_after_del_and_gc() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("crhost");
+    let peer = env.container("peer");
+    env.host().veth_to("hdev0", &peer, "wire");
+    env.host().ip_ok(&["addr", "add", "10.30.6.2/24", "dev", "hdev0"]);
+    let list = json!({"cniVersion": "1.0.0", "name": "crh",
+        "plugins": [{"type": "host", "device": "hdev0"}]});
+    let opts = CniOpts::ours().ifname("net1");
+    let failures = kill_adds_with(&env, &list, "host", &opts, &|env| {
+        let mut left = leftovers_besides(env, &["hdev0"]);
+        let back = addresses(env.host())
+            .iter()
+            .any(|a| a.ifname == "hdev0" && a.addr.to_string() == "10.30.6.2");
+        if !back {
+            left.push(format!("hdev0 not given back with its address: {:?}", links(env.host())));
+        }
+        left
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
 }
