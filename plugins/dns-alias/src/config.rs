@@ -106,10 +106,11 @@ pub fn validate_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// True when the network's bridge recorded it as internal: bridge runs before dns-alias in
-/// the chain and keeps `$CNI_SUITE_STATE_DIR/bridge/<network>/network.json` with an
-/// `internal` key. A missing or unreadable record says nothing (macvlan, another bridge).
+/// the chain and keeps its network record (`$CNI_SUITE_STATE_DIR/bridge/<network>/
+/// network.json` in its typed store, the network name hashed when long) with an `internal`
+/// key. A missing or unreadable record says nothing (macvlan, another bridge).
 pub fn bridge_says_internal(network: &str) -> bool {
-    let path = cni::store::state_dir().join("bridge").join(network).join("network.json");
+    let path = cni::store::Store::for_plugin("bridge").path(&[network, "network"]);
     std::fs::read(path)
         .ok()
         .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
