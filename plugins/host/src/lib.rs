@@ -188,7 +188,14 @@ impl Plugin for HostPlugin {
         let link = ctr.link_by_name(ifname)?.ok_or_else(|| {
             fail(format!("device {} is not in the container as {ifname}", rec.original_name))
         })?;
-        if rec.mac.is_some() && link.mac != rec.mac {
+        // A chained plugin (tuning) may have changed the MAC after us: the chain's result, not
+        // our record, says what the interface should carry now.
+        let expected_mac = prev
+            .sandbox_interface(ifname)
+            .and_then(|i| prev.interfaces[i].mac.as_deref())
+            .and_then(netlink::parse_mac)
+            .or(rec.mac);
+        if expected_mac.is_some() && link.mac != expected_mac {
             return Err(fail(format!(
                 "container interface {ifname} is not device {} (MAC differs)",
                 rec.original_name
