@@ -28,6 +28,12 @@ fn world(label: &str) -> World {
     env.host().ip_ok(&["route", "add", "10.90.0.0/24", "via", "10.89.0.1", "dev", DEV]);
     outside.ip_ok(&["addr", "add", "10.89.0.1/24", "dev", "peer0"]);
     outside.ip_ok(&["-6", "addr", "add", "fd89::1/64", "nodad", "dev", "peer0"]);
+    // The link-local address the kernel gives DEV is "tentative" until DAD ends; snapshots
+    // taken before and after that would differ for no fault of the plugin.
+    let settled = eventually(std::time::Duration::from_secs(5), || {
+        env.host().ip_ok(&["-6", "addr", "show", "tentative"]).trim().is_empty()
+    });
+    assert!(settled, "IPv6 DAD did not finish on {DEV}");
     World { env, outside }
 }
 
