@@ -1,40 +1,58 @@
 #!/usr/bin/env bash
-# Install what the integration tests need on a Debian 12 (bookworm) machine,
-# and build the real `cnitool` offline from Debian's own packages.
+# Install what the tests, the demo and the benchmarks need on a Debian 12 (bookworm)
+# machine: Debian packages, then the real CNI clients at pinned versions, built from the
+# Go module proxy into $REPO/.cache (gitignored):
 #
-# Idempotent: packages already installed are not touched, `apt-get update`
-# runs at most once and only when something is missing, and cnitool is only
-# built when $REPO/.cache/bin/cnitool does not exist yet.
-# Non-interactive (safe for CI=true with no stdin). Needs root only when it
-# actually has to install something.
+#   cnitool     containernetworking/cni  (libcni: 1.1.0 results, GC, STATUS)  .cache/bin/
+#   reference   containernetworking/plugins, every plugin           .cache/reference-plugins/
+#   containerd  containerd, containerd-shim-runc-v2, ctr (runc is Debian's)  .cache/runtime/bin/
+#   cri         crictl and critest from cri-tools                   .cache/runtime/bin/
+#   nerdctl     nerdctl                                             .cache/runtime/bin/
+#
+# Usage: install-deps.sh [COMPONENT...]   (no argument: all of them; `make demo` asks for
+# cnitool only, `make demo RUNTIME=nerdctl` for cnitool, containerd and nerdctl).
+#
+# Idempotent: packages already installed are not touched, `apt-get update` runs at most
+# once and only when something is missing, and a component is built only when its
+# binaries or its version stamp (.cache/stamps/<component>) do not match the pin below.
+# A second run builds nothing. Non-interactive (safe for CI=true with no stdin). Needs
+# root only when it has to install packages. Needs Go >= 1.26.8 (go.mod of the pins).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$REPO/.cache"
-CNITOOL="$CACHE/bin/cnitool"
-SRC_PKG="golang-github-appc-cni"
+STAMPS="$CACHE/stamps"
+RUNTIME_BIN="$CACHE/runtime/bin"
+REFERENCE_DIR="$CACHE/reference-plugins"
+
+# Pinned versions (what the Go module proxy serves).
+CNI_VERSION=v1.3.1            # github.com/containernetworking/cni (cnitool)
+PLUGINS_VERSION=v1.10.0       # github.com/containernetworking/plugins
+CONTAINERD_VERSION=v2.4.2     # github.com/containerd/containerd/v2
+CRI_TOOLS_VERSION=v1.37.0     # sigs.k8s.io/cri-tools
+NERDCTL_VERSION=v2.3.5        # github.com/containerd/nerdctl/v2
+GO_MIN=1.26.8                 # the newest `go` line among the pins' go.mod files
 
 PACKAGES=(
-    golang-go                      # builds cnitool
-    golang-github-appc-cni-dev     # libcni sources for cnitool (GOPATH mode)
-    containernetworking-plugins    # reference plugins in /usr/lib/cni
+    containernetworking-plugins    # Debian's reference plugins in /usr/lib/cni (dns tests)
     nftables iptables              # firewall backends and inspection
     iproute2                       # ip netns / link / addr
     iputils-ping                   # reachability checks in tests
     dnsutils                       # dig, for dns-alias tests
     conntrack                      # conntrack inspection/flush
     strace                         # crash-consistency tests: SIGKILL at a chosen syscall
-    busybox-static                 # tiny rootfs / nc / httpd for tests
-    dpkg-dev                       # dpkg-source, to unpack the cnitool source
+    busybox-static                 # tiny rootfs / nc / httpd for tests and images
     hyperfine                      # benchmarks
     podman                         # e2e tests: real runtime, CNI backend (pulls conmon, containers-common)
-    runc                           # e2e tests: OCI runtime for podman and containerd (crun refuses this host's hybrid cgroups)
-    containerd                     # e2e tests: `ctr run --cni` (pulls containerd-shim-runc-v2)
+    runc                           # e2e tests: OCI runtime for podman, containerd and nerdctl
 )
+
+ALL_COMPONENTS=(cnitool reference containerd cri nerdctl)
 
 export DEBIAN_FRONTEND=noninteractive
 APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -q)
 LOG="$(mktemp /tmp/install-deps.XXXXXX.log)"
+WORK=""
 
 say() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -46,7 +64,8 @@ quiet() {
         die "$msg"
     fi
 }
-trap 'rm -f "$LOG"' EXIT
+cleanup() { rm -f "$LOG"; [ -z "$WORK" ] || rm -rf "$WORK"; }
+trap cleanup EXIT
 
 need_root() {
     [ "$(id -u)" -eq 0 ] || die "$1 needs root (re-run as root or with sudo)"
@@ -58,7 +77,17 @@ is_installed() {
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == *"install ok installed"* ]]
 }
 
-# --- 1. what is missing --------------------------------------------------
+# --- 0. which components --------------------------------------------------
+components=("$@")
+[ "${#components[@]}" -gt 0 ] || components=("${ALL_COMPONENTS[@]}")
+for c in "${components[@]}"; do
+    case " ${ALL_COMPONENTS[*]} " in
+        *" $c "*) ;;
+        *) die "unknown component '$c' (known: ${ALL_COMPONENTS[*]})" ;;
+    esac
+done
+
+# --- 1. Debian packages ----------------------------------------------------
 command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 only"
 
 missing=()
@@ -66,53 +95,10 @@ for p in "${PACKAGES[@]}"; do
     is_installed "$p" || missing+=("$p")
 done
 
-build_cnitool=0
-[ -x "$CNITOOL" ] || build_cnitool=1
-
-need_update=0
-[ "${#missing[@]}" -eq 0 ] || need_update=1
-
-# --- 2. deb-src twin of the Debian apt source (only to build cnitool) ----
-has_src_index() {
-    [[ "$(apt-cache showsrc "$SRC_PKG" 2>/dev/null || true)" == *"Package: $SRC_PKG"* ]]
-}
-
-ensure_deb_src() {
-    local twin
-    if grep -qsE '^[[:space:]]*(deb-src|Types:.*deb-src)' /etc/apt/sources.list \
-            /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; then
-        return 0    # some deb-src entry already exists
-    fi
-    need_root "adding a deb-src apt source"
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        # deb822: same stanzas, Types: deb -> deb-src, in a separate file.
-        twin=/etc/apt/sources.list.d/debian-src.sources
-        sed -E 's/^Types:[[:space:]]*deb[[:space:]]*$/Types: deb-src/' \
-            /etc/apt/sources.list.d/debian.sources > "$twin"
-    elif grep -qsE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list; then
-        # one-line format: every "deb ..." line gets a "deb-src ..." twin.
-        twin=/etc/apt/sources.list.d/debian-src.list
-        sed -nE 's/^[[:space:]]*deb[[:space:]]+/deb-src /p' /etc/apt/sources.list > "$twin"
-    else
-        die "no Debian apt source found (/etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list)"
-    fi
-    say "added deb-src source $twin"
-}
-
-if [ "$build_cnitool" -eq 1 ]; then
-    ensure_deb_src
-    has_src_index || need_update=1
-fi
-
-# --- 3. apt-get update (at most once) and install ------------------------
-if [ "$need_update" -eq 1 ]; then
-    need_root "apt-get update"
-    say "apt-get update"
-    quiet "apt-get update failed" apt-get "${APT_OPTS[@]}" update
-fi
-
 if [ "${#missing[@]}" -gt 0 ]; then
     need_root "installing packages"
+    say "apt-get update"
+    quiet "apt-get update failed" apt-get "${APT_OPTS[@]}" update
     say "installing: ${missing[*]}"
     quiet "apt-get install failed for: ${missing[*]}" \
         apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "${missing[@]}"
@@ -120,32 +106,137 @@ else
     say "all ${#PACKAGES[@]} packages already installed"
 fi
 
-# --- 4. cnitool from Debian's source package ------------------------------
-if [ "$build_cnitool" -eq 0 ]; then
-    say "cnitool present: $CNITOOL"
-    exit 0
-fi
+# --- 2. Go builds ----------------------------------------------------------
+# A component is up to date when its stamp holds its pinned version and every binary it
+# installs is there.
+stamp_ok() {  # stamp_ok NAME VERSION FILE...
+    local name=$1 version=$2; shift 2
+    [ "$(cat "$STAMPS/$name" 2>/dev/null || true)" = "$version" ] || return 1
+    local f
+    for f in "$@"; do [ -x "$f" ] || return 1; done
+}
+stamp() { mkdir -p "$STAMPS"; printf '%s\n' "$2" > "$STAMPS/$1"; }
 
-has_src_index || die "apt has no source index for $SRC_PKG even after apt-get update"
+GO=""
+setup_go() {
+    [ -z "$GO" ] || return 0
+    GO="$(command -v go || true)"
+    [ -n "$GO" ] || [ ! -x /usr/local/go/bin/go ] || GO=/usr/local/go/bin/go
+    [ -n "$GO" ] || die "go not found (need Go >= $GO_MIN on PATH or in /usr/local/go)"
+    local have
+    have="$("$GO" env GOVERSION)"; have="${have#go}"
+    if [ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | head -n1)" != "$GO_MIN" ]; then
+        die "$GO is Go $have; the pinned modules need Go >= $GO_MIN"
+    fi
+    # Static binaries, no VCS stamping (module zips have no .git), the installed toolchain
+    # only, and Go's own caches (shared by every checkout on this machine); a HOME-less
+    # environment gets caches under .cache.
+    export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath" GOTOOLCHAIN=local
+    if [ -z "$("$GO" env GOCACHE 2>/dev/null || true)" ]; then export GOCACHE="$CACHE/go/build"; fi
+    if [ -z "$("$GO" env GOMODCACHE 2>/dev/null || true)" ]; then export GOMODCACHE="$CACHE/go/mod"; fi
+    WORK="$(mktemp -d /tmp/install-deps.XXXXXX)"
+    say "using $GO (Go $have)"
+}
 
-srcdir="$CACHE/deb-src"
-mkdir -p "$srcdir" "$CACHE/bin"
-if ! ls "$srcdir"/"${SRC_PKG}"_*.dsc >/dev/null 2>&1; then
-    say "downloading source package $SRC_PKG into $srcdir"
-    quiet "apt-get source --download-only $SRC_PKG failed" \
-        env -C "$srcdir" apt-get "${APT_OPTS[@]}" source --download-only "$SRC_PKG"
-fi
-dsc="$(ls -1 "$srcdir"/"${SRC_PKG}"_*.dsc | sort -V | tail -n1)"
+# The module's directory in the module cache (downloaded if needed).
+mod_dir() {  # mod_dir MODULE@VERSION
+    quiet "go mod download $1 failed" env -C "$WORK" "$GO" mod download -json "$1"
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' "$LOG"
+}
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work" "$LOG"' EXIT
-# dpkg-source applies Debian's patches, so we build exactly what Debian ships.
-quiet "dpkg-source could not unpack $dsc" dpkg-source --no-check -x "$dsc" "$work/src"
-[ -f "$work/src/cnitool/cnitool.go" ] || die "cnitool/cnitool.go not found in $dsc"
+# Times each build, so a slow cold run shows where its minutes went.
+timed() {  # timed WHAT CMD...
+    local what=$1 start=$SECONDS; shift
+    "$@"
+    say "built $what in $((SECONDS - start)) s"
+}
 
-say "building cnitool from $(basename "$dsc") (GOPATH mode, offline)"
-quiet "go build of cnitool failed" \
-    env -C "$work/src/cnitool" GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off \
-        GOFLAGS= GOCACHE="$work/go-build" go build -o "$CNITOOL.tmp" cnitool.go
-mv -f "$CNITOOL.tmp" "$CNITOOL"
-say "built $CNITOOL"
+build_cnitool() {
+    local bin="$CACHE/bin/cnitool"
+    if stamp_ok cnitool "$CNI_VERSION" "$bin"; then say "cnitool $CNI_VERSION present"; return; fi
+    setup_go
+    mkdir -p "$CACHE/bin"
+    rm -f "$bin"   # an older cnitool (Debian's libcni 1.1.2 build) is replaced
+    timed "cnitool $CNI_VERSION" quiet "building cnitool failed" \
+        env GOBIN="$CACHE/bin" "$GO" install -ldflags="-s -w" \
+        "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
+    stamp cnitool "$CNI_VERSION"
+}
+
+build_reference() {
+    if stamp_ok reference "$PLUGINS_VERSION" "$REFERENCE_DIR/bridge" "$REFERENCE_DIR/loopback"; then
+        say "reference plugins $PLUGINS_VERSION present"; return
+    fi
+    setup_go
+    rm -rf "$REFERENCE_DIR.tmp"; mkdir -p "$REFERENCE_DIR.tmp"
+    timed "reference plugins $PLUGINS_VERSION" quiet "building the reference plugins failed" \
+        env GOBIN="$REFERENCE_DIR.tmp" "$GO" install \
+        -ldflags="-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$PLUGINS_VERSION" \
+        "github.com/containernetworking/plugins/plugins/...@$PLUGINS_VERSION"
+    rm -f "$REFERENCE_DIR.tmp/sample"   # the spec's example plugin, not a real one
+    rm -rf "$REFERENCE_DIR"; mv "$REFERENCE_DIR.tmp" "$REFERENCE_DIR"
+    stamp reference "$PLUGINS_VERSION"
+}
+
+build_containerd() {
+    local bins=("$RUNTIME_BIN/containerd" "$RUNTIME_BIN/containerd-shim-runc-v2" "$RUNTIME_BIN/ctr")
+    if stamp_ok containerd "$CONTAINERD_VERSION" "${bins[@]}"; then
+        say "containerd $CONTAINERD_VERSION present"; return
+    fi
+    setup_go
+    mkdir -p "$RUNTIME_BIN"
+    local m=github.com/containerd/containerd/v2
+    timed "containerd $CONTAINERD_VERSION" quiet "building containerd failed" \
+        env GOBIN="$RUNTIME_BIN" "$GO" install \
+        -ldflags="-s -w -X $m/version.Version=$CONTAINERD_VERSION" \
+        "$m/cmd/containerd@$CONTAINERD_VERSION" \
+        "$m/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+        "$m/cmd/ctr@$CONTAINERD_VERSION"
+    stamp containerd "$CONTAINERD_VERSION"
+}
+
+build_cri() {
+    if stamp_ok cri "$CRI_TOOLS_VERSION" "$RUNTIME_BIN/crictl" "$RUNTIME_BIN/critest"; then
+        say "crictl and critest $CRI_TOOLS_VERSION present"; return
+    fi
+    setup_go
+    mkdir -p "$RUNTIME_BIN"
+    local m=sigs.k8s.io/cri-tools ldflags
+    ldflags="-s -w -X $m/pkg/version.Version=$CRI_TOOLS_VERSION"
+    timed "crictl $CRI_TOOLS_VERSION" quiet "building crictl failed" \
+        env GOBIN="$RUNTIME_BIN" "$GO" install -ldflags="$ldflags" "$m/cmd/crictl@$CRI_TOOLS_VERSION"
+    # critest is a compiled Ginkgo test binary (what cri-tools' Makefile builds).
+    local dir
+    dir="$(mod_dir "$m@$CRI_TOOLS_VERSION")"
+    [ -d "$dir/cmd/critest" ] || die "cmd/critest not found in $m@$CRI_TOOLS_VERSION ($dir)"
+    timed "critest $CRI_TOOLS_VERSION" quiet "building critest failed" \
+        env -C "$dir" "$GO" test -c -ldflags="$ldflags" -o "$RUNTIME_BIN/critest" ./cmd/critest
+    stamp cri "$CRI_TOOLS_VERSION"
+}
+
+build_nerdctl() {
+    if stamp_ok nerdctl "$NERDCTL_VERSION" "$RUNTIME_BIN/nerdctl"; then
+        say "nerdctl $NERDCTL_VERSION present"; return
+    fi
+    setup_go
+    mkdir -p "$RUNTIME_BIN"
+    local m=github.com/containerd/nerdctl/v2 dir src
+    dir="$(mod_dir "$m@$NERDCTL_VERSION")"
+    # nerdctl's go.mod replaces its test framework (mod/tigron, a nested module) with a
+    # directory the module zip does not carry, and one non-test file of the CLI's helpers
+    # (testing_linux.go, compose helpers for nerdctl's own tests) imports it. Build a copy
+    # without that file and with an empty module standing in for the directory.
+    src="$WORK/nerdctl"
+    cp -r "$dir" "$src"; chmod -R u+w "$src"
+    rm -f "$src/cmd/nerdctl/helpers/testing_linux.go"
+    mkdir -p "$src/mod/tigron"
+    printf 'module github.com/containerd/nerdctl/mod/tigron\n\ngo 1.24\n' > "$src/mod/tigron/go.mod"
+    timed "nerdctl $NERDCTL_VERSION" quiet "building nerdctl failed" \
+        env -C "$src" "$GO" build -ldflags="-s -w -X $m/pkg/version.Version=$NERDCTL_VERSION" \
+        -o "$RUNTIME_BIN/nerdctl" ./cmd/nerdctl
+    stamp nerdctl "$NERDCTL_VERSION"
+}
+
+start=$SECONDS
+for c in "${components[@]}"; do "build_$c"; done
+[ $((SECONDS - start)) -lt 5 ] || say "Go builds took $((SECONDS - start)) s"
