@@ -50,8 +50,22 @@ const TAG: &str = "cs";
 const TMP_TAG: &str = "cni-suite-it-";
 /// Where libcni (cnitool) keeps its result cache; redirected per test.
 const LIBCNI_DIR: &str = "/var/lib/cni";
-/// Reference plugins shipped by Debian's `containernetworking-plugins`.
+/// Reference plugins shipped by Debian's `containernetworking-plugins` (1.1.1).
 pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
+
+/// The reference plugins [`Plugins::Reference`] stands for: the pinned release
+/// `scripts/install-deps.sh` builds into `.cache/reference-plugins` when it is there
+/// (`CNI_SUITE_REFERENCE_BIN` overrides), else Debian's [`REFERENCE_PLUGIN_DIR`].
+pub fn reference_plugin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CNI_SUITE_REFERENCE_BIN") {
+        return PathBuf::from(d);
+    }
+    let built = workspace_root().join(".cache/reference-plugins");
+    if built.join("bridge").is_file() {
+        return built;
+    }
+    PathBuf::from(REFERENCE_PLUGIN_DIR)
+}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 static SWEEP: Once = Once::new();
@@ -405,7 +419,7 @@ pub enum Plugins {
     /// This workspace's binaries (see [`TestEnv::our_plugin_dir`]).
     #[default]
     Ours,
-    /// Debian's reference plugins in [`REFERENCE_PLUGIN_DIR`].
+    /// The reference plugins in [`reference_plugin_dir`].
     Reference,
     /// Explicit directories, searched in order.
     Dirs(Vec<PathBuf>),
@@ -422,7 +436,7 @@ pub struct CniOpts {
     /// `CAP_ARGS`: capability arguments as a JSON object, e.g.
     /// `{"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}`.
     pub cap_args: Option<Value>,
-    /// A container-ID key. This cnitool (1.1.2) derives `CNI_CONTAINERID` from the
+    /// A container-ID key. cnitool derives `CNI_CONTAINERID` from the
     /// netns path and ignores `CNI_CONTAINERID`, so the harness passes the netns
     /// through a symlink named after this key: the same key always gives the same
     /// ID and different keys give different IDs for the same namespace. The ID the
@@ -440,7 +454,7 @@ impl CniOpts {
     pub fn ours() -> Self {
         Self::default()
     }
-    /// Options using Debian's reference plugins.
+    /// Options using the reference plugins ([`reference_plugin_dir`]).
     pub fn reference() -> Self {
         Self { plugins: Plugins::Reference, ..Self::default() }
     }
@@ -635,7 +649,7 @@ impl TestEnv {
     pub fn plugin_dirs(&self, plugins: &Plugins) -> Vec<PathBuf> {
         match plugins {
             Plugins::Ours => vec![self.ours.clone()],
-            Plugins::Reference => vec![PathBuf::from(REFERENCE_PLUGIN_DIR)],
+            Plugins::Reference => vec![reference_plugin_dir()],
             Plugins::Dirs(d) => d.clone(),
         }
     }
@@ -791,7 +805,9 @@ impl TestEnv {
         }
     }
 
-    /// Runs `cnitool <op> <network> <netns>` (op: add, check or del) in the host
+    /// Runs `cnitool <op> <network> <netns>` (op: add, check, del, gc or status: cnitool
+    /// from libcni 1.3; `gc` DELs every attachment of the network in libcni's cache,
+    /// then sends GC with no valid attachments, for conflists at 1.1.0) in the host
     /// namespace with `NETCONFPATH`=[`TestEnv::net_dir`], `CNI_PATH` from
     /// `opts.plugins`, `CNI_SUITE_STATE_DIR`=[`TestEnv::state_dir`] and the
     /// `CNI_IFNAME`/`CNI_ARGS`/`CAP_ARGS` in `opts`. Panics clearly if cnitool or a
@@ -799,9 +815,9 @@ impl TestEnv {
     /// a failing CNI call is returned, not a panic.
     pub fn cnitool(&self, op: &str, network: &str, ctr: &Netns, opts: &CniOpts) -> CniOutput {
         assert!(
-            matches!(op, "add" | "check" | "del"),
-            "cnitool {op}: this cnitool (libcni 1.1.2) knows only add, check and del; \
-             use exec_plugin for VERSION, GC and STATUS"
+            matches!(op, "add" | "check" | "del" | "gc" | "status"),
+            "cnitool {op}: cnitool knows add, check, del, gc and status; \
+             use exec_plugin for VERSION or a GC with valid attachments"
         );
         if !self.cnitool.is_file() {
             panic!(
@@ -878,7 +894,7 @@ fn missing_plugin_message(name: &str, dirs: &[PathBuf], plugins: &Plugins) -> St
                           as the tests) or point CNI_SUITE_BIN at a directory that has them"
         }
         Plugins::Reference => {
-            "install Debian's containernetworking-plugins (scripts/install-deps.sh)"
+            "run scripts/install-deps.sh (builds them into .cache/reference-plugins)"
         }
         Plugins::Dirs(_) => "check the directories given in Plugins::Dirs",
     };
