@@ -1,5 +1,5 @@
 //! Shared helpers for the end-to-end tests that drive real container runtimes (podman,
-//! containerd's `ctr`) with only this workspace's plugins.
+//! containerd 2.x through crictl and nerdctl) with only this workspace's plugins.
 //!
 //! The runtime never sees the machine's own network or configuration:
 //! * [`Holder`] is one long-lived process that sits in the test's private "host" network
@@ -19,6 +19,9 @@
 //! * Containers get a cgroup parent of their own ([`CgroupGuard`]); whatever is left in it
 //!   at the end (a container a failed test left running) is killed by PID, and the cgroup
 //!   directories are removed.
+//! * containerd, crictl, critest and nerdctl are the pinned builds `scripts/install-deps.sh`
+//!   makes in `.cache/runtime/bin` ([`runtime_bin_dir`], [`Containerd`]); images are made
+//!   offline from busybox-static ([`TestImages`]).
 //! * Every external command has a timeout ([`run_timeout`]); output goes to memfds, so a
 //!   daemon that inherits stdout (conmon, a shim) cannot hang the test.
 #![allow(dead_code)]
@@ -427,7 +430,8 @@ impl Drop for CgroupGuard {
 
 /// Commands the busybox image links to busybox.
 const APPLETS: &[&str] = &[
-    "sh", "httpd", "nc", "wget", "nslookup", "ping", "sleep", "ip", "cat", "ls", "echo", "hostname",
+    "sh", "httpd", "nc", "wget", "nslookup", "ping", "sleep", "ip", "cat", "ls", "echo",
+    "hostname", "top", "dd", "grep",
 ];
 
 /// Writes a busybox-static root filesystem to `dir`: `/bin/busybox` plus applet links and
@@ -462,14 +466,15 @@ fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Builds an OCI image archive (an OCI layout in a tar, what `ctr image import` reads) of
-/// the root filesystem in `rootfs`, named `name` (`io.containerd.image.name`), for
-/// linux/amd64 (or the machine's architecture), one uncompressed layer.
-pub fn oci_archive(rootfs: &Path, name: &str, work: &Path, out: &Path) {
-    let layout = work.join("oci-layout-dir");
+/// Builds an OCI image archive (an OCI layout in a tar, what `ctr image import` and
+/// `nerdctl load` read) of the root filesystem in `rootfs`, named `name`
+/// (`io.containerd.image.name`), for the machine's architecture, one uncompressed layer,
+/// with `cmd` as the image's default command (`Cmd`; empty: none).
+pub fn oci_archive(rootfs: &Path, name: &str, cmd: &[&str], work: &Path, out: &Path) {
+    let layout = work.join(format!("oci-layout-{}", sha256_hex(name.as_bytes())));
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
-    let layer_tmp = work.join("layer.tar");
+    let layer_tmp = layout.join("layer.tar");
     tar_dir(rootfs, &layer_tmp);
     let layer = fs::read(&layer_tmp).unwrap();
     fs::remove_file(&layer_tmp).unwrap();
@@ -484,9 +489,13 @@ pub fn oci_archive(rootfs: &Path, name: &str, work: &Path, out: &Path) {
         other => other,
     };
     let (layer_digest, layer_size) = put(&layer);
+    let mut image_config = json!({"Env": ["PATH=/bin"], "WorkingDir": "/"});
+    if !cmd.is_empty() {
+        image_config["Cmd"] = json!(cmd);
+    }
     let config = json!({
         "architecture": arch, "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
     });
     let (config_digest, config_size) = put(config.to_string().as_bytes());
@@ -513,6 +522,255 @@ pub fn oci_archive(rootfs: &Path, name: &str, work: &Path, out: &Path) {
     fs::write(layout.join("index.json"), index.to_string()).unwrap();
     fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     tar_dir(&layout, out);
+}
+
+/// The images the containerd-based tests use, all one busybox-static root filesystem:
+/// a pause stand-in (the CRI sandbox image: sleeps), a shell image (critest's default
+/// test image: `top` and friends) and a web server (`httpd` on port 80 serving
+/// `/www/index.html` = `index`; critest's web server image).
+pub struct TestImages {
+    /// OCI archives, (image name, path).
+    pub archives: Vec<(&'static str, PathBuf)>,
+}
+
+/// The CRI sandbox image stand-in.
+pub const PAUSE_IMAGE: &str = "localhost/cni-suite-pause:latest";
+/// busybox with a shell as its command.
+pub const BUSYBOX_IMAGE: &str = "localhost/cni-suite-busybox:latest";
+/// busybox httpd on port 80.
+pub const WEB_IMAGE: &str = "localhost/cni-suite-web:latest";
+
+impl TestImages {
+    /// Builds the three archives under `env`'s temp dir.
+    pub fn build(env: &TestEnv, index: &str) -> TestImages {
+        let rootfs = env.dir().join("rootfs");
+        busybox_rootfs(&rootfs, index);
+        let work = env.dir().join("images");
+        fs::create_dir_all(&work).unwrap();
+        let mut archives = Vec::new();
+        for (name, cmd) in [
+            (PAUSE_IMAGE, &["sleep", "2147483647"][..]),
+            (BUSYBOX_IMAGE, &["sh"][..]),
+            (WEB_IMAGE, &["httpd", "-f", "-p", "80", "-h", "/www"][..]),
+        ] {
+            let out = work.join(format!("{}.tar", sha256_hex(name.as_bytes())));
+            oci_archive(&rootfs, name, cmd, &work, &out);
+            archives.push((name, out));
+        }
+        TestImages { archives }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the pinned runtimes (scripts/install-deps.sh builds them into .cache/runtime/bin)
+
+/// Where `scripts/install-deps.sh` puts containerd, its shim, ctr, crictl, critest and
+/// nerdctl.
+pub fn runtime_bin_dir() -> PathBuf {
+    workspace_root().join(".cache/runtime/bin")
+}
+
+/// `PATH` with [`runtime_bin_dir`] first (containerd finds its shim on `PATH`).
+pub fn runtime_path() -> String {
+    format!("{}:{PATH}", runtime_bin_dir().display())
+}
+
+/// Like [`require_runtime`], for binaries that must be in [`runtime_bin_dir`] (built by
+/// `scripts/install-deps.sh`) plus `system` ones on [`PATH`].
+pub fn require_built(what: &str, built: &[&str], system: &[&str]) -> bool {
+    if !require_runtime(what, system) {
+        return false;
+    }
+    let dir = runtime_bin_dir();
+    let missing: Vec<&str> = built.iter().copied().filter(|b| !dir.join(b).is_file()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "{what} cannot run here: {} not built in {} (run scripts/install-deps.sh)",
+        missing.join(", "),
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some() || std::env::var_os("CNI_SUITE_REQUIRE_ROOT").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipped: {msg}");
+    false
+}
+
+/// A containerd 2.x daemon inside a [`Holder`]: root, state, sockets and config in the
+/// test's temp dir, only the `native` snapshotter, CRI enabled or not. The plugins it runs
+/// (through CRI, or through nerdctl's OCI hook) get `CNI_SUITE_STATE_DIR`. SIGTERM, then
+/// SIGKILL, by PID on drop.
+pub struct Containerd {
+    child: Child,
+    dir: PathBuf,
+    /// The gRPC socket.
+    pub address: String,
+    /// Environment for every command run against it (`PATH` with the pinned binaries).
+    pub env: Vec<(String, String)>,
+}
+
+/// CRI settings for [`Containerd::start`].
+pub struct CriConfig<'a> {
+    /// `cni.bin_dirs`, as seen inside the holder.
+    pub bin_dir: &'a str,
+    /// `cni.conf_dir`, as seen inside the holder.
+    pub conf_dir: &'a str,
+}
+
+/// Budget for one containerd client command (ctr, crictl, nerdctl).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Containerd {
+    /// Starts containerd in `holder` and waits until it answers. `cri`: None disables the
+    /// CRI plugins (nerdctl does not need them).
+    pub fn start(env: &TestEnv, holder: &Holder, cri: Option<&CriConfig>) -> Containerd {
+        let d = env.dir().join("containerd");
+        for s in ["root", "state"] {
+            fs::create_dir_all(d.join(s)).unwrap();
+        }
+        let address = d.join("containerd.sock").display().to_string();
+        let mut config = format!(
+            r#"version = 3
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs",
+  "io.containerd.snapshotter.v1.erofs", "io.containerd.snapshotter.v1.blockfile"{no_cri}]
+[grpc]
+  address = "{address}"
+[ttrpc]
+  address = "{address}.ttrpc"
+[plugins.'io.containerd.transfer.v1.local']
+  [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+    platform = "linux/{arch}"
+    snapshotter = "native"
+"#,
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            no_cri = if cri.is_some() {
+                ""
+            } else {
+                r#", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox""#
+            },
+            arch = match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            },
+        );
+        if let Some(cri) = cri {
+            // restrict_oom_score_adj: the sandbox asks for oom_score_adj -998, which needs
+            // CAP_SYS_RESOURCE; CI's root may not have it (runc then fails with "can't get
+            // final child's PID from pipe").
+            config.push_str(&format!(
+                r#"[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "native"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["{bin}"]
+    conf_dir = "{conf}"
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+"#,
+                bin = cri.bin_dir,
+                conf = cri.conf_dir,
+            ));
+        }
+        let config_path = d.join("config.toml");
+        fs::write(&config_path, config).unwrap();
+        let env_vars = vec![
+            ("PATH".to_string(), runtime_path()),
+            ("CNI_SUITE_STATE_DIR".to_string(), env.state_dir().display().to_string()),
+        ];
+        let log = File::create(d.join("containerd.log")).unwrap();
+        let child = holder
+            .command(&["containerd", "--config", config_path.to_str().unwrap()], &env_vars)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("cannot start containerd");
+        let mut c = Containerd { child, dir: d, address, env: env_vars };
+        let mut last = None;
+        let up = eventually(Duration::from_secs(30), || {
+            if matches!(c.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            let r = c.ctr(holder, &["version"]);
+            let ok = r.ok();
+            last = Some(r);
+            ok
+        });
+        if !up || !last.as_ref().is_some_and(Run::ok) {
+            panic!(
+                "containerd did not come up:\n{}\nlog (tail):\n{}",
+                last.map(|r| r.to_string()).unwrap_or_default(),
+                c.log_tail(30)
+            );
+        }
+        c
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `n` lines of the daemon's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// `ctr --address <sock> args...` in the holder.
+    pub fn ctr(&self, holder: &Holder, args: &[&str]) -> Run {
+        let mut argv = vec!["ctr", "--address", self.address.as_str()];
+        argv.extend_from_slice(args);
+        holder.run(&argv, &self.env, CLIENT_TIMEOUT)
+    }
+
+    /// Imports the test images into containerd namespace `namespace`.
+    pub fn import(&self, holder: &Holder, namespace: &str, images: &TestImages) {
+        for (name, archive) in &images.archives {
+            self.ctr(
+                holder,
+                &[
+                    "--namespace",
+                    namespace,
+                    "image",
+                    "import",
+                    "--snapshotter",
+                    "native",
+                    "--local",
+                    archive.to_str().unwrap(),
+                ],
+            )
+            .expect_ok();
+            let ls = self.ctr(holder, &["--namespace", namespace, "image", "ls", "--quiet"]);
+            assert!(ls.expect_ok().lines().any(|l| l == *name), "{name} not imported:\n{ls}");
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        // SAFETY: plain syscall on the daemon we started; SIGTERM first lets it close cleanly.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let exited =
+            eventually(Duration::from_secs(10), || matches!(self.child.try_wait(), Ok(Some(_))));
+        if !exited {
+            eprintln!("cleanup: containerd {pid} ignored SIGTERM, killing it");
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------------------
