@@ -431,7 +431,7 @@ impl Drop for CgroupGuard {
 /// Commands the busybox image links to busybox.
 const APPLETS: &[&str] = &[
     "sh", "httpd", "nc", "wget", "nslookup", "ping", "sleep", "ip", "cat", "ls", "echo",
-    "hostname", "top", "dd", "grep",
+    "hostname", "top", "dd", "grep", "timeout",
 ];
 
 /// Writes a busybox-static root filesystem to `dir`: `/bin/busybox` plus applet links and
