@@ -412,3 +412,157 @@ fn podman_cni_backend_with_our_plugins_only() {
     t.mark("podman rm -f + leftover checks");
     t.total();
 }
+
+/// The conflist `podman network create` wrote for `name`.
+fn created_conflist(env: &TestEnv, name: &str) -> serde_json::Value {
+    let path = Podman::net_dir(env).join(format!("{name}.conflist"));
+    parse_json(
+        &fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("podman wrote no {}: {e}", path.display())),
+    )
+}
+
+fn plugin_types(conf: &serde_json::Value) -> Vec<String> {
+    conf["plugins"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["type"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// What podman users do: `podman network create` (no options, `--subnet`, `--internal`)
+/// writes the conflists (cniVersion 0.4.0: bridge, portmap, firewall, tuning, and
+/// `dnsname` because a binary of that name is in the plugin dir: our dns-alias under
+/// podman's name); containers on them publish ports, resolve names and
+/// `--network-alias`es through dnsname, an internal network (no dnsname, podman's choice)
+/// has no way out, and
+/// `podman network rm` leaves nothing.
+#[test]
+fn podman_network_create_with_our_plugins_only() {
+    if !require_runtime("podman", &["podman", "runc", "conmon", "unshare", "nsenter", "tar"]) {
+        return;
+    }
+    let mut t = Phases::new("podnet");
+    let env = TestEnv::new("podnet");
+    let plugins = our_plugins_dir(
+        &env,
+        &["bridge", "portmap", "firewall", "tuning", "host-local", "dnsname"],
+    );
+    let cg = CgroupGuard::new("podnet");
+    let var_lib_containers = env.dir().join("var-lib-containers");
+    fs::create_dir_all(&var_lib_containers).unwrap();
+    let holder = Holder::start(&env, &[(&var_lib_containers, "/var/lib/containers")]);
+    let outside = outside_world(&env, HOST_CIDR, OUTSIDE_CIDR);
+    // A web server in the outside world, to tell a network with a way out from one without.
+    let www = env.dir().join("outside-www");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("index.html"), "outside\n").unwrap();
+    let _outside_httpd = outside.spawn(&[
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "198.51.100.2:80",
+        "-h",
+        www.to_str().unwrap(),
+    ]);
+    let podman = Podman::new(&env, &holder, &plugins, &cg);
+    let _remove_all = RemoveAll(&podman);
+    let info = podman.run(&["info", "--format", "{{.Host.NetworkBackend}}"]);
+    if !runtime_usable("podman", &info) {
+        return;
+    }
+    let rootfs = env.dir().join("rootfs");
+    busybox_rootfs(&rootfs, "hello from podman");
+    let tarball = env.dir().join("rootfs.tar");
+    tar_dir(&rootfs, &tarball);
+    podman.ok(&["import", tarball.to_str().unwrap(), IMAGE]);
+    t.mark("setup + image import");
+
+    // --- podman network create: no options, --subnet, --internal
+    let default_net = podman.ok(&["network", "create"]).trim().to_string();
+    podman.ok(&["network", "create", "--subnet", "10.89.90.0/24", "appnet"]);
+    podman.ok(&["network", "create", "--internal", "--subnet", "10.89.91.0/24", "closednet"]);
+    for (name, want) in [
+        (default_net.as_str(), &["bridge", "portmap", "firewall", "tuning", "dnsname"][..]),
+        ("appnet", &["bridge", "portmap", "firewall", "tuning", "dnsname"][..]),
+        // podman 4.3 gives an internal network no dnsname.
+        ("closednet", &["bridge", "portmap", "firewall", "tuning"][..]),
+    ] {
+        let conf = created_conflist(&env, name);
+        assert_eq!(plugin_types(&conf), want, "podman's chain for {name}: {conf}");
+    }
+    t.mark("3 x network create");
+
+    let httpd = |name: &str, net: &str, extra: &[&str]| -> String {
+        let mut args = vec!["-d", "--name", name, "--network", net];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"]);
+        podman.run_container(&args).expect_ok();
+        podman
+            .ok(&[
+                "inspect",
+                name,
+                "--format",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            ])
+            .trim()
+            .to_string()
+    };
+    let probe = |net: &str, script: &str| -> Run {
+        podman.run_container(&["--rm", "--network", net, IMAGE, "sh", "-c", script])
+    };
+
+    // --- a container on the default-created network answers the host
+    let d_ip = httpd("plain", &default_net, &[]);
+    let out = holder.wget(&format!("http://{d_ip}/"));
+    assert!(out.ok() && out.stdout.trim() == "hello from podman", "host -> {d_ip}:\n{out}");
+
+    // --- appnet: -p, --network-alias through dnsname, a way out
+    let web_ip = httpd("web", "appnet", &["--network-alias", "webalias", "-p", "18081:80"]);
+    assert!(web_ip.starts_with("10.89.90."), "web's address {web_ip} is not from --subnet");
+    for url in ["http://127.0.0.1:18081/".to_string(), format!("http://{HOST_ADDR}:18081/")] {
+        let out = holder.wget(&url);
+        assert!(out.ok() && out.stdout.trim() == "hello from podman", "host: GET {url}:\n{out}");
+    }
+    for name in ["web", "webalias"] {
+        let out = probe("appnet", &format!("nslookup {name}; exit $?"));
+        assert!(
+            out.ok() && answer_addresses(&out.stdout).contains(&web_ip),
+            "nslookup {name} (resolv.conf from dnsname's result) did not answer {web_ip}:\n{out}"
+        );
+    }
+    let out = probe("appnet", "timeout 3 wget -qO- http://198.51.100.2/; exit $?");
+    assert!(out.ok() && out.stdout.trim() == "outside", "appnet -> outside:\n{out}");
+    t.mark("default net + appnet: -p, names, way out");
+
+    // --- closednet (--internal): containers reach each other, nothing outside
+    let c_ip = httpd("inner", "closednet", &[]);
+    let out = probe("closednet", &format!("timeout 3 wget -qO- http://{c_ip}/; exit $?"));
+    assert!(
+        out.ok() && out.stdout.trim() == "hello from podman",
+        "closednet -> inner {c_ip}:\n{out}"
+    );
+    let out = probe("closednet", "timeout 3 wget -qO- http://198.51.100.2/; exit $?");
+    assert!(!out.ok(), "a container on an --internal network reached the outside:\n{out}");
+    t.mark("internal network");
+
+    // --- podman rm -f, podman network rm: nothing of ours left
+    podman.ok(&["rm", "--force", "--time", "0", "plain", "web", "inner"]);
+    for n in [default_net.as_str(), "appnet", "closednet"] {
+        podman.ok(&["network", "rm", n]);
+    }
+    let mut left = Vec::new();
+    let clean = eventually(Duration::from_secs(10), || {
+        left = leftovers(&env, &["lo", "ext0"], &[holder.pid()]);
+        left.is_empty()
+    });
+    assert!(clean, "left behind after podman rm -f + network rm: {left:#?}");
+    let fallback = holder.inside("/run/cni-suite");
+    assert!(
+        !fallback.exists(),
+        "a plugin used the default state dir: {:?}",
+        files_under(&fallback)
+    );
+    t.mark("rm -f + network rm + leftover checks");
+    t.total();
+}
