@@ -12,7 +12,11 @@ PLUGINS := bridge portmap host none loopback macvlan dns-alias host-local static
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 RELEASE_DIR := target/$(HOST_TRIPLE)/release
 
-.PHONY: all build debug install lint test unit integration demo bench deps fuzz clean
+# `make demo RUNTIME=nerdctl`: the story told with nerdctl on containerd instead of cnitool.
+RUNTIME ?=
+DEMO_DEPS := $(if $(filter nerdctl,$(RUNTIME)),containerd nerdctl,cnitool)
+
+.PHONY: all build debug install lint test unit integration demo demo-deps bench deps fuzz clean
 
 all: build
 
@@ -31,9 +35,14 @@ install: build
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(PREFIX)/$$p; done
 	install -m 0755 $(RELEASE_DIR)/dns-alias $(DESTDIR)$(PREFIX)/dnsname
 
-## deps: apt packages and the real cnitool (built offline from Debian's sources)
+## deps: apt packages and the pinned CNI clients (cnitool 1.3, reference plugins 1.10,
+## containerd 2.x, crictl/critest, nerdctl), built from the Go module proxy into .cache/
 deps:
 	scripts/install-deps.sh
+
+## demo-deps: only what the demo uses (cnitool; containerd + nerdctl with RUNTIME=nerdctl)
+demo-deps:
+	scripts/install-deps.sh $(DEMO_DEPS)
 
 ## lint: formatting and clippy, warnings are errors (the first step of `make test`)
 lint:
@@ -52,8 +61,9 @@ integration: debug
 	$(CARGO) test -p integration --no-fail-fast
 
 ## demo: build, install into a temp dir, walk through the Docker networking story
-demo: deps build
-	scripts/demo.sh
+## (RUNTIME=nerdctl: with nerdctl's docker-compatible commands on containerd 2.x)
+demo: demo-deps build
+	RUNTIME=$(RUNTIME) scripts/demo.sh
 
 ## bench: ours vs the reference plugins, side by side; writes docs/benchmarks/
 bench: deps build

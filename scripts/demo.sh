@@ -5,6 +5,11 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+case "${RUNTIME:-}" in
+    "" | cnitool) ;;
+    nerdctl) exec "$REPO/scripts/demo-nerdctl.sh" ;;
+    *) echo "RUNTIME=$RUNTIME: known are cnitool (default) and nerdctl" >&2; exit 2 ;;
+esac
 CNITOOL="${CNITOOL:-$REPO/.cache/bin/cnitool}"
 [ -x "$CNITOOL" ] || { echo "cnitool missing: run scripts/install-deps.sh" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "make demo needs root (network namespaces)" >&2; exit 1; }
