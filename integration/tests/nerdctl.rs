@@ -339,3 +339,46 @@ fn nerdctl_dns_alias_conflist() {
     // The hand-written network is the user's: nerdctl network rm refuses to touch it.
     assert!(bed.netconf.join("dnsnet.conflist").is_file());
 }
+
+/// What `nerdctl network create --subnet 10.89.85.0/24 --ip-range 10.89.85.252/30` writes
+/// (`rangeEnd` = the subnet's last address, as for every --ip-range that ends where the
+/// subnet does), run through cnitool without nerdctl: the range's usable addresses are
+/// handed out, never the broadcast address.
+#[test]
+fn nerdctl_ip_range_ending_at_the_subnet_end() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("nerdctl-range");
+    env.write_conflist(
+        "rangenet",
+        &json!({"cniVersion": "1.0.0", "name": "rangenet", "plugins": [
+            {"type": "bridge", "bridge": "cni-range", "isGateway": true, "ipMasq": true,
+             "hairpinMode": true,
+             "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                      "ranges": [[{"gateway": "10.89.85.1", "ipRange": "10.89.85.252/30",
+                                   "rangeStart": "10.89.85.253", "rangeEnd": "10.89.85.255",
+                                   "subnet": "10.89.85.0/24"}]]}}]}),
+    );
+    let a = env.container("a");
+    let b = env.container("b");
+    let add = env.cnitool("add", "rangenet", &a, &CniOpts::ours());
+    assert!(add.ok(), "ADD with nerdctl's rangeEnd (the broadcast address) failed:\n{add}");
+    let ips = |r: &Value| -> Vec<String> {
+        r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ips(add.result()), ["10.89.85.253/24"]);
+    let add = env.cnitool("add", "rangenet", &b, &CniOpts::ours()).expect_ok().clone();
+    assert_eq!(ips(add.result()), ["10.89.85.254/24"], "the second address of the range");
+    let c = env.container("c");
+    let full = env.cnitool("add", "rangenet", &c, &CniOpts::ours());
+    assert!(!full.ok(), "a third container got an address (the broadcast?):\n{full}");
+    for ns in [&a, &b, &c] {
+        env.cnitool("del", "rangenet", ns, &CniOpts::ours()).expect_ok();
+    }
+}
