@@ -777,13 +777,22 @@ impl Drop for Containerd {
 // plugins and leftovers
 
 /// A directory holding only this workspace's plugins `names` (symlinks to the built
-/// binaries), so the runtime cannot fall back to any other CNI plugin.
+/// binaries), so the runtime cannot fall back to any other CNI plugin. `dnsname` is
+/// dns-alias under podman's name, as `make install` puts it.
 pub fn our_plugins_dir(env: &TestEnv, names: &[&str]) -> PathBuf {
-    env.require_plugins(&Plugins::Ours, names);
+    fn binary<'a>(env: &TestEnv, n: &'a str) -> &'a str {
+        if n == "dnsname" && !env.our_plugin_dir().join(n).is_file() {
+            "dns-alias"
+        } else {
+            n
+        }
+    }
+    let built: Vec<&str> = names.iter().map(|n| binary(env, n)).collect();
+    env.require_plugins(&Plugins::Ours, &built);
     let dir = env.dir().join("cni-bin");
     fs::create_dir_all(&dir).unwrap();
     for n in names {
-        let src = env.plugin_path(&Plugins::Ours, n);
+        let src = env.plugin_path(&Plugins::Ours, binary(env, n));
         std::os::unix::fs::symlink(&src, dir.join(n)).unwrap();
     }
     dir
