@@ -25,10 +25,9 @@ CGROUP="cni-suite-demo-$$"
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say() { printf '   %s\n' "$*"; }
 # Everything nerdctl/containerd do happens in the holder's network and mount namespaces.
-in_host() {
-    nsenter -t "$HOLDER" -m -n -- env -i PATH="$BIN:/usr/sbin:/usr/bin:/sbin:/bin" \
-        CNI_SUITE_STATE_DIR="$TMP/state" NERDCTL_TOML="$TMP/nerdctl.toml" HOME="$TMP" "$@"
-}
+HOST_ENV=(env -i PATH="$BIN:/usr/sbin:/usr/bin:/sbin:/bin" CNI_SUITE_STATE_DIR="$TMP/state"
+    NERDCTL_TOML="$TMP/nerdctl.toml" HOME="$TMP")
+in_host() { nsenter -t "$HOLDER" -m -n -- "${HOST_ENV[@]}" "$@"; }
 nerdctl() { in_host nerdctl "$@"; }
 # Shows a command and what it printed; a failure is part of the story, not the end of it.
 show() { printf '   $ nerdctl %s\n' "$*"; { nerdctl "$@" 2>&1 || true; } | sed 's/^/     /'; }
@@ -99,7 +98,10 @@ data_root = "$TMP/nerdctl-data"
 cni_path = "$TMP/bin"
 cni_netconfpath = "$TMP/net.d"
 EOF
-in_host containerd --config "$TMP/containerd/config.toml" >"$TMP/containerd/log" 2>&1 &
+# Not through in_host: a backgrounded function would be a subshell, and $! its PID. nsenter
+# and env exec in place, so $! is containerd itself.
+nsenter -t "$HOLDER" -m -n -- "${HOST_ENV[@]}" containerd --config "$TMP/containerd/config.toml" \
+    >"$TMP/containerd/log" 2>&1 &
 CONTAINERD=$!
 for _ in $(seq 100); do in_host ctr --address "$TMP/containerd/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 
