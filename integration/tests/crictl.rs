@@ -251,6 +251,38 @@ fn connect_small_buffers(addr: SocketAddr) -> TcpStream {
     }
 }
 
+/// Removes the (empty) top-level cgroup `name` from every hierarchy on drop, if it did not
+/// exist when created.
+struct CgroupCleanup {
+    name: &'static str,
+    existed: bool,
+}
+
+impl CgroupCleanup {
+    fn unless_present(name: &'static str) -> CgroupCleanup {
+        CgroupCleanup { name, existed: !Self::dirs(name).is_empty() }
+    }
+    fn dirs(name: &str) -> Vec<PathBuf> {
+        fs::read_dir("/sys/fs/cgroup")
+            .map(|rd| rd.flatten().map(|h| h.path().join(name)).filter(|d| d.is_dir()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        if self.existed {
+            return;
+        }
+        for d in Self::dirs(self.name) {
+            // rmdir only succeeds on an empty cgroup: nothing running is touched.
+            if let Err(e) = fs::remove_dir(&d) {
+                eprintln!("warning: cannot remove cgroup {}: {e}", d.display());
+            }
+        }
+    }
+}
+
 /// Reads from `addr` for `total` and returns the rate over the last `window`, in bits/s.
 fn download_rate(from: &Netns, addr: SocketAddr, total: Duration, window: Duration) -> f64 {
     from.in_ns(|| {
@@ -499,6 +531,9 @@ fn critest_networking_specs() {
     ) else {
         return;
     };
+    // critest's pods have no cgroup parent (cgroupfs driver), so containerd puts them under
+    // /k8s.io in every hierarchy: removed again afterwards unless it was there before.
+    let _k8s_cgroup = CgroupCleanup::unless_present("k8s.io");
     let _remove = RemovePods(&bed);
     let images = bed.env.dir().join("critest-images.yaml");
     fs::write(
