@@ -168,7 +168,7 @@ fn every_binary_answers_version_with_all_versions() {
 
 /// Run by hand (no CNI_COMMAND), every binary says what it is on stderr and succeeds, in the
 /// reference's words: nerdctl parses `CNI firewall plugin v<semver>` from there and needs at
-/// least v1.1.0 before it uses `ingressPolicy`.
+/// least v1.1.0 before it uses `ingressPolicy`, and v1.7.1 before it uses `isolated`.
 #[test]
 fn every_binary_run_by_hand_prints_its_name_and_version() {
     if !require_root() {
@@ -185,7 +185,10 @@ fn every_binary_run_by_hand_prints_its_name_and_version() {
             .strip_prefix(&format!("CNI {plugin} plugin v"))
             .unwrap_or_else(|| panic!("{plugin}: unexpected first line {first:?}"));
         let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
-        assert!(parts.len() == 3 && (parts[0], parts[1]) >= (1, 1), "{plugin}: {version}");
+        assert!(
+            parts.len() == 3 && (parts[0], parts[1], parts[2]) >= (1, 7, 1),
+            "{plugin}: {version}"
+        );
         assert!(
             out.stderr.contains(
                 "CNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"

@@ -240,24 +240,22 @@ pub fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<Range, CniErr
         let k = join(path, key);
         check_family(&k, ip, &subnet, &subnet_key)?;
         let v = to_u128(ip);
-        let why = if v < lo || v > hi {
-            format!("is outside {subnet_key} {subnet}")
-        } else if v == lo {
-            format!("is the network address of {subnet}")
-        } else if v4 && v == hi {
-            format!("is the broadcast address of {subnet}")
-        } else {
-            return Ok(v);
-        };
-        Err(CniError::bad_value(&k, format!("{:?}", ip.to_string()), why))
+        if v < lo || v > hi {
+            let why = format!("is outside {subnet_key} {subnet}");
+            return Err(CniError::bad_value(&k, format!("{:?}", ip.to_string()), why));
+        }
+        Ok(v)
     };
+    // A range may name the subnet's edges: nerdctl writes `rangeEnd` = the subnet's broadcast
+    // address for every --ip-range that ends where the subnet does. They mean "up to the
+    // edge"; the network and broadcast addresses themselves are never handed out.
     let start = match opt_ip(obj, "rangeStart", path)? {
-        Some(ip) => inside("rangeStart", ip)?,
+        Some(ip) => inside("rangeStart", ip)?.max(lo + 1),
         None => lo + 1,
     };
     let end = match opt_ip(obj, "rangeEnd", path)? {
         Some(ip) => {
-            let v = inside("rangeEnd", ip)?;
+            let v = inside("rangeEnd", ip)?.min(last_usable);
             if v < start {
                 return Err(CniError::bad_value(
                     &join(path, "rangeEnd"),
@@ -652,6 +650,27 @@ mod tests {
     }
 
     #[test]
+    fn ranges_that_name_the_subnet_edges_stop_short_of_them() {
+        // nerdctl's --ip-range 10.1.0.252/30 in 10.1.0.0/24.
+        let c = hl(
+            json!({"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.253", "rangeEnd": "10.1.0.255"}),
+        )
+        .unwrap();
+        let r = &c.ranges[0].ranges[0];
+        assert_eq!((r.start, r.end), (ip("10.1.0.253"), ip("10.1.0.254")));
+        let c =
+            hl(json!({"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.0", "rangeEnd": "10.1.0.3"}))
+                .unwrap();
+        let r = &c.ranges[0].ranges[0];
+        assert_eq!((r.start, r.end), (ip("10.1.0.1"), ip("10.1.0.3")));
+        // IPv6 has no broadcast address: the subnet's last address is usable.
+        let c =
+            hl(json!({"subnet": "fd00::/120", "rangeStart": "fd00::f0", "rangeEnd": "fd00::ff"}))
+                .unwrap();
+        assert_eq!(c.ranges[0].ranges[0].end, ip("fd00::ff"));
+    }
+
+    #[test]
     fn legacy_keys_all_given() {
         let c = hl(json!({"subnet": "10.1.0.0/16", "rangeStart": "10.1.1.10", "rangeEnd": "10.1.1.20", "gateway": "10.1.0.254", "dataDir": "/tmp/x"})).unwrap();
         let r = &c.ranges[0].ranges[0];
@@ -754,14 +773,6 @@ mod tests {
             (
                 json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.1.1"}),
                 &["ipam.rangeStart", "10.9.1.1", "outside"],
-            ),
-            (
-                json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.0"}),
-                &["ipam.rangeStart", "network address"],
-            ),
-            (
-                json!({"subnet": "10.9.0.0/24", "rangeEnd": "10.9.0.255"}),
-                &["ipam.rangeEnd", "broadcast"],
             ),
             (
                 json!({"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.50", "rangeEnd": "10.9.0.40"}),

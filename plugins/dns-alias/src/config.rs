@@ -131,6 +131,9 @@ pub fn container_names(req: &Request) -> Result<Vec<String>, CniError> {
             .as_str()
             .ok_or_else(|| CniError::bad_value("args.cni.name", v, "must be a string"))?;
         raw.push(("args.cni.name".into(), n.to_string()));
+    } else if let Some(n) = req.env.arg("NERDCTL_CNI_DHCP_HOSTNAME").filter(|n| !n.is_empty()) {
+        // nerdctl passes no container name to CNI, only the container's hostname.
+        raw.push(("CNI_ARGS NERDCTL_CNI_DHCP_HOSTNAME".into(), n.to_string()));
     }
     if let Some(v) = req.conf.runtime("aliases") {
         let list = match v {
@@ -161,9 +164,7 @@ pub fn container_names(req: &Request) -> Result<Vec<String>, CniError> {
             raw.push(("runtimeConfig.aliases".into(), s.to_string()));
         }
     }
-    let cid = &req.env.container_id;
-    let short: String = cid.chars().take(12).collect();
-    raw.push(("CNI_CONTAINERID".into(), short));
+    raw.push(("CNI_CONTAINERID".into(), short_id(&req.env.container_id)));
 
     let mut names: Vec<String> = Vec::new();
     for (source, n) in raw {
@@ -176,10 +177,33 @@ pub fn container_names(req: &Request) -> Result<Vec<String>, CniError> {
     Ok(names)
 }
 
+/// Docker's short id: the first 12 characters of the container id. nerdctl's CNI_CONTAINERID
+/// is `<containerd namespace>-<64-hex id>`: the short id is taken from the id part.
+fn short_id(container_id: &str) -> String {
+    let id = match container_id.rsplit_once('-') {
+        Some((_, tail)) if tail.len() == 64 && tail.bytes().all(|b| b.is_ascii_hexdigit()) => tail,
+        _ => container_id,
+    };
+    id.chars().take(12).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cni::Env;
+
+    #[test]
+    fn nerdctl_ids_and_hostnames() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(short_id(&format!("default-{hex}")), "0123456789ab");
+        assert_eq!(short_id(&hex), "0123456789ab");
+        assert_eq!(short_id("my-pod-sandbox-id"), "my-pod-sandb");
+        let r = req(
+            "IgnoreUnknown=1;NERDCTL_CNI_DHCP_HOSTNAME=db",
+            serde_json::json!({"cniVersion": "1.0.0", "name": "net1", "type": "dns-alias"}),
+        );
+        assert_eq!(container_names(&r).unwrap(), vec!["db", "abcdef012345"]);
+    }
 
     fn req(args: &str, conf: serde_json::Value) -> Request {
         let env = Env::from_lookup(&|k| match k {
