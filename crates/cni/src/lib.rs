@@ -13,6 +13,7 @@ pub mod json;
 pub mod names;
 pub mod result;
 pub mod store;
+pub mod trace;
 pub mod version;
 
 pub use config::{Attachment, NetConf};
@@ -73,6 +74,7 @@ fn invoked_name() -> String {
 
 /// Runs a plugin as a process: reads env and stdin, dispatches, prints, exits.
 pub fn run(plugin: &dyn Plugin) -> ! {
+    trace::mark("main");
     install_panic_hook();
     if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
         // Not called by a runtime: say what this is, like the reference plugins, and succeed.
@@ -96,6 +98,7 @@ pub fn run(plugin: &dyn Plugin) -> ! {
         let _ = writeln!(out, "{}", reply.stdout);
     }
     let _ = out.flush();
+    trace::mark("exit");
     std::process::exit(reply.exit_code);
 }
 

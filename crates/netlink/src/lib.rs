@@ -14,6 +14,7 @@
 
 mod addr;
 mod bridge;
+mod detach;
 mod error;
 mod handle;
 mod link;
@@ -26,6 +27,7 @@ mod sysctl;
 mod tc;
 
 pub use bridge::{BridgePort, BridgeVlan};
+pub use detach::{delete_link_detached, run_helper_if_asked, HELPER_ARG};
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use link::{check_ifname, Link, MacvlanMode, MAX_IFNAME_LEN};
