@@ -298,3 +298,245 @@ fn gc_removes_ports_of_containers_that_died_without_del() {
     // the namespace. Everything of portmap's is gone.
     assert!(!nft_ruleset(env.host()).contains("cni_portmap"));
 }
+
+/// Runs a plugin binary directly (GC, STATUS, DEL without prevResult) in the host namespace.
+fn direct(
+    env: &TestEnv,
+    binary: &str,
+    command: &str,
+    conf: &Value,
+    extra: &[(&str, &str)],
+) -> CniOutput {
+    let our_path = env.our_plugin_dir().display().to_string();
+    let mut vars = vec![("CNI_COMMAND", command), ("CNI_PATH", our_path.as_str())];
+    vars.extend_from_slice(extra);
+    env.exec_plugin(binary, &vars, &conf.to_string())
+}
+
+/// Issue 14.1 (CVE-2020-8558 class): portmap sets route_localnet on the bridge so that
+/// 127.0.0.1:hostPort works; a container that routes 127.0.0.1 through its gateway must
+/// still not reach the host's loopback-only services. Only DNAT to a published port passes.
+fn containers_cannot_reach_host_loopback(backend: &str, subnet: &str) {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new(&format!("pl{}", &backend[..3]));
+    let _out = setup(&env, backend, subnet);
+    let (web, attacker) = (env.container("web"), env.container("att"));
+    let m = json!([{"hostPort": 8005, "containerPort": 80}]);
+    let web_ip = first_ip(env.cnitool("add", "web", &web, &ports(m.clone())).expect_ok().result());
+    let att = env.cnitool("add", "web", &attacker, &CniOpts::ours());
+    att.expect_ok();
+    let gw = att.result()["ips"][0]["gateway"].as_str().unwrap().to_string();
+    let _web_srv = EchoServer::tcp(&web, SocketAddr::new(web_ip, 80));
+    // A loopback-only service of the host.
+    let _secret = EchoServer::tcp(env.host(), "127.0.0.1:9005".parse().unwrap());
+    // The attacker sends 127.0.0.1 to its gateway.
+    attacker.sh_ok(&format!(
+        "ip addr del 127.0.0.1/8 dev lo; sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localnet=1; ip route add 127.0.0.0/8 via {gw} dev eth0"
+    ));
+    // The route works: a published port reached as 127.0.0.1 is DNATed to the container.
+    assert_eq!(
+        tcp_echo(&attacker, ip("127.0.0.1"), 8005, "published").as_deref(),
+        Some("published"),
+        "{backend}: 127.0.0.1:published port via the gateway"
+    );
+    // The host's loopback-only service is not reachable.
+    assert!(
+        !tcp_connect(&attacker, ip("127.0.0.1"), 9005),
+        "{backend}: a container reached the host's 127.0.0.1:9005"
+    );
+    // The host itself still reaches it and the published port on 127.0.0.1.
+    assert_eq!(tcp_echo(env.host(), ip("127.0.0.1"), 9005, "own").as_deref(), Some("own"));
+    assert_eq!(tcp_echo(env.host(), ip("127.0.0.1"), 8005, "lo").as_deref(), Some("lo"));
+    env.cnitool("del", "web", &web, &ports(m)).expect_ok();
+    env.cnitool("del", "web", &attacker, &CniOpts::ours()).expect_ok();
+    nothing_left(&env);
+}
+
+#[test]
+fn nftables_containers_cannot_reach_host_loopback() {
+    containers_cannot_reach_host_loopback("nftables", "10.20.5.0/24");
+}
+
+#[test]
+fn iptables_containers_cannot_reach_host_loopback() {
+    containers_cannot_reach_host_loopback("iptables", "10.20.6.0/24");
+}
+
+/// Issue 14.4: after `nft flush ruleset` (a firewall reload), STATUS says so, the next ADD
+/// on the network (even without ports) restores every container's published ports and
+/// the network's masquerade, and so does GC.
+fn flushed_firewall_is_restored(backend: &str, subnet: &str) {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new(&format!("pf{}", &backend[..3]));
+    let out = setup(&env, backend, subnet);
+    let (web, c2, c3) = (env.container("web"), env.container("c2"), env.container("c3"));
+    let m = json!([{"hostPort": 8006, "containerPort": 80}]);
+    let web_ip = first_ip(env.cnitool("add", "web", &web, &ports(m.clone())).expect_ok().result());
+    env.cnitool("add", "web", &c2, &CniOpts::ours()).expect_ok();
+    let _srv = EchoServer::tcp(&web, SocketAddr::new(web_ip, 80));
+    let outside_srv = EchoServer::tcp(&out, format!("{OUTSIDE}:7006").parse().unwrap());
+    assert_eq!(tcp_echo(&out, ip(HOST), 8006, "before").as_deref(), Some("before"));
+
+    let flush_and_check_lost = || {
+        env.host().sh_ok("nft flush ruleset");
+        assert!(tcp_echo(&out, ip(HOST), 8006, "lost").is_none(), "{backend}: port still works");
+        let bridge_conf = json!({"cniVersion": "1.1.0", "name": "web", "type": "bridge", "bridge": "br-web", "firewallBackend": backend});
+        let st = direct(&env, "bridge", "STATUS", &bridge_conf, &[]);
+        assert_eq!(st.error_code(), Some(51), "{backend}: bridge STATUS: {}", st.stdout);
+        let pm_conf =
+            json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": backend});
+        let st = direct(&env, "portmap", "STATUS", &pm_conf, &[]);
+        assert_eq!(st.error_code(), Some(51), "{backend}: portmap STATUS: {}", st.stdout);
+        assert!(st.stdout.contains("GC"), "{}", st.stdout);
+    };
+
+    flush_and_check_lost();
+    // An ADD of another container, without ports, restores everything.
+    env.cnitool("add", "web", &c3, &CniOpts::ours()).expect_ok();
+    assert_eq!(
+        tcp_echo(&out, ip(HOST), 8006, "restored").as_deref(),
+        Some("restored"),
+        "{backend}: published port after the next ADD"
+    );
+    assert_eq!(tcp_echo(&c2, ip(OUTSIDE), 7006, "masq").as_deref(), Some("masq"));
+    let seen: Vec<IpAddr> = outside_srv.peers().iter().map(|p| p.ip()).collect();
+    assert_eq!(seen.last(), Some(&ip(HOST)), "{backend}: masquerade restored ({seen:?})");
+
+    // GC restores it all as well.
+    flush_and_check_lost();
+    let ids: Vec<Value> = [&web, &c2, &c3]
+        .iter()
+        .map(|c| json!({"containerID": env.container_id(c, &CniOpts::ours()), "ifname": "eth0"}))
+        .collect();
+    let gc_bridge = json!({"cniVersion": "1.1.0", "name": "web", "type": "bridge", "bridge": "br-web", "firewallBackend": backend,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": env.ipam_dir()},
+        "cni.dev/valid-attachments": ids});
+    direct(&env, "bridge", "GC", &gc_bridge, &[]).expect_ok();
+    let gc_pm = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": backend,
+        "cni.dev/valid-attachments": ids});
+    direct(&env, "portmap", "GC", &gc_pm, &[]).expect_ok();
+    assert_eq!(
+        tcp_echo(&out, ip(HOST), 8006, "gc").as_deref(),
+        Some("gc"),
+        "{backend}: published port after GC"
+    );
+    let pm_conf =
+        json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "backend": backend});
+    direct(&env, "portmap", "STATUS", &pm_conf, &[]).expect_ok();
+
+    env.cnitool("del", "web", &web, &ports(m)).expect_ok();
+    env.cnitool("del", "web", &c2, &CniOpts::ours()).expect_ok();
+    env.cnitool("del", "web", &c3, &CniOpts::ours()).expect_ok();
+    nothing_left(&env);
+}
+
+#[test]
+fn nftables_flushed_firewall_is_restored() {
+    flushed_firewall_is_restored("nftables", "10.20.7.0/24");
+}
+
+#[test]
+fn iptables_flushed_firewall_is_restored() {
+    flushed_firewall_is_restored("iptables", "10.20.8.0/24");
+}
+
+/// Issue 14.6: an ADD that cannot record its state must not leave a DNAT behind (the
+/// record is written before the kernel is touched), and DEL without prevResult and GC
+/// with an empty valid list remove everything an ADD left.
+#[test]
+fn failed_or_killed_add_leaves_no_orphan_dnat() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("pmorph");
+    let _out = setup(&env, "nftables", "10.20.9.0/24");
+    let (one, two) = (env.container("one"), env.container("two"));
+    let m = json!([{"hostPort": 8007, "containerPort": 80}]);
+    // The owner records cannot be written (a file where their directory goes).
+    let owners = env.state_dir().join("portmap").join("owners");
+    std::fs::create_dir_all(owners.parent().unwrap()).unwrap();
+    std::fs::write(&owners, b"not a directory").unwrap();
+    env.cnitool("add", "web", &one, &ports(m.clone())).expect_err();
+    let rules = nft_ruleset(env.host());
+    assert!(!rules.contains("8007"), "a failed ADD left a DNAT:\n{rules}");
+    std::fs::remove_file(&owners).unwrap();
+
+    // An ADD killed after its transaction (fault injected right after the commit): DEL
+    // without prevResult finds and removes what it created.
+    let killed = env.cnitool(
+        "add",
+        "web",
+        &two,
+        &ports(m.clone()).env("CNI_SUITE_FAULT", "portmap:after-commit"),
+    );
+    killed.expect_err();
+    assert!(nft_ruleset(env.host()).contains("8007"), "the fault point is after the commit");
+    let id = env.container_id(&two, &CniOpts::ours());
+    let del = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap"});
+    direct(
+        &env,
+        "portmap",
+        "DEL",
+        &del,
+        &[("CNI_CONTAINERID", &id), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", "")],
+    )
+    .expect_ok();
+    let rules = nft_ruleset(env.host());
+    assert!(!rules.contains("cni_portmap"), "DEL without prevResult left:\n{rules}");
+
+    // The same, cleaned by GC with an empty valid list.
+    env.cnitool("del", "web", &two, &CniOpts::ours()).expect_ok();
+    env.cnitool(
+        "add",
+        "web",
+        &two,
+        &ports(m.clone()).env("CNI_SUITE_FAULT", "portmap:after-commit"),
+    )
+    .expect_err();
+    let gc = json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap", "cni.dev/valid-attachments": []});
+    direct(&env, "portmap", "GC", &gc, &[]).expect_ok();
+    let rules = nft_ruleset(env.host());
+    assert!(!rules.contains("cni_portmap"), "GC left:\n{rules}");
+    // Nobody holds the port any more.
+    env.cnitool("del", "web", &one, &CniOpts::ours()).expect_ok();
+    env.cnitool("add", "web", &one, &ports(m.clone())).expect_ok();
+    env.cnitool("del", "web", &one, &ports(m)).expect_ok();
+    env.cnitool("del", "web", &two, &CniOpts::ours()).expect_ok();
+    nothing_left(&env);
+}
+
+/// Issue 14.10: portmap refuses a CNI_NETNS that does not exist on ADD (code 3), and its
+/// messages name the field.
+#[test]
+fn portmap_names_bad_netns_and_fields() {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new("pmval");
+    let prev = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0"}], "ips": [{"address": "10.20.10.5/24", "interface": 0}]});
+    let conf = |maps: Value| {
+        json!({"cniVersion": "1.1.0", "name": "web", "type": "portmap",
+        "runtimeConfig": {"portMappings": maps}, "prevResult": prev})
+    };
+    let m = json!([{"hostPort": 8008, "containerPort": 80}]);
+    let vars = [
+        ("CNI_CONTAINERID", "v1"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", "/var/run/netns/cni-suite-no-such-netns"),
+    ];
+    let out = direct(&env, "portmap", "ADD", &conf(m), &vars);
+    assert_eq!(out.error_code(), Some(3), "{}", out.stdout);
+    assert!(out.stdout.contains("CNI_NETNS"), "{}", out.stdout);
+    let c = env.container("c");
+    let path = c.path().display().to_string();
+    let vars = [("CNI_CONTAINERID", "v1"), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", path.as_str())];
+    let v6 = json!([{"hostPort": 8008, "containerPort": 80, "hostIP": "::1"}]);
+    let out = direct(&env, "portmap", "ADD", &conf(v6), &vars);
+    assert_eq!(out.error_code(), Some(7), "{}", out.stdout);
+    assert!(out.stdout.contains("portMappings[0].hostIP"), "{}", out.stdout);
+    assert!(!nft_ruleset(env.host()).contains("cni_"), "nothing programmed");
+}

@@ -22,8 +22,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::{
-    owner_key, owner_key_of, run_tool, split_owner_key, stable_hash, ContainerPorts, Error,
-    Firewall, NetworkRules, PortMapping,
+    owner_key, owner_key_of, run_tool, stable_hash, ContainerPorts, Error, Firewall, NetworkRules,
+    PortMapping,
 };
 
 pub const FORWARD: &str = "CNI-SUITE-FORWARD";
@@ -32,6 +32,9 @@ pub const ISO_IN: &str = "CNI-SUITE-ISO-IN";
 pub const POSTROUTING: &str = "CNI-SUITE-POSTROUTING";
 pub const HOSTPORTS: &str = "CNI-SUITE-HOSTPORTS";
 pub const PM_POST: &str = "CNI-SUITE-PM-POST";
+/// filter INPUT: drops traffic to 127.0.0.0/8 from anything but `lo` that was not DNATed
+/// to a published port (portmap sets route_localnet on bridges).
+pub const PM_INPUT: &str = "CNI-SUITE-PM-INPUT";
 
 /// IP family of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,7 +420,8 @@ fn dnat_rule(chain: &str, m: &PortMapping) -> String {
     )
 }
 
-/// Batch of `add_ports` for one family, or an error naming a conflicting owner.
+/// Batch of `add_ports` for one family. Who may publish a port is the caller's decision
+/// (portmap's reservations): this programs what it is told.
 pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Result<String, Error> {
     let owner = owner_key(&p.container_id, &p.ifname);
     let oc = owner_chains(&owner);
@@ -429,51 +433,6 @@ pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Res
     let ips: Vec<IpAddr> =
         p.container_ips().into_iter().filter(|ip| Family::of(*ip) == f).collect();
     let mut b = Batch::default();
-
-    // Other owners' DNAT rules: a stale owner (its target address is ours now) is purged,
-    // a live one holding one of our host ports is a conflict.
-    let mut stale: Vec<String> = Vec::new();
-    let mut owner_of_chain: BTreeMap<String, String> = BTreeMap::new();
-    for r in cur.rules("nat", HOSTPORTS) {
-        if let (Some(t), Some(o)) = (jump_target(r), r.split("cni-suite owner=").nth(1)) {
-            let o = o.split(['"', ' ']).next().unwrap_or_default().to_string();
-            owner_of_chain.insert(t.to_string(), o);
-        }
-    }
-    for chain in cur.chains_with_prefix("nat", "CNI-SUITE-DN-") {
-        if chain == oc.dnat {
-            continue;
-        }
-        for r in cur.rules("nat", &chain) {
-            let target = arg_of(r, "--to-destination").unwrap_or_default();
-            let target_ip = target
-                .trim_start_matches('[')
-                .rsplit_once([']', ':'])
-                .map(|x| x.0)
-                .unwrap_or(target);
-            let target_ip = target_ip.trim_end_matches(']');
-            if ips.iter().any(|ip| ip.to_string() == target_ip) {
-                if !stale.contains(&chain) {
-                    stale.push(chain.clone());
-                }
-                continue;
-            }
-            for m in &maps {
-                if has_tag(r, &mapping_tag(m)) {
-                    let o = owner_of_chain.get(&chain).cloned().unwrap_or_else(|| chain.clone());
-                    let (c, i) = split_owner_key(&o);
-                    return Err(Error::new(format!(
-                        "host port of mapping {} is already published by container {c} interface {i}",
-                        m.describe()
-                    )));
-                }
-            }
-        }
-    }
-    for chain in &stale {
-        let o = owner_of_chain.get(chain).cloned().unwrap_or_default();
-        purge_owner(&mut b, cur, &owner_chains(&o), chain);
-    }
 
     // Shared chains.
     if !cur.has_chain("nat", HOSTPORTS) {
@@ -497,6 +456,20 @@ pub(crate) fn add_ports_batch(f: Family, p: &ContainerPorts, cur: &Saved) -> Res
     }
     if !cur.rules("nat", "POSTROUTING").iter().any(|r| jump_target(r) == Some(PM_POST)) {
         b.push("nat", format!("-A POSTROUTING -j {PM_POST}"));
+    }
+    if f == Family::V4 && !cur.has_chain("filter", PM_INPUT) {
+        b.push("filter", format!(":{PM_INPUT} - [0:0]"));
+        b.push(
+            "filter",
+            format!(
+                "-A {PM_INPUT} ! -i lo -d 127.0.0.0/8 -m conntrack ! --ctstate DNAT -m comment --comment \"containers must not reach the host's loopback\" -j DROP"
+            ),
+        );
+    }
+    if f == Family::V4
+        && !cur.rules("filter", "INPUT").iter().any(|r| jump_target(r) == Some(PM_INPUT))
+    {
+        b.push("filter", format!("-I INPUT 1 -j {PM_INPUT}"));
     }
 
     // The owner's chains, flushed and refilled; its jumps replaced.
@@ -598,6 +571,15 @@ fn drop_shared_if_empty(b: &mut Batch, cur: &Saved, removed_chains: &[String]) {
             b.push("nat", format!(":{c} - [0:0]"));
             b.push("nat", format!("-X {c}"));
         }
+    }
+    for r in cur.rules("filter", "INPUT") {
+        if jump_target(r) == Some(PM_INPUT) {
+            b.push("filter", delete_line(r));
+        }
+    }
+    if cur.has_chain("filter", PM_INPUT) {
+        b.push("filter", format!(":{PM_INPUT} - [0:0]"));
+        b.push("filter", format!("-X {PM_INPUT}"));
     }
     // Leftover per-owner SNAT chains.
     for c in cur.chains_with_prefix("nat", "CNI-SUITE-SN-") {
@@ -717,12 +699,9 @@ impl Iptables {
     }
 }
 
-impl Firewall for Iptables {
-    fn name(&self) -> &'static str {
-        "iptables"
-    }
-
-    fn apply_network(&self, net: &NetworkRules) -> Result<(), Error> {
+/// The listing-based operations the [`Firewall`] impl below is built on.
+impl Iptables {
+    pub(crate) fn op_apply_network(&self, net: &NetworkRules) -> Result<(), Error> {
         net.validate()?;
         if !net.icc {
             return Err(Error::new(format!(
@@ -738,7 +717,7 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn remove_network(&self, network: &str) -> Result<(), Error> {
+    pub(crate) fn op_remove_network(&self, network: &str) -> Result<(), Error> {
         for f in [Family::V4, Family::V6] {
             let cur = match self.save(f) {
                 Ok(c) => c,
@@ -751,7 +730,7 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+    pub(crate) fn op_add_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
         ports.validate()?;
         for f in Self::port_families(ports) {
             let cur = self.save(f)?;
@@ -765,10 +744,10 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+    pub(crate) fn op_remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
         ports.validate()?;
         if ports.mappings.is_empty() {
-            return self.remove_port_owner(&ports.container_id, &ports.ifname);
+            return self.op_remove_port_owner(&ports.container_id, &ports.ifname);
         }
         let owner = owner_key(&ports.container_id, &ports.ifname);
         for (f, cur) in self.owner_families(&owner)? {
@@ -782,7 +761,7 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn check_network(&self, net: &NetworkRules) -> Result<(), Error> {
+    pub(crate) fn op_check_network(&self, net: &NetworkRules) -> Result<(), Error> {
         net.validate()?;
         if !net.icc {
             return Err(Error::new(format!(
@@ -856,7 +835,7 @@ impl Firewall for Iptables {
         }
     }
 
-    fn check_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+    pub(crate) fn op_check_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
         ports.validate()?;
         let oc = owner_chains(&owner_key(&ports.container_id, &ports.ifname));
         let mut missing = Vec::new();
@@ -897,25 +876,11 @@ impl Firewall for Iptables {
         }
     }
 
-    fn list_port_owners(&self) -> Result<Vec<(String, String)>, Error> {
-        let mut out = std::collections::BTreeSet::new();
-        for f in [Family::V4, Family::V6] {
-            let cur = match self.save(f) {
-                Ok(c) => c,
-                Err(_) if f == Family::V6 => continue,
-                Err(e) => return Err(e),
-            };
-            for r in cur.rules("nat", HOSTPORTS) {
-                if let Some(o) = r.split("cni-suite owner=").nth(1) {
-                    let o = o.split(['"', ' ']).next().unwrap_or_default();
-                    out.insert(split_owner_key(o));
-                }
-            }
-        }
-        Ok(out.into_iter().collect())
-    }
-
-    fn remove_port_owner(&self, container_id: &str, ifname: &str) -> Result<(), Error> {
+    pub(crate) fn op_remove_port_owner(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), Error> {
         let owner = owner_key_of(container_id, ifname);
         for (f, cur) in self.owner_families(&owner)? {
             let batch = remove_owner_batch(&owner, &cur);
@@ -924,7 +889,7 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn is_available(&self) -> Result<(), Error> {
+    pub(crate) fn op_is_available(&self) -> Result<(), Error> {
         for f in [Family::V4, Family::V6] {
             let (_, restore) = self.tools(f);
             let r = run_tool(
@@ -942,7 +907,7 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn foreign_drop_policy(&self) -> Option<String> {
+    pub(crate) fn op_foreign_drop_policy(&self) -> Option<String> {
         let mut found = Vec::new();
         for (f, name) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
             if let Ok(cur) = self.save(f) {
@@ -961,6 +926,91 @@ impl Firewall for Iptables {
                 found.join(", ")
             ))
         }
+    }
+}
+
+impl Iptables {
+    /// A generation of our chain in `table`: with iptables-nft (Debian's default) the
+    /// chain's nf_tables handle, read in-process with one lookup (a flush re-creates it with
+    /// another); with legacy iptables, 1 when `iptables -S` finds it. `None` when absent.
+    fn chain_present(&self, table: &str, chain: &str) -> Result<Option<u64>, Error> {
+        if let Ok(mut s) = nfnetlink::Socket::open() {
+            if let Ok(Some(h)) =
+                nfnetlink::tables::chain_handle(&mut s, nfnetlink::Family::Ip, table, chain)
+            {
+                return Ok(Some(h));
+            }
+        }
+        let legacy = std::fs::read_to_string("/proc/net/ip_tables_names")
+            .is_ok_and(|t| !t.trim().is_empty());
+        if !legacy {
+            return Ok(None);
+        }
+        let r = run_tool("iptables", &["-w", "-t", table, "-S", chain], None)?;
+        Ok(r.ok.then_some(1))
+    }
+}
+
+impl Firewall for Iptables {
+    fn kind(&self) -> crate::BackendKind {
+        crate::BackendKind::Iptables
+    }
+
+    fn network_generation(&self) -> Result<Option<u64>, Error> {
+        self.chain_present("filter", FORWARD)
+    }
+
+    fn apply_network(&self, want: &NetworkRules, had: Option<&NetworkRules>) -> Result<(), Error> {
+        if want.enforces_nothing() {
+            return match had {
+                Some(h) => self.op_remove_network(&h.network),
+                None => Ok(()),
+            };
+        }
+        self.op_apply_network(want)
+    }
+
+    fn remove_network(&self, had: &NetworkRules, _last: bool) -> Result<(), Error> {
+        self.op_remove_network(&had.network)
+    }
+
+    fn restore_networks(&self, all: &[NetworkRules]) -> Result<(), Error> {
+        for n in all.iter().filter(|n| !n.enforces_nothing()) {
+            self.op_apply_network(n)?;
+        }
+        Ok(())
+    }
+
+    fn check_network(&self, want: &NetworkRules) -> Result<(), Error> {
+        self.op_check_network(want)
+    }
+
+    fn ports_generation(&self) -> Result<Option<u64>, Error> {
+        self.chain_present("nat", HOSTPORTS)
+    }
+
+    fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        self.op_add_ports(ports)
+    }
+
+    fn remove_ports(&self, ports: &ContainerPorts, _last: bool) -> Result<(), Error> {
+        self.op_remove_ports(ports)
+    }
+
+    fn restore_ports(&self, all: &[ContainerPorts]) -> Result<(), Error> {
+        for p in all {
+            self.op_add_ports(p)?;
+        }
+        Ok(())
+    }
+
+    fn check_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        self.op_check_ports(ports)
+    }
+
+    fn status(&self) -> Result<crate::Status, Error> {
+        self.op_is_available().map_err(|e| Error::unavailable(e.msg))?;
+        Ok(crate::Status { foreign_drop: self.op_foreign_drop_policy() })
     }
 }
 
@@ -1055,18 +1105,5 @@ mod tests {
         assert!(b.contains(&format!("-A {HOSTPORTS} -p tcp -m multiport --dports 8080 -m comment --comment \"cni-suite owner=abc/eth0\" -j {}", oc.dnat)));
         assert!(b.contains(&format!("-A {} -s 10.88.0.5/32 -j MASQUERADE", oc.snat)));
         assert!(add_ports_batch(Family::V6, &p, &Saved::default()).unwrap().is_empty());
-        // Someone else (another address) holds the port.
-        let other = owner_chains("def/eth0");
-        let saved = format!(
-            "*nat\n:{HOSTPORTS} - [0:0]\n:{d} - [0:0]\n-A {HOSTPORTS} -p tcp -m comment --comment \"cni-suite owner=def/eth0\" -j {d}\n\
-             -A {d} -p tcp -m tcp --dport 8080 -m comment --comment \"cni-suite hp=tcp/*/8080\" -j DNAT --to-destination 10.88.0.6:80\nCOMMIT\n",
-            d = other.dnat
-        );
-        let e = add_ports_batch(Family::V4, &p, &Saved::parse(&saved)).unwrap_err();
-        assert!(e.msg.contains("container def interface eth0"), "{e}");
-        // Same address: the holder is stale and purged.
-        let saved = saved.replace("10.88.0.6", "10.88.0.5");
-        let b = add_ports_batch(Family::V4, &p, &Saved::parse(&saved)).unwrap();
-        assert!(b.contains(&format!("-X {}", other.dnat)), "{b}");
     }
 }

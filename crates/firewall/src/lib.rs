@@ -17,8 +17,9 @@ use std::process::{Command, Stdio};
 
 pub mod conntrack;
 pub mod dns_redirect;
+pub mod ingress;
 pub mod iptables;
-pub mod macspoof;
+mod listing;
 pub mod nftables;
 
 /// Which firewall backend to use.
@@ -34,7 +35,7 @@ impl std::str::FromStr for BackendKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "nftables" | "nft" => Ok(BackendKind::Nftables),
             "iptables" => Ok(BackendKind::Iptables),
-            _ => Err(Error::new(format!(
+            _ => Err(Error::invalid(format!(
                 "unknown firewall backend {s:?}: expected \"nftables\" (or \"nft\") or \"iptables\""
             ))),
         }
@@ -82,15 +83,44 @@ pub fn backend(kind: Option<BackendKind>) -> Result<Box<dyn Firewall>, Error> {
     })
 }
 
-/// A firewall error. `msg` names what failed and includes the tool's stderr.
+/// What kind of failure a firewall [`Error`] is: decides the CNI error code the user sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A host port is already published (found by the kernel or by the caller's state):
+    /// CNI code 110, Docker's "port is already allocated".
+    Conflict,
+    /// The request itself is wrong (bad name, mapping, backend choice): CNI code 7.
+    Invalid,
+    /// The backend cannot be used here (tool or kernel support missing): CNI code 50.
+    Unavailable,
+    /// The kernel (or the tool talking to it) refused an operation: CNI code 112.
+    Kernel,
+}
+
+/// A firewall error: its kind and a message naming what failed (with the kernel's or the
+/// tool's reason).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
+    pub kind: ErrorKind,
     pub msg: String,
 }
 
 impl Error {
+    /// A kernel (or tool) failure.
     pub fn new(msg: impl Into<String>) -> Self {
-        Error { msg: msg.into() }
+        Error { kind: ErrorKind::Kernel, msg: msg.into() }
+    }
+    pub fn kernel(msg: impl Into<String>) -> Self {
+        Self::new(msg)
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::Invalid, msg: msg.into() }
+    }
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::Conflict, msg: msg.into() }
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::Unavailable, msg: msg.into() }
     }
 }
 
@@ -102,9 +132,29 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<Error> for cni::CniError {
+    fn from(e: Error) -> cni::CniError {
+        use cni::code;
+        match e.kind {
+            ErrorKind::Conflict => {
+                // Keep Docker's words in the message whatever found the conflict.
+                let msg = if e.msg.contains("port is already allocated") {
+                    e.msg
+                } else {
+                    format!("port is already allocated: {}", e.msg)
+                };
+                cni::CniError::new(code::PORT_ALLOCATED, msg)
+            }
+            ErrorKind::Invalid => cni::CniError::new(code::INVALID_CONFIG, e.msg),
+            ErrorKind::Unavailable => cni::CniError::new(code::NOT_AVAILABLE, e.msg),
+            ErrorKind::Kernel => cni::CniError::new(code::KERNEL, format!("firewall: {}", e.msg)),
+        }
+    }
+}
+
 /// Rules that belong to one CNI network (one bridge). Applying is idempotent: it
 /// replaces that network's rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkRules {
     /// CNI network name (backends derive safe chain names from it).
     pub network: String,
@@ -143,6 +193,12 @@ impl NetworkRules {
         }
     }
 
+    /// True when these rules change nothing (no masquerade, isolation, internal or icc
+    /// drop, or no subnet): programming them means removing the network's rules.
+    pub fn enforces_nothing(&self) -> bool {
+        (!self.masquerade && !self.isolate && !self.internal && self.icc) || self.subnets.is_empty()
+    }
+
     /// Masquerade is in effect (requested and the network is not internal).
     pub fn masquerades(&self) -> bool {
         self.masquerade && !self.internal
@@ -150,7 +206,7 @@ impl NetworkRules {
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.network.is_empty() {
-            return Err(Error::new("network name must not be empty"));
+            return Err(Error::invalid("network name must not be empty"));
         }
         validate_ifname("bridge", &self.bridge)?;
         Ok(())
@@ -158,7 +214,10 @@ impl NetworkRules {
 }
 
 /// Transport protocol of a published port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -188,7 +247,7 @@ impl std::str::FromStr for Protocol {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
             "sctp" => Ok(Protocol::Sctp),
-            _ => Err(Error::new(format!(
+            _ => Err(Error::invalid(format!(
                 "unknown protocol {s:?}: expected \"tcp\", \"udp\" or \"sctp\""
             ))),
         }
@@ -196,7 +255,7 @@ impl std::str::FromStr for Protocol {
 }
 
 /// One published port: Docker's `-p hostIP:hostPort:containerPort/proto`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
     /// `None` or an unspecified address (0.0.0.0 / ::) = all host addresses.
     pub host_ip: Option<IpAddr>,
@@ -210,6 +269,19 @@ impl PortMapping {
     /// The specific host address, or `None` for "all host addresses".
     pub fn specific_host_ip(&self) -> Option<IpAddr> {
         self.host_ip.filter(|ip| !ip.is_unspecified())
+    }
+
+    /// "0.0.0.0:8080" / "[::]:8080" / "127.0.0.1:8080", as Docker prints a bind address.
+    pub fn bind_label(&self) -> String {
+        let ip = self.specific_host_ip().unwrap_or(if self.container_ip.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        });
+        match ip {
+            IpAddr::V6(v6) => format!("[{v6}]:{}", self.host_port),
+            v4 => format!("{v4}:{}", self.host_port),
+        }
     }
 
     /// Human-readable description, for error messages.
@@ -228,26 +300,26 @@ impl PortMapping {
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.host_port == 0 {
-            return Err(Error::new(format!(
+            return Err(Error::invalid(format!(
                 "port mapping {}: hostPort must not be 0",
                 self.describe()
             )));
         }
         if self.container_port == 0 {
-            return Err(Error::new(format!(
+            return Err(Error::invalid(format!(
                 "port mapping {}: containerPort must not be 0",
                 self.describe()
             )));
         }
         if self.container_ip.is_unspecified() {
-            return Err(Error::new(format!(
+            return Err(Error::invalid(format!(
                 "port mapping {}: container address must not be unspecified",
                 self.describe()
             )));
         }
         if let Some(h) = self.specific_host_ip() {
             if h.is_ipv4() != self.container_ip.is_ipv4() {
-                return Err(Error::new(format!(
+                return Err(Error::invalid(format!(
                     "port mapping {}: hostIP and container address are of different IP families",
                     self.describe()
                 )));
@@ -258,7 +330,7 @@ impl PortMapping {
 }
 
 /// The published ports of one container interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerPorts {
     pub network: String,
     pub container_id: String,
@@ -296,10 +368,10 @@ impl ContainerPorts {
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.container_id.is_empty() {
-            return Err(Error::new("container id must not be empty"));
+            return Err(Error::invalid("container id must not be empty"));
         }
         if self.ifname.is_empty() {
-            return Err(Error::new("interface name must not be empty"));
+            return Err(Error::invalid("interface name must not be empty"));
         }
         for m in &self.mappings {
             m.validate()?;
@@ -337,59 +409,109 @@ impl ContainerPorts {
     }
 }
 
-/// What every backend implements. Each mutating call is one atomic transaction.
+/// Which UDP flows [`Firewall::flush_udp_flows`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flows {
+    /// Flows to a newly published host port that existed before it was published: they
+    /// would bypass the new DNAT.
+    ToNewPorts,
+    /// Flows DNATed to removed mappings: a client that keeps sending would keep reaching
+    /// the old container (or whoever gets its address next).
+    ToRemovedMappings,
+}
+
+/// What STATUS reports about a backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Another table or chain drops forwarded traffic that our accept cannot override
+    /// (e.g. Docker's iptables FORWARD policy DROP); describes it.
+    pub foreign_drop: Option<String>,
+}
+
+/// What every backend implements. Each mutating call is one atomic transaction. The
+/// backends keep no state of their own and decide nothing about ownership: callers pass
+/// what they want programmed and what they programmed before (from their own state, which
+/// they write before any kernel object is created), and whether anything else of theirs is
+/// left ("is the table empty" comes from the caller's state, never from a kernel probe).
 pub trait Firewall: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
     /// "nftables" or "iptables".
-    fn name(&self) -> &'static str;
-    /// Installs or replaces the rules of one network.
-    fn apply_network(&self, net: &NetworkRules) -> Result<(), Error>;
-    /// Removes the rules of one network; no error if already gone. When no network is
-    /// left, the backend's network tables/chains are removed entirely.
-    fn remove_network(&self, network: &str) -> Result<(), Error>;
-    /// Publishes the ports of one container interface; idempotent for the same
-    /// container id + ifname. Fails when another container already publishes a host port.
-    fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
-    /// Removes exactly these mappings of this container interface; no error if already
-    /// gone. Port tables/chains are removed once no mapping is left. With no mappings
-    /// given, removes everything the container interface has (like `remove_port_owner`).
-    /// Conntrack is not touched: call [`conntrack::flush_removed_udp`] afterwards.
-    fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
-    /// Like `remove_ports`, for a caller that knows other containers still publish ports:
-    /// the backend may skip its "is anything left?" cleanup probe, which with nftables is a
-    /// second transaction paying a fixed kernel wait (~12-15 ms) on every DEL.
-    fn remove_ports_others_remain(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        self.remove_ports(ports)
-    }
-    /// Verifies that the network's rules are present.
-    fn check_network(&self, net: &NetworkRules) -> Result<(), Error>;
-    /// Verifies that the container's mappings are present.
-    fn check_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
-    /// (container id, ifname) of every container interface that has published ports.
-    /// An owner whose id/ifname was too long or unusual to store verbatim is reported as
-    /// `("#<hash>", "")`; [`Firewall::gc_ports`] still matches it.
-    fn list_port_owners(&self) -> Result<Vec<(String, String)>, Error>;
-    /// Removes every port mapping (and related state) of one container interface,
-    /// whatever its mappings were.
-    fn remove_port_owner(&self, container_id: &str, ifname: &str) -> Result<(), Error>;
-    /// CNI GC: removes the port mappings of every owner not in `valid`; returns the owners
-    /// removed.
-    fn gc_ports(&self, valid: &[(String, String)]) -> Result<Vec<(String, String)>, Error> {
-        let keep: Vec<String> = valid.iter().map(|(c, i)| owner_key(c, i)).collect();
-        let mut removed = Vec::new();
-        for (c, i) in self.list_port_owners()? {
-            let k = if i.is_empty() && c.starts_with('#') { c.clone() } else { owner_key(&c, &i) };
-            if !keep.contains(&k) {
-                self.remove_port_owner(&c, &i)?;
-                removed.push((c, i));
-            }
+    fn name(&self) -> &'static str {
+        match self.kind() {
+            BackendKind::Nftables => "nftables",
+            BackendKind::Iptables => "iptables",
         }
-        Ok(removed)
     }
-    /// STATUS: the tool is present and can program the kernel.
-    fn is_available(&self) -> Result<(), Error>;
-    /// Describes another table/chain whose FORWARD hook has policy drop (e.g. Docker's
-    /// iptables FORWARD DROP), which our accept cannot override; `None` if there is none.
-    fn foreign_drop_policy(&self) -> Option<String>;
+
+    /// A cheap identifier of the current incarnation of the network rules' tables (one
+    /// lookup, not a listing): `None` when they do not exist. It changes when they are
+    /// flushed or deleted behind our back (`nft flush ruleset`, a firewall reload), so a
+    /// caller that recorded it after its last change knows whether everything it programmed
+    /// is still there.
+    fn network_generation(&self) -> Result<Option<u64>, Error>;
+
+    /// Programs one network's rules: `want` replaces `had` (what the caller recorded for this
+    /// network last time, `None` for a new network). A `want` that enforces nothing removes
+    /// the network's rules.
+    fn apply_network(&self, want: &NetworkRules, had: Option<&NetworkRules>) -> Result<(), Error>;
+
+    /// Removes one network's rules (`had`, from the caller's state); already gone is fine.
+    /// `last`: no other network of the caller is left, so the tables go too.
+    fn remove_network(&self, had: &NetworkRules, last: bool) -> Result<(), Error>;
+
+    /// Re-creates the rules of every network after they were lost (the generation changed).
+    fn restore_networks(&self, all: &[NetworkRules]) -> Result<(), Error>;
+
+    /// CHECK: the network's rules are present in the kernel.
+    fn check_network(&self, want: &NetworkRules) -> Result<(), Error>;
+
+    /// Like [`Firewall::network_generation`], for the port mappings' tables.
+    fn ports_generation(&self) -> Result<Option<u64>, Error>;
+
+    /// Publishes the ports of one container interface (idempotent).
+    fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
+
+    /// Removes exactly these mappings (from the caller's state); already gone is fine.
+    /// `last`: no other container has published ports, so the tables go too.
+    fn remove_ports(&self, ports: &ContainerPorts, last: bool) -> Result<(), Error>;
+
+    /// Re-creates every container's published ports after they were lost.
+    fn restore_ports(&self, all: &[ContainerPorts]) -> Result<(), Error>;
+
+    /// CHECK: the container's mappings are present in the kernel.
+    fn check_ports(&self, ports: &ContainerPorts) -> Result<(), Error>;
+
+    /// MAC spoof check (reference bridge `macspoofchk`): frames entering the bridge from
+    /// `port` must carry `mac` as source. Layer 2 needs the nftables bridge family whatever
+    /// backend programs the L3 rules, so every backend delegates to the nftables one.
+    fn guard_mac(&self, port: &str, mac: &[u8; 6]) -> Result<(), Error> {
+        nftables::Nftables.guard_mac(port, mac)
+    }
+
+    /// Removes the guard of `port`; already gone is fine. `last`: no other port of the
+    /// caller is guarded, so the table goes too.
+    fn unguard_mac(&self, port: &str, mac: &[u8; 6], last: bool) -> Result<(), Error> {
+        nftables::Nftables.unguard_mac(port, mac, last)
+    }
+
+    /// CHECK: `port` is guarded with `mac`.
+    fn check_mac(&self, port: &str, mac: &[u8; 6]) -> Result<(), Error> {
+        nftables::Nftables.check_mac(port, mac)
+    }
+
+    /// Deletes conntrack entries of UDP mappings (never fails: nothing to delete, or no
+    /// conntrack support, is not an error). Returns how many mappings had flows deleted.
+    fn flush_udp_flows(&self, mappings: &[PortMapping], which: Flows) -> usize {
+        match which {
+            Flows::ToNewPorts => conntrack::flush_new_udp(mappings),
+            Flows::ToRemovedMappings => conntrack::flush_removed_udp(mappings),
+        }
+    }
+
+    /// STATUS: the backend can program the kernel here (an `Unavailable` error if not),
+    /// and what else on the host may interfere.
+    fn status(&self) -> Result<Status, Error>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -438,17 +560,6 @@ pub fn owner_key(container_id: &str, ifname: &str) -> String {
     }
 }
 
-/// Splits a stored owner tag back into (container id, ifname).
-pub(crate) fn split_owner_key(k: &str) -> (String, String) {
-    if k.starts_with('#') {
-        return (k.to_string(), String::new());
-    }
-    match k.rsplit_once('/') {
-        Some((c, i)) => (c.to_string(), i.to_string()),
-        None => (k.to_string(), String::new()),
-    }
-}
-
 /// Owner tag given (container id, ifname) as returned by `list_port_owners`.
 pub(crate) fn owner_key_of(container_id: &str, ifname: &str) -> String {
     if ifname.is_empty() && container_id.starts_with('#') {
@@ -470,7 +581,7 @@ pub(crate) fn validate_ifname(what: &str, name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::new(format!(
+        Err(Error::invalid(format!(
             "invalid {what} interface name {name:?}: 1-15 printable characters without '/', quotes, '\\' or ':'"
         )))
     }
@@ -500,7 +611,8 @@ pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Res
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
+    let mut child =
+        cmd.spawn().map_err(|e| Error::unavailable(format!("cannot run {program}: {e}")))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         let data = input.as_bytes().to_vec();
@@ -510,7 +622,7 @@ pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Res
         });
         let out = child
             .wait_with_output()
-            .map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
+            .map_err(|e| Error::unavailable(format!("cannot run {program}: {e}")))?;
         let _ = writer.join();
         return Ok(Run {
             ok: out.status.success(),
@@ -518,8 +630,9 @@ pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Res
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let out =
-        child.wait_with_output().map_err(|e| Error::new(format!("cannot run {program}: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::unavailable(format!("cannot run {program}: {e}")))?;
     Ok(Run {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -557,12 +670,10 @@ mod tests {
     fn owner_keys_round_trip() {
         let k = owner_key("abc123", "eth0");
         assert_eq!(k, "abc123/eth0");
-        assert_eq!(split_owner_key(&k), ("abc123".into(), "eth0".into()));
         let long = "x".repeat(200);
         let k = owner_key(&long, "eth0");
         assert!(k.starts_with('#') && k.len() == 33);
-        let (c, i) = split_owner_key(&k);
-        assert_eq!(owner_key_of(&c, &i), k);
+        assert_eq!(owner_key_of(&k, ""), k);
         assert!(owner_key("a\"b", "eth0").starts_with('#'));
     }
 

@@ -1,409 +1,177 @@
-//! nftables backend (default).
+//! nftables backend (default), programmed in-process over nfnetlink: every call is one
+//! batch (one transaction), and no `nft` process runs on the ADD/DEL path.
+//!
+//! Each operation is split in two:
+//! - **diff** (pure): from what the caller wants and what it had (its own state), the list
+//!   of [`Op`]s to commit. These functions are golden-tested as whole rendered rule sets
+//!   (`Op::text` is the `nft` command doing the same).
+//! - **apply**: commit the ops; the only kernel reads are single lookups (a table's handle,
+//!   whether a chain exists), never a listing, and never "try, then fall back on error".
 //!
 //! Layout (all ours, nothing else is touched):
 //!
 //! `table inet cni_bridge` — network rules
 //! - `chain br_forward` (hook forward, policy accept): `iifname vmap @from_br`,
-//!   `oifname vmap @to_br`. A packet's path is two map lookups, not a walk over networks.
-//! - `chain br_post` (hook postrouting, srcnat): `ip saddr vmap @masq4`, `ip6 saddr vmap @masq6`.
-//! - per network `<id>`: regular chains `nf_<id>` (forwarded from its bridge), `nt_<id>`
-//!   (forwarded to its bridge), `nm_<id>` (masquerade), flushed and refilled by
-//!   `apply_network` in the same transaction.
-//! - `set bridges` (every managed bridge, for isolation), `set icc_off` (bridges with
-//!   icc=false), interval sets `nets4`/`nets6` (every network's subnets; overlapping
-//!   subnets of two networks are refused). Element comments hold the network id.
-//! - `map live` (bridge -> `jump br_anchor`): while any network is left, `br_anchor`
-//!   cannot be deleted, so the last network's "delete everything" transaction is refused
-//!   by the kernel (and retried after listing again) if another network appeared
-//!   concurrently.
-//! - A network whose `from_br` element carries the fingerprint of the same config is left
-//!   alone: re-applying an unchanged network is one listing, no transaction.
+//!   `oifname vmap @to_br`: a packet's path is two map lookups, not a walk over networks.
+//! - `chain br_post` (hook postrouting, srcnat): `ip saddr vmap @masq4`, `ip6 saddr vmap
+//!   @masq6` (interval maps: one element per subnet).
+//! - per network `<id>`: chains `nf_<id>` (forwarded from its bridge), `nt_<id>` (to its
+//!   bridge), `nm_<id>` (masquerade), commented with the network's name.
+//! - `set bridges`: every managed bridge (isolation).
 //!
-//! `table bridge cni_icc` — icc=false: bridged (port to port) IP traffic from the
-//! network's subnets is dropped (`ip saddr vmap @icc4` / `ip6 saddr vmap @icc6`). The
-//! kernel here has no `meta ibrname` (CONFIG_NFT_BRIDGE_META), so the subnet is the key.
+//! `table bridge cni_icc` — icc=false: bridged IP traffic from the network's subnets is
+//! dropped (`ip saddr vmap @icc4`, `ip6 saddr vmap @icc6`).
 //!
 //! `table inet cni_portmap` — published ports
 //! - maps `hp4`/`hp6` (`daddr . l4proto . dport : addr . port`, one host address) and
-//!   `ap4`/`ap6` (`l4proto . dport : addr . port`, all local addresses, `fib daddr type
-//!   local`), used by `chain pm_dnat`, jumped from `pm_pre` (prerouting) and `pm_out`
-//!   (output, so the host itself and 127.0.0.1 reach published ports).
-//! - `chain pm_post` (postrouting): masquerade DNATed connections from 127.0.0.0/8, from
-//!   a hairpin source (`hairpin4`/`hairpin6`: container addr -> `jump pm_hp4_<prefix len>`,
-//!   which matches `daddr . saddr & mask` in `hpnet4`/`hpnet6`), or to a
-//!   `masqall4`/`masqall6` container.
-//! - ownership: `map live` (owner hash -> `jump pm_anchor`) and `owners4`/`owners6`
-//!   (container address -> owner hash). Every element's comment is its owner
-//!   (`<container id>/<ifname>`). Because `add element` of an existing key with other data
-//!   fails, a transaction that adds-then-deletes an element with *our* data removes it
-//!   when it is ours or gone and aborts when it belongs to someone else — no listing
-//!   needed, so add/remove cost does not depend on how many mappings exist. Only that
-//!   rare abort falls back to listing the table. The `live` elements hold references on
-//!   `pm_anchor`, so "delete pm_anchor + delete table" succeeds exactly when no owner is
-//!   left: the emptiness test is one constant-cost transaction too.
+//!   `ap4`/`ap6` (`l4proto . dport : addr . port`, every local address), used by `chain
+//!   pm_dnat`, jumped from `pm_pre` (prerouting) and `pm_out` (output: the host itself and
+//!   127.0.0.1 reach published ports).
+//! - `chain pm_post`: masquerade DNATed connections from 127.0.0.0/8, hairpin traffic
+//!   (`hairpin4`/`hairpin6`: container address -> `jump pm_hp4_<prefix len>`, which
+//!   matches `daddr . saddr & mask` in `hpnet4`/`hpnet6`) and `masqall4`/`masqall6`.
+//! - `chain pm_input`: drops traffic to 127.0.0.0/8 that arrives on any interface but `lo`
+//!   and was not DNATed to a published port (portmap sets `route_localnet` on bridges,
+//!   which would otherwise let containers reach the host's loopback-only services).
+//! - Every element's comment is its owner (`<container id>/<ifname>`), for people; who
+//!   owns a port is decided by portmap's state, never read back from here.
+//! - Elements are removed by setting their expiry to 1 ms (kernel 6.10+), not deleted: a
+//!   transaction that deletes anything makes the socket's close wait for an RCU grace
+//!   period (~10-17 ms). Only the last container's DEL deletes (the whole table).
+//!
+//! `table bridge cni_macspoof` — `macspoofchk`: frames entering the bridge from a guarded
+//! port must carry that port's MAC.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use ipnet::IpNet;
-use serde_json::Value;
+use nfnetlink::tables::{self, types, Family, Hook};
+use nfnetlink::{Elem, ElemData, Op, Rule, SetDef, Socket, Verdict};
 
-use crate::{
-    network_id, owner_key, owner_key_of, run_tool, split_owner_key, stable_hash, ContainerPorts,
-    Error, Firewall, NetworkRules, PortMapping,
-};
+use crate::listing::{self, Listing};
+use crate::{network_id, owner_key, ContainerPorts, Error, Firewall, NetworkRules, PortMapping};
 
 pub const BRIDGE_TABLE: &str = "cni_bridge";
 pub const ICC_TABLE: &str = "cni_icc";
 pub const PORTMAP_TABLE: &str = "cni_portmap";
+pub const MACSPOOF_TABLE: &str = "cni_macspoof";
 
-/// The nftables backend. Runs `nft` (or the given program) in the caller's namespace.
-#[derive(Clone, Debug)]
-pub struct Nftables {
-    nft: String,
-}
+/// How long an element we "remove" lives on (it stops matching when it expires).
+const EXPIRE_MS: u64 = 1;
 
-impl Default for Nftables {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The nftables backend. Stateless: it programs what it is told, in the namespace of the
+/// calling thread.
+#[derive(Clone, Debug, Default)]
+pub struct Nftables;
 
 impl Nftables {
     pub fn new() -> Self {
-        Nftables { nft: "nft".to_string() }
+        Nftables
+    }
+}
+
+/// What the running kernel supports, from its release (decided once, never by trying).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// Updating an element's timeout (6.10+): remove by expiry instead of deleting.
+    pub expiry_updates: bool,
+    /// `destroy` (delete if present) for tables, chains and elements (6.3+).
+    pub destroy: bool,
+}
+
+impl Kernel {
+    pub fn of_release(release: &str) -> Kernel {
+        let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+        let major: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let minor: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let v = (major, minor);
+        Kernel { expiry_updates: v >= (6, 10), destroy: v >= (6, 3) }
     }
 
-    /// Uses another `nft` binary (path or name).
-    pub fn with_program(program: impl Into<String>) -> Self {
-        Nftables { nft: program.into() }
+    pub fn running() -> Kernel {
+        static K: OnceLock<Kernel> = OnceLock::new();
+        *K.get_or_init(|| {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            Kernel::of_release(release.trim())
+        })
     }
+}
 
-    /// Runs one script as one transaction.
-    fn apply(&self, what: &str, script: &str) -> Result<(), Error> {
-        let r = run_tool(&self.nft, &["-f", "-"], Some(script))?;
-        if r.ok {
-            Ok(())
-        } else {
-            Err(Error::new(format!("nft failed ({what}): {}", r.stderr.trim())))
-        }
-    }
+fn kerr(e: nfnetlink::Error) -> Error {
+    Error::kernel(format!("nftables: {e}"))
+}
 
-    /// Lists one of our tables; `None` when it does not exist.
-    fn list_table(&self, family: &str, table: &str) -> Result<Option<Listing>, Error> {
-        let r = run_tool(&self.nft, &["-j", "list", "table", family, table], None)?;
-        if !r.ok {
-            if r.stderr.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(Error::new(format!(
-                "nft failed (list table {family} {table}): {}",
-                r.stderr.trim()
-            )));
-        }
-        Listing::parse(&r.stdout).map(Some)
-    }
+fn open() -> Result<Socket, Error> {
+    Socket::open().map_err(kerr)
+}
 
-    fn list_map(&self, family: &str, table: &str, map: &str) -> Result<Option<Listing>, Error> {
-        let r = run_tool(&self.nft, &["-j", "list", "map", family, table, map], None)?;
-        if !r.ok {
-            if r.stderr.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(Error::new(format!(
-                "nft failed (list map {family} {table} {map}): {}",
-                r.stderr.trim()
-            )));
-        }
-        Listing::parse(&r.stdout).map(Some)
-    }
-
-    /// Deletes the portmap table when no owner is left (fails harmlessly otherwise).
-    /// Removes this owner's elements (one transaction), without the emptiness probe.
-    fn remove_ports_only(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        if ports.mappings.is_empty() {
-            // Nothing named: remove whatever this owner has.
-            ports.validate()?;
-            return self.remove_port_owner(&ports.container_id, &ports.ifname);
-        }
-        let script = remove_ports_script(ports)?;
-        let what = format!("remove ports of {}/{}", ports.container_id, ports.ifname);
-        if self.apply(&what, &script).is_err() {
-            // Someone else holds one of the keys: remove exactly what is ours.
-            if let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? {
-                let o = owner_key(&ports.container_id, &ports.ifname);
-                let s = remove_owner_script(&o, Some(ports), &cur);
-                if !s.is_empty() {
-                    self.apply(&what, &s)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn drop_portmap_if_empty(&self) {
-        let _ = run_tool(&self.nft, &["-f", "-"], Some(&portmap_drop_if_empty_script()));
-    }
+fn commit(sock: &mut Socket, ops: &[Op]) -> Result<(), Error> {
+    nfnetlink::commit(sock, ops).map_err(kerr)
 }
 
 // ---------------------------------------------------------------------------------------
-// Listing (JSON) model.
+// Values and elements.
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Elem {
-    /// Key in nft syntax.
-    pub key: String,
-    /// Data in nft syntax (maps only).
-    pub data: Option<String>,
-    pub comment: Option<String>,
+fn ifname_key(name: &str) -> Elem {
+    Elem::new(nfnetlink::expr::ifname_bytes(name), format!("\"{name}\""))
 }
 
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ChainInfo {
-    pub name: String,
-    pub hook: Option<String>,
-    pub policy: Option<String>,
-    pub family: String,
-    pub table: String,
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    nfnetlink::expr::ip_bytes(ip)
 }
 
-/// What `nft -j list ...` showed.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Listing {
-    pub chains: Vec<ChainInfo>,
-    /// Rule count per chain.
-    pub rules: BTreeMap<String, usize>,
-    /// Elements per set/map name.
-    pub sets: BTreeMap<String, Vec<Elem>>,
+/// A concatenation field padded to a 4-byte register.
+fn field(mut v: Vec<u8>) -> Vec<u8> {
+    v.resize((v.len() + 3) & !3, 0);
+    v
 }
 
-impl Listing {
-    pub(crate) fn parse(text: &str) -> Result<Listing, Error> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| Error::new(format!("cannot parse nft JSON output: {e}")))?;
-        let mut out = Listing::default();
-        let items = v.get("nftables").and_then(|x| x.as_array()).cloned().unwrap_or_default();
-        for item in items {
-            if let Some(c) = item.get("chain") {
-                out.chains.push(ChainInfo {
-                    name: str_of(c, "name"),
-                    hook: c.get("hook").and_then(|h| h.as_str()).map(str::to_string),
-                    policy: c.get("policy").and_then(|h| h.as_str()).map(str::to_string),
-                    family: str_of(c, "family"),
-                    table: str_of(c, "table"),
-                });
-            } else if let Some(r) = item.get("rule") {
-                *out.rules.entry(str_of(r, "chain")).or_insert(0) += 1;
-            } else if let Some(s) = item.get("set").or_else(|| item.get("map")) {
-                let name = str_of(s, "name");
-                let is_map = item.get("map").is_some();
-                let key_quoted = s.get("type").and_then(|t| t.as_str()) == Some("ifname");
-                let data_quoted = s.get("map").and_then(|t| t.as_str()) == Some("ifname");
-                let mut elems = Vec::new();
-                for e in s.get("elem").and_then(|x| x.as_array()).cloned().unwrap_or_default() {
-                    let (k, d) = if is_map {
-                        match e.as_array() {
-                            Some(pair) if pair.len() == 2 => {
-                                (pair[0].clone(), Some(pair[1].clone()))
-                            }
-                            _ => (e.clone(), None),
-                        }
-                    } else {
-                        (e.clone(), None)
-                    };
-                    let (kv, comment) = match k.get("elem") {
-                        Some(inner) => (
-                            inner.get("val").cloned().unwrap_or(Value::Null),
-                            inner.get("comment").and_then(|c| c.as_str()).map(str::to_string),
-                        ),
-                        None => (k.clone(), None),
-                    };
-                    elems.push(Elem {
-                        key: json_to_nft(&kv, key_quoted),
-                        data: d.map(|d| json_to_nft(&d, data_quoted)),
-                        comment,
-                    });
-                }
-                out.sets.insert(name, elems);
-            }
+fn proto_num(p: crate::Protocol) -> u8 {
+    match p {
+        crate::Protocol::Tcp => 6,
+        crate::Protocol::Udp => 17,
+        crate::Protocol::Sctp => 132,
+    }
+}
+
+fn port_field(port: u16) -> Vec<u8> {
+    field(port.to_be_bytes().to_vec())
+}
+
+fn jump(chain: &str) -> ElemData {
+    ElemData::Verdict(Verdict::Jump(chain.to_string()))
+}
+
+/// Text form of a subnet the way nft lists an interval element (a /32 or /128 is listed as
+/// a plain address).
+fn net_key(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// The elements of one interval: its start (with the data) and, unless it reaches the top
+/// of the address space, its end.
+fn interval(n: &IpNet, data: Option<ElemData>) -> Vec<Elem> {
+    let n = n.trunc();
+    let mut start = Elem::new(ip_bytes(n.network()), net_key(&n));
+    start.data = data;
+    let mut out = vec![start];
+    let end: Option<IpAddr> = match n {
+        IpNet::V4(v) => {
+            u32::from(v.broadcast()).checked_add(1).map(|x| IpAddr::from(x.to_be_bytes()))
         }
-        Ok(out)
-    }
-
-    fn has_chain(&self, name: &str) -> bool {
-        self.chains.iter().any(|c| c.name == name)
-    }
-
-    fn elems(&self, set: &str) -> &[Elem] {
-        self.sets.get(set).map(|v| v.as_slice()).unwrap_or(&[])
-    }
-
-    fn find(&self, set: &str, key: &str) -> Option<&Elem> {
-        self.elems(set).iter().find(|e| e.key == key)
-    }
-}
-
-fn str_of(v: &Value, k: &str) -> String {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string()
-}
-
-/// Renders a JSON value of nft's output back in nft's input syntax.
-fn json_to_nft(v: &Value, quote: bool) -> String {
-    match v {
-        Value::String(s) => {
-            if quote {
-                format!("\"{s}\"")
-            } else {
-                s.clone()
-            }
+        IpNet::V6(v) => {
+            u128::from(v.broadcast()).checked_add(1).map(|x| IpAddr::from(x.to_be_bytes()))
         }
-        Value::Number(n) => n.to_string(),
-        Value::Object(o) => {
-            if let Some(c) = o.get("concat").and_then(|c| c.as_array()) {
-                return c.iter().map(|x| json_to_nft(x, false)).collect::<Vec<_>>().join(" . ");
-            }
-            if let Some(p) = o.get("prefix") {
-                return format!(
-                    "{}/{}",
-                    p.get("addr").map(|a| json_to_nft(a, false)).unwrap_or_default(),
-                    p.get("len").map(|a| json_to_nft(a, false)).unwrap_or_default()
-                );
-            }
-            if let Some(r) = o.get("range").and_then(|r| r.as_array()) {
-                if r.len() == 2 {
-                    return format!("{}-{}", json_to_nft(&r[0], false), json_to_nft(&r[1], false));
-                }
-            }
-            for verdict in ["jump", "goto"] {
-                if let Some(j) = o.get(verdict) {
-                    return format!("{verdict} {}", str_of(j, "target"));
-                }
-            }
-            for verdict in ["accept", "drop", "return", "continue"] {
-                if o.contains_key(verdict) {
-                    return verdict.to_string();
-                }
-            }
-            v.to_string()
-        }
-        other => other.to_string(),
+    };
+    if let Some(e) = end {
+        out.push(Elem { interval_end: true, ..Elem::new(ip_bytes(e), e.to_string()) });
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Network rules.
-
-fn q(s: &str) -> String {
-    format!("\"{s}\"")
-}
-
-/// A comment-safe rendering of a free-form name.
-fn comment_text(s: &str) -> String {
-    let t: String =
-        s.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).collect();
-    t.chars().take(100).collect()
-}
-
-struct NetNames {
-    id: String,
-    from: String,
-    to: String,
-    masq: String,
-}
-
-fn net_names(network: &str) -> NetNames {
-    let id = network_id(network);
-    NetNames { from: format!("nf_{id}"), to: format!("nt_{id}"), masq: format!("nm_{id}"), id }
-}
-
-/// Is this chain name one of a network's chains?
-fn is_network_chain(name: &str) -> bool {
-    name.starts_with("nf_") || name.starts_with("nt_") || name.starts_with("nm_")
-}
-
-/// Ensures the table, its sets/maps and base chains. `chains` (with their comments) are
-/// created right after the table: nft 1.0.6 sends the elements of an interval map that is
-/// created in the same batch together with the map, so a chain that its verdicts jump to
-/// must already exist at that point.
-fn bridge_base_script(chains: &[(&str, &str)]) -> String {
-    let t = format!("inet {BRIDGE_TABLE}");
-    let mut s = String::new();
-    s += &format!("add table {t}\n");
-    s += &format!("add chain {t} br_anchor\n");
-    for (c, comment) in chains {
-        s += &format!("add chain {t} {c} {{ comment {}; }}\n", q(comment));
-    }
-    s += &format!("add map {t} live {{ type ifname : verdict; }}\n");
-    s += &format!("add set {t} bridges {{ type ifname; }}\n");
-    s += &format!("add set {t} icc_off {{ type ifname; }}\n");
-    s += &format!("add set {t} nets4 {{ type ipv4_addr; flags interval; }}\n");
-    s += &format!("add set {t} nets6 {{ type ipv6_addr; flags interval; }}\n");
-    s += &format!("add map {t} from_br {{ type ifname : verdict; }}\n");
-    s += &format!("add map {t} to_br {{ type ifname : verdict; }}\n");
-    s += &format!("add map {t} masq4 {{ type ipv4_addr : verdict; flags interval; }}\n");
-    s += &format!("add map {t} masq6 {{ type ipv6_addr : verdict; flags interval; }}\n");
-    s += &format!(
-        "add chain {t} br_forward {{ type filter hook forward priority filter; policy accept; }}\n"
-    );
-    s += &format!("flush chain {t} br_forward\n");
-    s += &format!("add rule {t} br_forward iifname vmap @from_br\n");
-    s += &format!("add rule {t} br_forward oifname vmap @to_br\n");
-    s += &format!(
-        "add chain {t} br_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
-    );
-    s += &format!("flush chain {t} br_post\n");
-    s += &format!("add rule {t} br_post ip saddr vmap @masq4\n");
-    s += &format!("add rule {t} br_post ip6 saddr vmap @masq6\n");
-    s
-}
-
-fn icc_base_script() -> String {
-    let t = format!("bridge {ICC_TABLE}");
-    let mut s = String::new();
-    s += &format!("add table {t}\n");
-    s += &format!("add map {t} icc4 {{ type ipv4_addr : verdict; flags interval; }}\n");
-    s += &format!("add map {t} icc6 {{ type ipv6_addr : verdict; flags interval; }}\n");
-    s += &format!("add chain {t} icc_forward {{ type filter hook forward priority filter; policy accept; }}\n");
-    s += &format!("flush chain {t} icc_forward\n");
-    s += &format!("add rule {t} icc_forward ip saddr vmap @icc4\n");
-    s += &format!("add rule {t} icc_forward ip6 saddr vmap @icc6\n");
-    s
-}
-
-/// Rules of the three per-network chains.
-pub(crate) fn network_chain_rules(net: &NetworkRules) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let b = q(&net.bridge);
-    let mut from = Vec::new();
-    let mut to = Vec::new();
-    if net.internal {
-        from.push(format!("oifname != {b} drop"));
-        to.push(format!("iifname != {b} drop"));
-    } else if net.isolate {
-        from.push(format!("oifname != {b} oifname @bridges drop"));
-        to.push(format!("iifname != {b} iifname @bridges drop"));
-    }
-    if !net.icc {
-        // Seen here only when br_netfilter passes bridged traffic to the IP hooks.
-        from.push(format!("oifname {b} drop"));
-    }
-    let mut masq = Vec::new();
-    if net.masquerades() && !net.subnets.is_empty() {
-        let nets = normalized(&net.subnets);
-        for n in &nets {
-            match n {
-                IpNet::V4(n) => masq.push(format!("ip daddr {n} return")),
-                IpNet::V6(n) => masq.push(format!("ip6 daddr {n} return")),
-            }
-        }
-        if nets.iter().any(|n| matches!(n, IpNet::V4(_))) {
-            masq.push("ip daddr 224.0.0.0/4 return".to_string());
-        }
-        if nets.iter().any(|n| matches!(n, IpNet::V6(_))) {
-            masq.push("ip6 daddr ff00::/8 return".to_string());
-        }
-        masq.push("masquerade".to_string());
-    }
-    (from, to, masq)
+    out
 }
 
 fn normalized(nets: &[IpNet]) -> Vec<IpNet> {
@@ -417,288 +185,816 @@ fn normalized(nets: &[IpNet]) -> Vec<IpNet> {
     out
 }
 
-fn fam_set(prefix: &str, n: &IpNet) -> String {
-    match n {
-        IpNet::V4(_) => format!("{prefix}4"),
-        IpNet::V6(_) => format!("{prefix}6"),
-    }
-}
-
-/// Text form of a subnet the way nft lists an interval element (a /32 or /128 is listed
-/// as a plain address).
-fn net_key(n: &IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() {
-        n.addr().to_string()
+fn fam(n: &IpNet) -> char {
+    if matches!(n, IpNet::V4(_)) {
+        '4'
     } else {
-        n.to_string()
+        '6'
     }
 }
 
-/// Comment of a network's chains and of its `from_br` element (nft 1.0.6 lists element
-/// comments in JSON, not chain comments): its name and a fingerprint of everything applied,
-/// so an unchanged network is recognised from the listing.
-fn network_comment(net: &NetworkRules) -> String {
+fn v(ip: IpAddr) -> char {
+    if ip.is_ipv4() {
+        '4'
+    } else {
+        '6'
+    }
+}
+
+/// A comment-safe rendering of a free-form name.
+fn comment_text(s: &str) -> String {
+    let t: String =
+        s.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    t.chars().take(100).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Small op builders.
+
+struct T {
+    family: Family,
+    table: &'static str,
+}
+
+const BR: T = T { family: Family::Inet, table: BRIDGE_TABLE };
+const ICC: T = T { family: Family::Bridge, table: ICC_TABLE };
+const PM: T = T { family: Family::Inet, table: PORTMAP_TABLE };
+const MS: T = T { family: Family::Bridge, table: MACSPOOF_TABLE };
+
+impl T {
+    fn table(&self) -> Op {
+        Op::AddTable { family: self.family, name: self.table.into() }
+    }
+    /// "add table; delete table": removes the table whether or not it exists (one
+    /// transaction, so nothing fails when it is absent).
+    fn drop_table(&self) -> Vec<Op> {
+        vec![self.table(), Op::DelTable { family: self.family, name: self.table.into() }]
+    }
+    fn chain(&self, name: &str, comment: Option<&str>) -> Op {
+        Op::AddChain {
+            family: self.family,
+            table: self.table.into(),
+            name: name.into(),
+            hook: None,
+            comment: comment.map(str::to_string),
+        }
+    }
+    fn base_chain(&self, name: &str, kind: &'static str, num: u32, priority: i32) -> Op {
+        Op::AddChain {
+            family: self.family,
+            table: self.table.into(),
+            name: name.into(),
+            hook: Some(Hook { kind, num, priority }),
+            comment: None,
+        }
+    }
+    fn set(&self, def: SetDef) -> Op {
+        Op::AddSet { family: self.family, table: self.table.into(), def }
+    }
+    fn rule(&self, chain: &str, rule: Rule) -> Op {
+        Op::AddRule { family: self.family, table: self.table.into(), chain: chain.into(), rule }
+    }
+    fn del_chain(&self, chain: &str) -> Op {
+        Op::DelChain { family: self.family, table: self.table.into(), name: chain.into() }
+    }
+    fn add(&self, set: &str, elems: Vec<Elem>) -> Op {
+        Op::AddElems { family: self.family, table: self.table.into(), set: set.into(), elems }
+    }
+    fn del(&self, set: &str, elems: Vec<Elem>) -> Op {
+        Op::DelElems { family: self.family, table: self.table.into(), set: set.into(), elems }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Networks: diff.
+
+struct NetNames {
+    from: String,
+    to: String,
+    masq: String,
+}
+
+fn net_names(network: &str) -> NetNames {
+    let id = network_id(network);
+    NetNames { from: format!("nf_{id}"), to: format!("nt_{id}"), masq: format!("nm_{id}") }
+}
+
+/// The table, its sets and base chains with their rules (for a table being created).
+pub(crate) fn bridge_base_ops() -> Vec<Op> {
+    vec![
+        BR.table(),
+        BR.set(SetDef::set("bridges", &[types::IFNAME])),
+        BR.set(SetDef::vmap("from_br", &[types::IFNAME])),
+        BR.set(SetDef::vmap("to_br", &[types::IFNAME])),
+        BR.set(SetDef::vmap("masq4", &[types::IPADDR]).interval()),
+        BR.set(SetDef::vmap("masq6", &[types::IP6ADDR]).interval()),
+        BR.base_chain("br_forward", "filter", 2, 0),
+        BR.rule("br_forward", Rule::new().ifname_vmap(false, "from_br")),
+        BR.rule("br_forward", Rule::new().ifname_vmap(true, "to_br")),
+        BR.base_chain("br_post", "nat", 4, 100),
+        BR.rule("br_post", Rule::new().addr_vmap(false, false, "masq4")),
+        BR.rule("br_post", Rule::new().addr_vmap(true, false, "masq6")),
+    ]
+}
+
+pub(crate) fn icc_base_ops() -> Vec<Op> {
+    vec![
+        ICC.table(),
+        ICC.set(SetDef::vmap("icc4", &[types::IPADDR]).interval()),
+        ICC.set(SetDef::vmap("icc6", &[types::IP6ADDR]).interval()),
+        ICC.base_chain("icc_forward", "filter", 2, 0),
+        ICC.rule("icc_forward", Rule::bridge().addr_vmap(false, false, "icc4")),
+        ICC.rule("icc_forward", Rule::bridge().addr_vmap(true, false, "icc6")),
+    ]
+}
+
+/// The rules of a network's three chains.
+pub(crate) fn network_chain_rules(net: &NetworkRules) -> (Vec<Rule>, Vec<Rule>, Vec<Rule>) {
+    let b = net.bridge.as_str();
+    let mut from = Vec::new();
+    let mut to = Vec::new();
+    if net.internal {
+        from.push(Rule::new().oifname_ne(b).verdict(Verdict::Drop));
+        to.push(Rule::new().iifname_ne(b).verdict(Verdict::Drop));
+    } else if net.isolate {
+        from.push(Rule::new().oifname_ne(b).ifname_in(true, "bridges").verdict(Verdict::Drop));
+        to.push(Rule::new().iifname_ne(b).ifname_in(false, "bridges").verdict(Verdict::Drop));
+    }
+    if !net.icc {
+        // Seen here only when br_netfilter passes bridged traffic to the IP hooks.
+        from.push(Rule::new().oifname_eq(b).verdict(Verdict::Drop));
+    }
+    let mut masq = Vec::new();
+    if net.masquerades() && !net.subnets.is_empty() {
+        let nets = normalized(&net.subnets);
+        for n in &nets {
+            masq.push(
+                Rule::new()
+                    .addr_in_net(true, (n.network(), n.prefix_len()))
+                    .verdict(Verdict::Return),
+            );
+        }
+        if nets.iter().any(|n| matches!(n, IpNet::V4(_))) {
+            let mc = "224.0.0.0".parse().expect("literal");
+            masq.push(Rule::new().addr_in_net(true, (mc, 4)).verdict(Verdict::Return));
+        }
+        if nets.iter().any(|n| matches!(n, IpNet::V6(_))) {
+            let mc = "ff00::".parse().expect("literal");
+            masq.push(Rule::new().addr_in_net(true, (mc, 8)).verdict(Verdict::Return));
+        }
+        masq.push(Rule::new().masquerade());
+    }
+    (from, to, masq)
+}
+
+/// Everything one network adds to tables that exist.
+pub(crate) fn network_add_ops(net: &NetworkRules) -> Vec<Op> {
+    let names = net_names(&net.network);
+    let comment = comment_text(&format!("cni network {}", net.network));
     let (from, to, masq) = network_chain_rules(net);
-    let fp = format!(
-        "{}|{}|{:?}|{}|{from:?}|{to:?}|{masq:?}",
-        net.network,
-        net.bridge,
-        normalized(&net.subnets),
-        net.icc
-    );
-    comment_text(&format!("cni network {} cfg={:016x}", net.network, stable_hash(&fp)))
-}
-
-/// True when the listing already has exactly this network's rules (nothing to do).
-pub(crate) fn network_up_to_date(net: &NetworkRules, cur: &Listing) -> bool {
-    let names = net_names(&net.network);
-    let want = network_comment(net);
-    net.icc
-        && cur.find("from_br", &q(&net.bridge)).is_some_and(|e| e.comment.as_deref() == Some(want.as_str()))
-        && check_network_listing(net, cur, None).is_empty()
-        // No leftovers of an earlier configuration.
-        && cur.elems("from_br").iter().filter(|e| e.data.as_deref() == Some(&format!("jump {}", names.from))).count() == 1
-        && cur.elems("icc_off").iter().all(|e| e.comment.as_deref() != Some(names.id.as_str()))
-        && cur.sets.iter().filter(|(k, _)| k.starts_with("nets")).flat_map(|(_, v)| v).filter(|e| e.comment.as_deref() == Some(names.id.as_str())).count()
-            == normalized(&net.subnets).len()
-        && cur.sets.iter().filter(|(k, _)| k.starts_with("masq")).flat_map(|(_, v)| v).filter(|e| e.data.as_deref() == Some(&format!("jump {}", names.masq))).count()
-            == if net.masquerades() { normalized(&net.subnets).len() } else { 0 }
-}
-
-/// The transaction of `apply_network`, given the current `cni_bridge` table.
-pub(crate) fn apply_network_script(
-    net: &NetworkRules,
-    cur: Option<&Listing>,
-) -> Result<String, Error> {
-    net.validate()?;
-    let names = net_names(&net.network);
-    let t = format!("inet {BRIDGE_TABLE}");
-    let empty = Listing::default();
-    let cur = cur.unwrap_or(&empty);
-    let bq = q(&net.bridge);
-    let jump_from = format!("jump {}", names.from);
-    let jump_to = format!("jump {}", names.to);
-    let jump_masq = format!("jump {}", names.masq);
-
-    // The bridge must not already belong to another network.
-    for map in ["from_br", "to_br"] {
-        if let Some(e) = cur.find(map, &bq) {
-            let d = e.data.as_deref().unwrap_or("");
-            if d != jump_from && d != jump_to {
-                let other = d.split_once('_').map(|x| x.1).unwrap_or(d);
-                return Err(Error::new(format!(
-                    "bridge {:?} of network {:?} is already used by network id {:?}",
-                    net.bridge, net.network, other
-                )));
-            }
-        }
+    let mut ops = vec![BR.chain(&names.from, Some(&comment)), BR.chain(&names.to, Some(&comment))];
+    ops.extend(from.into_iter().map(|r| BR.rule(&names.from, r)));
+    ops.extend(to.into_iter().map(|r| BR.rule(&names.to, r)));
+    let want_masq = !masq.is_empty();
+    if want_masq {
+        ops.push(BR.chain(&names.masq, Some(&comment)));
+        ops.extend(masq.into_iter().map(|r| BR.rule(&names.masq, r)));
     }
-
+    let b = &net.bridge;
+    ops.push(BR.add("bridges", vec![ifname_key(b)]));
+    ops.push(BR.add("from_br", vec![ifname_key(b).data(jump(&names.from))]));
+    ops.push(BR.add("to_br", vec![ifname_key(b).data(jump(&names.to))]));
     let subnets = normalized(&net.subnets);
-    // A subnet must not belong to another network (overlaps are refused by the kernel,
-    // identical intervals would be accepted silently).
-    for n in &subnets {
-        if let Some(e) = cur.find(&fam_set("nets", n), &net_key(n)) {
-            if e.comment.as_deref() != Some(names.id.as_str()) {
-                return Err(Error::new(format!(
-                    "subnet {n} of network {:?} is already used by network id {:?}",
-                    net.network,
-                    e.comment.as_deref().unwrap_or("?")
-                )));
-            }
-        }
-    }
-    let (from_rules, to_rules, masq_rules) = network_chain_rules(net);
-    let want_masq = !masq_rules.is_empty();
-
-    let comment = network_comment(net);
-    let mut early: Vec<(&str, &str)> = vec![(&names.from, &comment), (&names.to, &comment)];
-    if want_masq {
-        early.push((&names.masq, &comment));
-    }
-    let mut s = bridge_base_script(&early);
-
-    // Old elements of this network that the new rules do not have.
-    for map in ["from_br", "to_br"] {
-        for e in cur.elems(map) {
-            let d = e.data.as_deref().unwrap_or("");
-            // Our bridge's from_br element is re-added below with the new fingerprint.
-            if (d == jump_from || d == jump_to) && (e.key != bq || map == "from_br") {
-                s += &format!("delete element {t} {map} {{ {} }}\n", e.key);
-            }
-        }
-    }
-    for set in ["bridges", "icc_off", "live"] {
-        for e in cur.elems(set) {
-            if e.comment.as_deref() == Some(names.id.as_str()) {
-                if (set == "bridges" || set == "live") && e.key != bq {
-                    s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
-                }
-                if set == "icc_off" && (e.key != bq || net.icc) {
-                    s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
-                }
-            }
-        }
-    }
-    let had_icc_off =
-        cur.elems("icc_off").iter().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
-    let mut old_nets: Vec<String> = Vec::new();
-    for set in ["nets4", "nets6"] {
-        for e in cur.elems(set) {
-            if e.comment.as_deref() == Some(names.id.as_str()) {
-                old_nets.push(e.key.clone());
-                if !subnets.iter().any(|n| net_key(n) == e.key) {
-                    s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
-                }
-            }
-        }
-    }
-    for set in ["masq4", "masq6"] {
-        for e in cur.elems(set) {
-            if e.data.as_deref() == Some(jump_masq.as_str())
-                && (!want_masq || !subnets.iter().any(|n| net_key(n) == e.key))
-            {
-                s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
-            }
-        }
-    }
-    // icc elements of the bridge table: drop the old ones (add-then-delete is safe: the
-    // data is always `drop`, and the subnets are ours since nets4/nets6 refuse overlaps).
-    let mut icc = String::new();
-    if had_icc_off {
-        for k in &old_nets {
-            let set = if k.contains(':') { "icc6" } else { "icc4" };
-            let still = !net.icc && subnets.iter().any(|n| &net_key(n) == k);
-            if !still {
-                icc += &format!("add element bridge {ICC_TABLE} {set} {{ {k} : drop }}\n");
-                icc += &format!("delete element bridge {ICC_TABLE} {set} {{ {k} }}\n");
-            }
-        }
-    }
-
-    // Chains (created above), flushed and refilled.
-    for (chain, rules) in [(&names.from, &from_rules), (&names.to, &to_rules)] {
-        s += &format!("flush chain {t} {chain}\n");
-        for r in rules.iter() {
-            s += &format!("add rule {t} {chain} {r}\n");
-        }
-    }
-    if want_masq {
-        s += &format!("flush chain {t} {}\n", names.masq);
-        for r in &masq_rules {
-            s += &format!("add rule {t} {} {r}\n", names.masq);
-        }
-    } else if cur.has_chain(&names.masq) {
-        s += &format!("flush chain {t} {}\n", names.masq);
-        s += &format!("delete chain {t} {}\n", names.masq);
-    }
-
-    // Elements.
-    let idq = q(&names.id);
-    s += &format!("add element {t} bridges {{ {bq} comment {idq} }}\n");
-    s += &format!("add element {t} live {{ {bq} comment {idq} : jump br_anchor }}\n");
-    for n in &subnets {
-        s +=
-            &format!("add element {t} {} {{ {} comment {idq} }}\n", fam_set("nets", n), net_key(n));
-    }
-    s += &format!("add element {t} from_br {{ {bq} comment {} : {jump_from} }}\n", q(&comment));
-    s += &format!("add element {t} to_br {{ {bq} : {jump_to} }}\n");
     if want_masq {
         for n in &subnets {
-            s += &format!(
-                "add element {t} {} {{ {} : {jump_masq} }}\n",
-                fam_set("masq", n),
-                net_key(n)
-            );
+            ops.push(BR.add(&format!("masq{}", fam(n)), interval(n, Some(jump(&names.masq)))));
         }
     }
     if !net.icc {
-        s += &format!("add element {t} icc_off {{ {bq} comment {idq} }}\n");
-    }
-    if !icc.is_empty() || !net.icc {
-        s += &icc_base_script();
-        s += &icc;
-        if !net.icc {
-            for n in &subnets {
-                s += &format!(
-                    "add element bridge {ICC_TABLE} {} {{ {} comment {idq} : drop }}\n",
-                    fam_set("icc", n),
-                    net_key(n)
-                );
-            }
+        for n in &subnets {
+            let mut es = interval(n, Some(ElemData::Verdict(Verdict::Drop)));
+            es[0].comment = Some(comment.clone());
+            ops.push(ICC.add(&format!("icc{}", fam(n)), es));
         }
     }
-    Ok(s)
+    ops
 }
 
-/// The transaction of `remove_network`; `None` when there is nothing to do.
-pub(crate) fn remove_network_script(network: &str, cur: &Listing) -> Option<String> {
-    let names = net_names(network);
-    let t = format!("inet {BRIDGE_TABLE}");
-    let ours = [names.from.as_str(), names.to.as_str(), names.masq.as_str()];
-    let others_left =
-        cur.chains.iter().any(|c| is_network_chain(&c.name) && !ours.contains(&c.name.as_str()));
-    let present = cur.has_chain(&names.from)
-        || cur.has_chain(&names.to)
-        || cur.has_chain(&names.masq)
-        || cur.sets.values().flatten().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
-    let mut s = String::new();
-    if !others_left {
-        // Last network: everything goes. Every network's `live` element references
-        // br_anchor, so if another network was applied since the listing, deleting
-        // br_anchor fails (EBUSY), the whole transaction is refused and the caller lists
-        // again.
-        for e in cur.elems("live") {
-            if e.comment.as_deref() == Some(names.id.as_str()) {
-                s += &format!("delete element {t} live {{ {} }}\n", e.key);
+/// Everything one network (as recorded) removes, leaving the tables. Already gone is fine:
+/// `destroy` where the kernel has it, else each object is added (a no-op when present)
+/// right before it is deleted, in the same transaction.
+pub(crate) fn network_remove_ops(net: &NetworkRules, kernel: Kernel) -> Vec<Op> {
+    let names = net_names(&net.network);
+    let (_, _, masq) = network_chain_rules(net);
+    let b = &net.bridge;
+    let subnets = normalized(&net.subnets);
+    let mut elems: Vec<(&T, String, Vec<Elem>)> = vec![
+        (&BR, "from_br".into(), vec![ifname_key(b).data(jump(&names.from))]),
+        (&BR, "to_br".into(), vec![ifname_key(b).data(jump(&names.to))]),
+        (&BR, "bridges".into(), vec![ifname_key(b)]),
+    ];
+    if !masq.is_empty() {
+        for n in &subnets {
+            elems.push((&BR, format!("masq{}", fam(n)), interval(n, Some(jump(&names.masq)))));
+        }
+    }
+    if !net.icc {
+        for n in &subnets {
+            let drop = Some(ElemData::Verdict(Verdict::Drop));
+            elems.push((&ICC, format!("icc{}", fam(n)), interval(n, drop)));
+        }
+    }
+    let mut chains = vec![&names.from, &names.to];
+    if !masq.is_empty() {
+        chains.push(&names.masq);
+    }
+    let mut ops = Vec::new();
+    for (t, set, es) in elems {
+        if kernel.destroy {
+            ops.push(Op::DestroyElems { family: t.family, table: t.table.into(), set, elems: es });
+        } else {
+            ops.push(t.add(&set, es.clone()));
+            ops.push(t.del(&set, es));
+        }
+    }
+    for c in chains {
+        if kernel.destroy {
+            ops.push(Op::DestroyChain {
+                family: BR.family,
+                table: BR.table.into(),
+                name: c.clone(),
+            });
+        } else {
+            ops.push(BR.chain(c, None));
+            ops.push(BR.del_chain(c));
+        }
+    }
+    ops
+}
+
+/// An op on the icc table's elements (left out when that table does not exist).
+fn is_icc_elems(o: &Op) -> bool {
+    matches!(
+        o,
+        Op::DelElems { family: Family::Bridge, .. }
+            | Op::DestroyElems { family: Family::Bridge, .. }
+            | Op::AddElems { family: Family::Bridge, .. }
+    )
+}
+
+/// The transaction of `apply_network`: `had` (recorded) replaced by `want`, with the
+/// tables created when `tables_exist` says they are not there (bridge table, icc table).
+pub(crate) fn apply_network_ops(
+    want: &NetworkRules,
+    had: Option<&NetworkRules>,
+    tables_exist: (bool, bool),
+    kernel: Kernel,
+) -> Vec<Op> {
+    if had == Some(want) && tables_exist.0 && (want.icc || tables_exist.1) {
+        return Vec::new();
+    }
+    let mut ops = Vec::new();
+    if !tables_exist.0 {
+        ops.extend(bridge_base_ops());
+    }
+    if !want.icc && !tables_exist.1 {
+        ops.extend(icc_base_ops());
+    }
+    if let Some(h) = had.filter(|h| !h.enforces_nothing()) {
+        if tables_exist.0 {
+            ops.extend(
+                network_remove_ops(h, kernel)
+                    .into_iter()
+                    // The icc table of the old rules is gone if it does not exist.
+                    .filter(|o| {
+                        tables_exist.1 || !matches!(o, Op::DelElems { family: Family::Bridge, .. })
+                    }),
+            );
+        }
+    }
+    if !want.enforces_nothing() {
+        ops.extend(network_add_ops(want));
+    }
+    ops
+}
+
+/// The transaction re-creating every network from scratch (both tables replaced).
+pub(crate) fn restore_networks_ops(all: &[NetworkRules]) -> Vec<Op> {
+    let live: Vec<&NetworkRules> = all.iter().filter(|n| !n.enforces_nothing()).collect();
+    let mut ops = BR.drop_table();
+    ops.extend(ICC.drop_table());
+    if live.is_empty() {
+        return ops;
+    }
+    ops.extend(bridge_base_ops());
+    if live.iter().any(|n| !n.icc) {
+        ops.extend(icc_base_ops());
+    }
+    for n in live {
+        ops.extend(network_add_ops(n));
+    }
+    ops
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports: diff.
+
+/// The table, its maps and sets (all with timeouts: elements are removed by expiry), base
+/// chains and their rules.
+pub(crate) fn portmap_base_ops() -> Vec<Op> {
+    let a4 = types::IPADDR;
+    let a6 = types::IP6ADDR;
+    let (pr, sv) = (types::INET_PROTO, types::INET_SERVICE);
+    let mut ops = vec![
+        PM.table(),
+        PM.set(SetDef::map("hp4", &[a4, pr, sv], &[a4, sv]).timeout()),
+        PM.set(SetDef::map("ap4", &[pr, sv], &[a4, sv]).timeout()),
+        PM.set(SetDef::map("hp6", &[a6, pr, sv], &[a6, sv]).timeout()),
+        PM.set(SetDef::map("ap6", &[pr, sv], &[a6, sv]).timeout()),
+        PM.set(SetDef::vmap("hairpin4", &[a4]).timeout()),
+        PM.set(SetDef::vmap("hairpin6", &[a6]).timeout()),
+        PM.set(SetDef::set("hpnet4", &[a4, a4]).timeout()),
+        PM.set(SetDef::set("hpnet6", &[a6, a6]).timeout()),
+        PM.set(SetDef::set("masqall4", &[a4]).timeout()),
+        PM.set(SetDef::set("masqall6", &[a6]).timeout()),
+        PM.chain("pm_dnat", None),
+        PM.rule("pm_dnat", Rule::new().dnat_map(false, true, "hp4")),
+        PM.rule("pm_dnat", Rule::new().dnat_map(true, true, "hp6")),
+        PM.rule("pm_dnat", Rule::new().daddr_is_local().dnat_map(false, false, "ap4")),
+        PM.rule("pm_dnat", Rule::new().daddr_is_local().dnat_map(true, false, "ap6")),
+        PM.base_chain("pm_pre", "nat", 0, -100),
+        PM.rule("pm_pre", Rule::new().verdict(Verdict::Jump("pm_dnat".into()))),
+        PM.base_chain("pm_out", "nat", 3, -100),
+        PM.rule("pm_out", Rule::new().verdict(Verdict::Jump("pm_dnat".into()))),
+        PM.base_chain("pm_post", "nat", 4, 100),
+    ];
+    let lo = ("127.0.0.0".parse().expect("literal"), 8);
+    ops.push(PM.rule(
+        "pm_post",
+        Rule::new().ct_dnat(true).oifname_ne("lo").addr_in_net(false, lo).masquerade(),
+    ));
+    for v6 in [false, true] {
+        let f = if v6 { '6' } else { '4' };
+        ops.push(PM.rule(
+            "pm_post",
+            Rule::new().ct_dnat(true).addr_vmap(v6, true, &format!("hairpin{f}")),
+        ));
+        ops.push(PM.rule(
+            "pm_post",
+            Rule::new().ct_dnat(true).addr_in_set(v6, true, &format!("masqall{f}")).masquerade(),
+        ));
+    }
+    ops.push(PM.base_chain("pm_input", "filter", 1, 0));
+    ops.push(
+        PM.rule(
+            "pm_input",
+            Rule::new()
+                .iifname_ne("lo")
+                .addr_in_net(true, lo)
+                .ct_dnat(false)
+                .verdict(Verdict::Drop)
+                .comment("containers must not reach the host's loopback"),
+        ),
+    );
+    ops
+}
+
+/// Name of the hairpin chain of one prefix length.
+fn hairpin_chain(v6: bool, len: u8) -> String {
+    format!("pm_hp{}_{len}", if v6 { 6 } else { 4 })
+}
+
+/// A hairpin chain: masquerade when the source is in the container's own network, i.e.
+/// `daddr . (saddr & mask)` is a (container address . network address) element of
+/// `hpnet4`/`hpnet6`. One chain per prefix length in use.
+fn hairpin_chain_ops(v6: bool, len: u8) -> Vec<Op> {
+    let c = hairpin_chain(v6, len);
+    let set = if v6 { "hpnet6" } else { "hpnet4" };
+    vec![
+        PM.chain(&c, None),
+        PM.rule(&c, Rule::new().daddr_saddr_net_in_set(v6, len, set).masquerade()),
+    ]
+}
+
+/// (map, key elem, data) of one mapping.
+pub(crate) fn mapping_element(m: &PortMapping) -> (String, Elem) {
+    let f = v(m.container_ip);
+    let proto = m.protocol.as_str();
+    let data = ElemData::Value(
+        [field(ip_bytes(m.container_ip)), port_field(m.container_port)].concat(),
+        format!("{} . {}", m.container_ip, m.container_port),
+    );
+    let pkey = [field(vec![proto_num(m.protocol)]), port_field(m.host_port)].concat();
+    match m.specific_host_ip() {
+        Some(h) => (
+            format!("hp{f}"),
+            Elem::new(
+                [field(ip_bytes(h)), pkey].concat(),
+                format!("{h} . {proto} . {}", m.host_port),
+            )
+            .data(data),
+        ),
+        None => {
+            (format!("ap{f}"), Elem::new(pkey, format!("{proto} . {}", m.host_port)).data(data))
+        }
+    }
+}
+
+/// Every element of one owner, grouped per set/map, and the hairpin chains they jump to.
+/// (set or map name, element) pairs, and (v6, prefix length) of hairpin chains.
+type OwnerElements = (Vec<(String, Elem)>, Vec<(bool, u8)>);
+
+pub(crate) fn owner_elements(p: &ContainerPorts) -> OwnerElements {
+    let owner = comment_text(&owner_key(&p.container_id, &p.ifname));
+    let mut out: Vec<(String, Elem)> = Vec::new();
+    let mut chains = Vec::new();
+    for m in &p.mappings {
+        let e = mapping_element(m);
+        if !out.iter().any(|(s, x)| *s == e.0 && x.key == e.1.key) {
+            out.push(e);
+        }
+    }
+    for ip in p.container_ips() {
+        if p.masquerade_hairpin {
+            let nets = p.hairpin_sources(ip);
+            let n = nets.iter().find(|n| n.contains(&ip)).unwrap_or(&nets[0]);
+            let chain = (ip.is_ipv6(), n.prefix_len());
+            out.push((
+                format!("hairpin{}", v(ip)),
+                Elem::new(ip_bytes(ip), ip.to_string())
+                    .data(jump(&hairpin_chain(chain.0, chain.1))),
+            ));
+            out.push((
+                format!("hpnet{}", v(ip)),
+                Elem::new(
+                    [ip_bytes(ip), ip_bytes(n.network())].concat(),
+                    format!("{ip} . {}", n.network()),
+                ),
+            ));
+            if !chains.contains(&chain) {
+                chains.push(chain);
             }
         }
-        s += &format!("delete chain {t} br_anchor\n");
-        s += &format!("delete table {t}\n");
-        s += &format!("add table bridge {ICC_TABLE}\ndelete table bridge {ICC_TABLE}\n");
-        return Some(s);
+        if p.masq_all {
+            out.push((format!("masqall{}", v(ip)), Elem::new(ip_bytes(ip), ip.to_string())));
+        }
     }
-    if !present {
-        return None;
+    for (_, e) in out.iter_mut() {
+        e.comment = Some(owner.clone());
     }
-    let had_icc_off =
-        cur.elems("icc_off").iter().any(|e| e.comment.as_deref() == Some(names.id.as_str()));
-    let targets: Vec<String> = ours.iter().map(|c| format!("jump {c}")).collect();
-    for map in ["from_br", "to_br", "masq4", "masq6"] {
-        for e in cur.elems(map) {
-            if e.data.as_ref().is_some_and(|d| targets.contains(d)) {
-                s += &format!("delete element {t} {map} {{ {} }}\n", e.key);
+    (out, chains)
+}
+
+/// Refuses a request that maps one host port twice to different targets.
+fn check_self_conflicts(p: &ContainerPorts) -> Result<(), Error> {
+    let mut seen: Vec<(String, Vec<u8>, Option<ElemData>, &PortMapping)> = Vec::new();
+    for m in &p.mappings {
+        let (map, e) = mapping_element(m);
+        if let Some((_, _, _, other)) =
+            seen.iter().find(|(s, k, d, _)| *s == map && *k == e.key && *d != e.data)
+        {
+            return Err(Error::invalid(format!(
+                "port mappings {} and {} publish the same host port",
+                other.describe(),
+                m.describe()
+            )));
+        }
+        seen.push((map, e.key.clone(), e.data.clone(), m));
+    }
+    Ok(())
+}
+
+/// The transaction of `add_ports`: the table when it does not exist, the hairpin chains
+/// that are missing (`missing_chains`), the owner's elements, one op per element so that
+/// a key the kernel refuses (held by someone else) names its mapping.
+pub(crate) fn add_ports_ops(
+    p: &ContainerPorts,
+    table_exists: bool,
+    missing_chains: &[(bool, u8)],
+) -> Vec<Op> {
+    let mut ops = if table_exists { Vec::new() } else { portmap_base_ops() };
+    let (elems, _) = owner_elements(p);
+    for (v6, len) in missing_chains {
+        ops.extend(hairpin_chain_ops(*v6, *len));
+    }
+    for (set, e) in elems {
+        ops.push(PM.add(&set, vec![e]));
+    }
+    ops
+}
+
+/// The transaction of `remove_ports` for an owner when others remain: its elements expire
+/// in 1 ms (or are deleted on kernels that cannot update an element's expiry).
+pub(crate) fn remove_ports_ops(p: &ContainerPorts, kernel: Kernel) -> Vec<Op> {
+    let (elems, _) = owner_elements(p);
+    let mut by_set: Vec<(String, Vec<Elem>)> = Vec::new();
+    for (set, e) in elems {
+        match by_set.iter_mut().find(|(s, _)| *s == set) {
+            Some((_, v)) => v.push(e),
+            None => by_set.push((set, vec![e])),
+        }
+    }
+    by_set
+        .into_iter()
+        .map(|(set, es)| {
+            if kernel.expiry_updates {
+                PM.add(
+                    &set,
+                    es.into_iter()
+                        .map(|e| Elem { comment: None, ..e }.timeout(EXPIRE_MS))
+                        .collect(),
+                )
+            } else {
+                PM.del(&set, es)
+            }
+        })
+        .collect()
+}
+
+/// The transaction re-creating every owner's ports from scratch.
+pub(crate) fn restore_ports_ops(all: &[ContainerPorts]) -> Vec<Op> {
+    let mut ops = PM.drop_table();
+    let with: Vec<&ContainerPorts> = all.iter().filter(|p| !p.mappings.is_empty()).collect();
+    if with.is_empty() {
+        return ops;
+    }
+    ops.extend(portmap_base_ops());
+    let mut chains: Vec<(bool, u8)> = Vec::new();
+    for p in &with {
+        for c in owner_elements(p).1 {
+            if !chains.contains(&c) {
+                chains.push(c);
             }
         }
     }
-    let mut icc = String::new();
-    for set in ["bridges", "icc_off", "nets4", "nets6", "live"] {
-        for e in cur.elems(set) {
-            if e.comment.as_deref() == Some(names.id.as_str()) {
-                s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
-                if had_icc_off && set.starts_with("nets") {
-                    let icc_set = if set == "nets4" { "icc4" } else { "icc6" };
-                    icc += &format!(
-                        "add element bridge {ICC_TABLE} {icc_set} {{ {} : drop }}\n",
-                        e.key
-                    );
-                    icc +=
-                        &format!("delete element bridge {ICC_TABLE} {icc_set} {{ {} }}\n", e.key);
-                }
+    for (v6, len) in &chains {
+        ops.extend(hairpin_chain_ops(*v6, *len));
+    }
+    for p in with {
+        ops.extend(owner_elements(p).0.into_iter().map(|(set, e)| PM.add(&set, vec![e])));
+    }
+    ops
+}
+
+// ---------------------------------------------------------------------------------------
+// MAC spoof check: diff.
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub(crate) fn macspoof_base_ops() -> Vec<Op> {
+    vec![
+        MS.table(),
+        MS.set(SetDef::set("ports", &[types::IFNAME]).timeout()),
+        MS.set(SetDef::set("allowed", &[types::IFNAME, types::ETHERADDR]).timeout()),
+        MS.base_chain("guard", "filter", 0, -300),
+        MS.rule(
+            "guard",
+            Rule::new().ifname_in(false, "ports").port_mac_not_in("allowed").verdict(Verdict::Drop),
+        ),
+    ]
+}
+
+fn guard_elems(port: &str, mac: &[u8; 6]) -> (Elem, Elem) {
+    let p = ifname_key(port);
+    let pair = Elem::new(
+        [p.key.clone(), field(mac.to_vec())].concat(),
+        format!("\"{port}\" . {}", mac_text(mac)),
+    );
+    (p, pair)
+}
+
+// ---------------------------------------------------------------------------------------
+// Apply.
+
+fn handle(sock: &mut Socket, t: &T) -> Result<Option<u64>, Error> {
+    tables::table_handle(sock, t.family, t.table).map_err(kerr)
+}
+
+fn tag_conflict(e: Error, p: &ContainerPorts) -> Error {
+    // A map element the kernel refuses with EEXIST: its key is held with other data.
+    if e.msg.contains("File exists") {
+        for m in &p.mappings {
+            let (map, el) = mapping_element(m);
+            if e.msg.contains(&format!("{map} {{ {}", el.key_text)) {
+                return Error::conflict(format!(
+                    "Bind for {} failed: port is already allocated (the kernel holds another mapping of it: {})",
+                    m.bind_label(),
+                    e.msg
+                ));
             }
         }
     }
-    for c in ours {
-        if cur.has_chain(c) {
-            s += &format!("flush chain {t} {c}\n");
-            s += &format!("delete chain {t} {c}\n");
+    e
+}
+
+impl Firewall for Nftables {
+    fn kind(&self) -> crate::BackendKind {
+        crate::BackendKind::Nftables
+    }
+
+    fn network_generation(&self) -> Result<Option<u64>, Error> {
+        let mut s = open()?;
+        let Some(b) = handle(&mut s, &BR)? else { return Ok(None) };
+        let i = handle(&mut s, &ICC)?.unwrap_or(0);
+        Ok(Some(b.wrapping_mul(1_000_003).wrapping_add(i)))
+    }
+
+    fn apply_network(&self, want: &NetworkRules, had: Option<&NetworkRules>) -> Result<(), Error> {
+        want.validate()?;
+        let mut s = open()?;
+        let exist = (handle(&mut s, &BR)?.is_some(), handle(&mut s, &ICC)?.is_some());
+        if !exist.0 && want.enforces_nothing() {
+            return Ok(());
+        }
+        commit(&mut s, &apply_network_ops(want, had, exist, Kernel::running()))
+    }
+
+    fn remove_network(&self, had: &NetworkRules, last: bool) -> Result<(), Error> {
+        let mut s = open()?;
+        if last {
+            let mut ops = BR.drop_table();
+            ops.extend(ICC.drop_table());
+            return commit(&mut s, &ops);
+        }
+        if had.enforces_nothing() {
+            return Ok(());
+        }
+        let exist = (handle(&mut s, &BR)?.is_some(), handle(&mut s, &ICC)?.is_some());
+        if !exist.0 {
+            return Ok(());
+        }
+        let ops: Vec<Op> = network_remove_ops(had, Kernel::running())
+            .into_iter()
+            .filter(|o| exist.1 || !is_icc_elems(o))
+            .collect();
+        commit(&mut s, &ops)
+    }
+
+    fn restore_networks(&self, all: &[NetworkRules]) -> Result<(), Error> {
+        for n in all {
+            n.validate()?;
+        }
+        commit(&mut open()?, &restore_networks_ops(all))
+    }
+
+    fn check_network(&self, net: &NetworkRules) -> Result<(), Error> {
+        net.validate()?;
+        let Some(cur) = listing::list_table("inet", BRIDGE_TABLE)? else {
+            return Err(Error::kernel(format!(
+                "network {:?}: table inet {BRIDGE_TABLE} does not exist",
+                net.network
+            )));
+        };
+        let icc = if net.icc { None } else { listing::list_table("bridge", ICC_TABLE)? };
+        let missing = check_network_listing(net, &cur, icc.as_ref());
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::kernel(format!(
+                "network {:?}: firewall rules missing: {}",
+                net.network,
+                missing.join(", ")
+            )))
         }
     }
-    if !icc.is_empty() {
-        s += &icc_base_script();
-        s += &icc;
+
+    fn ports_generation(&self) -> Result<Option<u64>, Error> {
+        handle(&mut open()?, &PM)
     }
-    Some(s)
+
+    fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        ports.validate()?;
+        check_self_conflicts(ports)?;
+        if ports.mappings.is_empty() {
+            return Ok(());
+        }
+        let mut s = open()?;
+        let exists = handle(&mut s, &PM)?.is_some();
+        let mut missing = Vec::new();
+        for (v6, len) in owner_elements(ports).1 {
+            let there = exists
+                && tables::chain_handle(
+                    &mut s,
+                    Family::Inet,
+                    PORTMAP_TABLE,
+                    &hairpin_chain(v6, len),
+                )
+                .map_err(kerr)?
+                .is_some();
+            if !there {
+                missing.push((v6, len));
+            }
+        }
+        commit(&mut s, &add_ports_ops(ports, exists, &missing)).map_err(|e| tag_conflict(e, ports))
+    }
+
+    fn remove_ports(&self, ports: &ContainerPorts, last: bool) -> Result<(), Error> {
+        let mut s = open()?;
+        if last {
+            return commit(&mut s, &PM.drop_table());
+        }
+        if ports.mappings.is_empty() || handle(&mut s, &PM)?.is_none() {
+            return Ok(());
+        }
+        commit(&mut s, &remove_ports_ops(ports, Kernel::running()))
+    }
+
+    fn restore_ports(&self, all: &[ContainerPorts]) -> Result<(), Error> {
+        for p in all {
+            p.validate()?;
+        }
+        commit(&mut open()?, &restore_ports_ops(all))
+    }
+
+    fn check_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
+        ports.validate()?;
+        if ports.mappings.is_empty() {
+            return Ok(());
+        }
+        let Some(cur) = listing::list_table("inet", PORTMAP_TABLE)? else {
+            return Err(Error::kernel(format!(
+                "ports of {}/{}: table inet {PORTMAP_TABLE} does not exist",
+                ports.container_id, ports.ifname
+            )));
+        };
+        let missing = check_ports_listing(ports, &cur);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::kernel(format!(
+                "ports of {}/{}: missing {}",
+                ports.container_id,
+                ports.ifname,
+                missing.join(", ")
+            )))
+        }
+    }
+
+    fn guard_mac(&self, port: &str, mac: &[u8; 6]) -> Result<(), Error> {
+        crate::validate_ifname("bridge port", port)?;
+        let mut s = open()?;
+        let mut ops = if handle(&mut s, &MS)?.is_some() { Vec::new() } else { macspoof_base_ops() };
+        let (p, pair) = guard_elems(port, mac);
+        ops.push(MS.add("ports", vec![p]));
+        ops.push(MS.add("allowed", vec![pair]));
+        commit(&mut s, &ops)
+    }
+
+    fn unguard_mac(&self, port: &str, mac: &[u8; 6], last: bool) -> Result<(), Error> {
+        let mut s = open()?;
+        if last {
+            return commit(&mut s, &MS.drop_table());
+        }
+        if handle(&mut s, &MS)?.is_none() {
+            return Ok(());
+        }
+        let (p, pair) = guard_elems(port, mac);
+        let ops = if Kernel::running().expiry_updates {
+            vec![
+                MS.add("ports", vec![p.timeout(EXPIRE_MS)]),
+                MS.add("allowed", vec![pair.timeout(EXPIRE_MS)]),
+            ]
+        } else {
+            // Delete if present: add first so the delete cannot fail on absence.
+            vec![
+                MS.add("ports", vec![p.clone()]),
+                MS.del("ports", vec![p]),
+                MS.add("allowed", vec![pair.clone()]),
+                MS.del("allowed", vec![pair]),
+            ]
+        };
+        commit(&mut s, &ops)
+    }
+
+    fn check_mac(&self, port: &str, mac: &[u8; 6]) -> Result<(), Error> {
+        let cur = listing::list_table("bridge", MACSPOOF_TABLE)?;
+        // nft lists the concatenation without quoting the name.
+        let want = format!("{port} . {}", mac_text(mac));
+        if cur.is_some_and(|l| l.find("allowed", &want).is_some()) {
+            Ok(())
+        } else {
+            Err(Error::kernel(format!("mac spoof check for {port} ({}) is missing", mac_text(mac))))
+        }
+    }
+
+    fn status(&self) -> Result<crate::Status, Error> {
+        // The kernel answers nf_tables requests (a lookup of our table, present or not).
+        let mut s = Socket::open().map_err(|e| Error::unavailable(format!("nftables: {e}")))?;
+        tables::table_handle(&mut s, Family::Inet, BRIDGE_TABLE)
+            .map_err(|e| Error::unavailable(format!("nftables: {e}")))?;
+        Ok(crate::Status {
+            foreign_drop: listing::list_chains().and_then(|l| describe_foreign_drops(&l)),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CHECK (from `nft -j` listings; not on the ADD/DEL path).
+
+fn q(s: &str) -> String {
+    format!("\"{s}\"")
 }
 
 /// Differences between the wanted network rules and the listing (empty = all present).
@@ -720,13 +1016,11 @@ pub(crate) fn check_network_listing(
         chains.push((&names.masq, masq_rules.len()));
     }
     for (chain, n) in chains {
+        let have = cur.rules.get(chain.as_str()).copied().unwrap_or(0);
         if !cur.has_chain(chain) {
             missing.push(format!("chain {chain}"));
-        } else if cur.rules.get(chain.as_str()).copied().unwrap_or(0) != n {
-            missing.push(format!(
-                "chain {chain} has {} rules, expected {n}",
-                cur.rules.get(chain.as_str()).copied().unwrap_or(0)
-            ));
+        } else if have != n {
+            missing.push(format!("chain {chain} has {have} rules, expected {n}"));
         }
     }
     let bq = q(&net.bridge);
@@ -739,26 +1033,19 @@ pub(crate) fn check_network_listing(
     want("from_br", &bq, Some(format!("jump {}", names.from)), &mut missing);
     want("to_br", &bq, Some(format!("jump {}", names.to)), &mut missing);
     want("bridges", &bq, None, &mut missing);
-    want("live", &bq, Some("jump br_anchor".to_string()), &mut missing);
     let subnets = normalized(&net.subnets);
-    for n in &subnets {
-        want(&fam_set("nets", n), &net_key(n), None, &mut missing);
-        if !masq_rules.is_empty() {
-            want(
-                &fam_set("masq", n),
-                &net_key(n),
-                Some(format!("jump {}", names.masq)),
-                &mut missing,
-            );
+    if !masq_rules.is_empty() {
+        for n in &subnets {
+            let data = Some(format!("jump {}", names.masq));
+            want(&format!("masq{}", fam(n)), &net_key(n), data, &mut missing);
         }
     }
     if !net.icc {
-        want("icc_off", &bq, None, &mut missing);
         match icc {
             None => missing.push(format!("table bridge {ICC_TABLE}")),
             Some(l) => {
                 for n in &subnets {
-                    let set = fam_set("icc", n);
+                    let set = format!("icc{}", fam(n));
                     if l.find(&set, &net_key(n)).is_none() {
                         missing.push(format!("element {} in {ICC_TABLE} {set}", net_key(n)));
                     }
@@ -769,364 +1056,8 @@ pub(crate) fn check_network_listing(
     missing
 }
 
-// ---------------------------------------------------------------------------------------
-// Port mappings.
-
-/// 15 hex digits of the owner's hash: fits an `ifname`-typed key (16 bytes with NUL).
-pub(crate) fn owner_hash(owner: &str) -> String {
-    format!("{:015x}", stable_hash(owner) >> 4)
-}
-
-fn portmap_base_script() -> String {
-    let t = format!("inet {PORTMAP_TABLE}");
-    let mut s = String::new();
-    s += &format!("add table {t}\n");
-    s += &format!("add chain {t} pm_anchor\n");
-    s += &format!("add map {t} live {{ type ifname : verdict; }}\n");
-    s += &format!("add map {t} owners4 {{ type ipv4_addr : ifname; }}\n");
-    s += &format!("add map {t} owners6 {{ type ipv6_addr : ifname; }}\n");
-    s += &format!("add map {t} hp4 {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n");
-    s += &format!(
-        "add map {t} ap4 {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n"
-    );
-    s += &format!("add map {t} hp6 {{ type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }}\n");
-    s += &format!(
-        "add map {t} ap6 {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n"
-    );
-    s += &format!("add map {t} hairpin4 {{ type ipv4_addr : verdict; }}\n");
-    s += &format!("add map {t} hairpin6 {{ type ipv6_addr : verdict; }}\n");
-    s += &format!("add set {t} hpnet4 {{ type ipv4_addr . ipv4_addr; }}\n");
-    s += &format!("add set {t} hpnet6 {{ type ipv6_addr . ipv6_addr; }}\n");
-    s += &format!("add set {t} masqall4 {{ type ipv4_addr; }}\n");
-    s += &format!("add set {t} masqall6 {{ type ipv6_addr; }}\n");
-    s += &format!("add chain {t} pm_dnat\n");
-    s += &format!("flush chain {t} pm_dnat\n");
-    s += &format!("add rule {t} pm_dnat dnat ip to ip daddr . meta l4proto . th dport map @hp4\n");
-    s +=
-        &format!("add rule {t} pm_dnat dnat ip6 to ip6 daddr . meta l4proto . th dport map @hp6\n");
-    s += &format!(
-        "add rule {t} pm_dnat fib daddr type local dnat ip to meta l4proto . th dport map @ap4\n"
-    );
-    s += &format!(
-        "add rule {t} pm_dnat fib daddr type local dnat ip6 to meta l4proto . th dport map @ap6\n"
-    );
-    s += &format!(
-        "add chain {t} pm_pre {{ type nat hook prerouting priority dstnat; policy accept; }}\n"
-    );
-    s += &format!("flush chain {t} pm_pre\n");
-    s += &format!("add rule {t} pm_pre jump pm_dnat\n");
-    s +=
-        &format!("add chain {t} pm_out {{ type nat hook output priority -100; policy accept; }}\n");
-    s += &format!("flush chain {t} pm_out\n");
-    s += &format!("add rule {t} pm_out jump pm_dnat\n");
-    s += &format!(
-        "add chain {t} pm_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
-    );
-    s += &format!("flush chain {t} pm_post\n");
-    s += &format!(
-        "add rule {t} pm_post ct status dnat oifname != \"lo\" ip saddr 127.0.0.0/8 masquerade\n"
-    );
-    s += &format!("add rule {t} pm_post ct status dnat ip daddr vmap @hairpin4\n");
-    s += &format!("add rule {t} pm_post ct status dnat ip daddr @masqall4 masquerade\n");
-    s += &format!("add rule {t} pm_post ct status dnat ip6 daddr vmap @hairpin6\n");
-    s += &format!("add rule {t} pm_post ct status dnat ip6 daddr @masqall6 masquerade\n");
-    s
-}
-
-/// Name of the hairpin chain of one prefix length.
-fn hairpin_chain(v6: bool, len: u8) -> String {
-    format!("pm_hp{}_{len}", if v6 { 6 } else { 4 })
-}
-
-/// A hairpin chain: masquerade when the source is in the container's own network, i.e.
-/// `daddr . (saddr & mask)` is a (container address . network address) element of
-/// `hpnet4`/`hpnet6`. One chain per prefix length in use; containers reach theirs through
-/// the `hairpin4`/`hairpin6` verdict maps keyed by their address. (A concatenated
-/// interval set would do this in one lookup, but deleting from it costs the kernel time
-/// proportional to its size.)
-fn hairpin_chain_script(v6: bool, len: u8) -> String {
-    let t = format!("inet {PORTMAP_TABLE}");
-    let c = hairpin_chain(v6, len);
-    let rule = if v6 {
-        let mask = ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, len)
-            .map(|n| n.netmask())
-            .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
-        format!("ip6 daddr . ip6 saddr & {mask} @hpnet6 masquerade")
-    } else {
-        let mask = ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, len)
-            .map(|n| n.netmask())
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-        format!("ip daddr . ip saddr & {mask} @hpnet4 masquerade")
-    };
-    format!("add chain {t} {c}\nflush chain {t} {c}\nadd rule {t} {c} {rule}\n")
-}
-
-/// The base script plus the hairpin chains this owner needs.
-fn portmap_base_for(p: &ContainerPorts) -> String {
-    let mut s = portmap_base_script();
-    for (v6, len) in owner_elems(p).chains {
-        s += &hairpin_chain_script(v6, len);
-    }
-    s
-}
-
-const PORTMAP_BASE_RULES: [(&str, usize); 4] =
-    [("pm_dnat", 4), ("pm_pre", 1), ("pm_out", 1), ("pm_post", 5)];
-
-fn portmap_drop_if_empty_script() -> String {
-    // Fails with EBUSY while any `live` element references pm_anchor.
-    format!("delete chain inet {PORTMAP_TABLE} pm_anchor\ndelete table inet {PORTMAP_TABLE}\n")
-}
-
-fn v(ip: IpAddr) -> char {
-    if ip.is_ipv4() {
-        '4'
-    } else {
-        '6'
-    }
-}
-
-/// (map name, key, data) of one mapping in nft syntax.
-pub(crate) fn mapping_element(m: &PortMapping) -> (String, String, String) {
-    let f = v(m.container_ip);
-    let proto = m.protocol.as_str();
-    let data = format!("{} . {}", m.container_ip, m.container_port);
-    match m.specific_host_ip() {
-        Some(h) => (format!("hp{f}"), format!("{h} . {proto} . {}", m.host_port), data),
-        None => (format!("ap{f}"), format!("{proto} . {}", m.host_port), data),
-    }
-}
-
-/// Per-owner element lines: (set, key, data, comment-able).
-struct OwnerElems {
-    live: (String, String),
-    owners: Vec<(String, String, String)>,
-    maps: Vec<(String, String, String)>,
-    sets: Vec<(String, String)>,
-    /// Hairpin chains (v6, prefix length) the elements jump to.
-    chains: Vec<(bool, u8)>,
-}
-
-fn owner_elems(p: &ContainerPorts) -> OwnerElems {
-    let o = owner_key(&p.container_id, &p.ifname);
-    let h = owner_hash(&o);
-    let mut owners = Vec::new();
-    let mut sets = Vec::new();
-    let mut maps: Vec<(String, String, String)> = Vec::new();
-    let mut chains = Vec::new();
-    for ip in p.container_ips() {
-        owners.push((format!("owners{}", v(ip)), ip.to_string(), q(&h)));
-        if p.masquerade_hairpin {
-            let nets = p.hairpin_sources(ip);
-            let n = nets.iter().find(|n| n.contains(&ip)).unwrap_or(&nets[0]);
-            let chain = (ip.is_ipv6(), n.prefix_len());
-            maps.push((
-                format!("hairpin{}", v(ip)),
-                ip.to_string(),
-                format!("jump {}", hairpin_chain(chain.0, chain.1)),
-            ));
-            sets.push((format!("hpnet{}", v(ip)), format!("{ip} . {}", n.network())));
-            if !chains.contains(&chain) {
-                chains.push(chain);
-            }
-        }
-        if p.masq_all {
-            sets.push((format!("masqall{}", v(ip)), ip.to_string()));
-        }
-    }
-    for m in &p.mappings {
-        let e = mapping_element(m);
-        if !maps.contains(&e) {
-            maps.push(e);
-        }
-    }
-    OwnerElems { live: (q(&h), "jump pm_anchor".to_string()), owners, maps, sets, chains }
-}
-
-/// Refuses a request that maps one host port twice to different targets.
-fn check_self_conflicts(p: &ContainerPorts) -> Result<(), Error> {
-    let mut seen: BTreeMap<(String, String), (String, &PortMapping)> = BTreeMap::new();
-    for m in &p.mappings {
-        let (map, key, data) = mapping_element(m);
-        if let Some((d, other)) = seen.get(&(map.clone(), key.clone())) {
-            if *d != data {
-                return Err(Error::new(format!(
-                    "port mappings {} and {} publish the same host port",
-                    other.describe(),
-                    m.describe()
-                )));
-            }
-        }
-        seen.insert((map, key), (data, m));
-    }
-    Ok(())
-}
-
-/// The constant-cost `add_ports` transaction: our elements only (the table is assumed to
-/// exist; when it does not, the caller retries with [`portmap_base_script`] in front).
-pub(crate) fn add_ports_script(p: &ContainerPorts) -> Result<String, Error> {
-    p.validate()?;
-    check_self_conflicts(p)?;
-    let t = format!("inet {PORTMAP_TABLE}");
-    let oq = q(&owner_key(&p.container_id, &p.ifname));
-    let e = owner_elems(p);
-    let mut s = String::new();
-    s += &format!("add element {t} live {{ {} comment {oq} : {} }}\n", e.live.0, e.live.1);
-    for (set, k, d) in &e.owners {
-        s += &format!("add element {t} {set} {{ {k} comment {oq} : {d} }}\n");
-    }
-    for (set, k, d) in &e.maps {
-        s += &format!("add element {t} {set} {{ {k} comment {oq} : {d} }}\n");
-    }
-    for (set, k) in &e.sets {
-        s += &format!("add element {t} {set} {{ {k} comment {oq} }}\n");
-    }
-    Ok(s)
-}
-
-/// The constant-cost `remove_ports` transaction: add-then-delete each element with our
-/// data, which removes it when ours or gone and aborts when someone else holds the key.
-pub(crate) fn remove_ports_script(p: &ContainerPorts) -> Result<String, Error> {
-    p.validate()?;
-    let t = format!("inet {PORTMAP_TABLE}");
-    let e = owner_elems(p);
-    let mut s = String::new();
-    for (set, k, d) in &e.maps {
-        s +=
-            &format!("add element {t} {set} {{ {k} : {d} }}\ndelete element {t} {set} {{ {k} }}\n");
-    }
-    for (set, k) in &e.sets {
-        s += &format!("add element {t} {set} {{ {k} }}\ndelete element {t} {set} {{ {k} }}\n");
-    }
-    for (set, k, d) in &e.owners {
-        s +=
-            &format!("add element {t} {set} {{ {k} : {d} }}\ndelete element {t} {set} {{ {k} }}\n");
-    }
-    s += &format!(
-        "add element {t} live {{ {} : {} }}\ndelete element {t} live {{ {} }}\n",
-        e.live.0, e.live.1, e.live.0
-    );
-    Ok(s)
-}
-
-const OWNED_SETS: [&str; 13] = [
-    "hp4", "ap4", "hp6", "ap6", "hairpin4", "hairpin6", "hpnet4", "hpnet6", "masqall4", "masqall6",
-    "owners4", "owners6", "live",
-];
-
-/// Delete lines for everything that belongs to the owners whose hashes are given.
-fn purge_lines(
-    cur: &Listing,
-    hashes: &HashSet<String>,
-    done: &mut HashSet<(String, String)>,
-) -> String {
-    let t = format!("inet {PORTMAP_TABLE}");
-    let mut s = String::new();
-    for set in OWNED_SETS {
-        for e in cur.elems(set) {
-            let by_comment = e.comment.as_deref().is_some_and(|c| hashes.contains(&owner_hash(c)));
-            let by_key = set == "live" && hashes.contains(e.key.trim_matches('"'));
-            let by_data = set.starts_with("owners")
-                && e.data.as_deref().is_some_and(|d| hashes.contains(d.trim_matches('"')));
-            if (by_comment || by_key || by_data) && done.insert((set.to_string(), e.key.clone())) {
-                s += &format!("delete element {t} {set} {{ {} }}\n", e.key);
-            }
-        }
-    }
-    s
-}
-
-/// The recovery transaction of `add_ports` when the fast one aborted: stale owners of our
-/// addresses and stale holders of our host ports are purged; a live holder is a conflict.
-pub(crate) fn add_ports_recovery_script(
-    p: &ContainerPorts,
-    cur: &Listing,
-) -> Result<String, Error> {
-    let o = owner_key(&p.container_id, &p.ifname);
-    let h = owner_hash(&o);
-    let live: HashSet<String> =
-        cur.elems("live").iter().map(|e| e.key.trim_matches('"').to_string()).collect();
-    let mut stale: HashSet<String> = HashSet::new();
-    for ip in p.container_ips() {
-        if let Some(e) = cur.find(&format!("owners{}", v(ip)), &ip.to_string()) {
-            let holder = e.data.as_deref().unwrap_or("").trim_matches('"').to_string();
-            if holder != h {
-                // Our address (IPAM gave it to us): the previous holder is gone.
-                stale.insert(holder);
-            }
-        }
-    }
-    let t = format!("inet {PORTMAP_TABLE}");
-    let mut done = HashSet::new();
-    let mut purge = purge_lines(cur, &stale, &mut done);
-    for m in &p.mappings {
-        let (map, key, data) = mapping_element(m);
-        let Some(e) = cur.find(&map, &key) else {
-            continue;
-        };
-        if e.data.as_deref() == Some(data.as_str()) {
-            continue;
-        }
-        let holder_owner = e.comment.clone().unwrap_or_default();
-        let holder = owner_hash(&holder_owner);
-        if stale.contains(&holder) {
-            continue;
-        }
-        // Does the holder still own the address it maps to?
-        let holder_ip =
-            e.data.as_deref().unwrap_or("").split(" . ").next().unwrap_or("").to_string();
-        let fam = if holder_ip.contains(':') { '6' } else { '4' };
-        let holds_ip = cur.find(&format!("owners{fam}"), &holder_ip).is_some_and(|x| {
-            x.data.as_deref().map(|d| d.trim_matches('"')) == Some(holder.as_str())
-        });
-        if live.contains(&holder) && holds_ip && holder != h {
-            let (c, i) = split_owner_key(&holder_owner);
-            return Err(Error::new(format!(
-                "host port of mapping {} is already published by container {c} interface {i} (to {})",
-                m.describe(),
-                e.data.as_deref().unwrap_or("?")
-            )));
-        }
-        if done.insert((map.clone(), key.clone())) {
-            purge += &format!("delete element {t} {map} {{ {key} }}\n");
-        }
-    }
-    let add = add_ports_script(p)?;
-    // Base first (it only adds what is missing), then the purge, then our elements.
-    Ok(format!("{}{purge}{add}", portmap_base_for(p)))
-}
-
-/// Removes everything of one owner, found by listing (the slow path).
-pub(crate) fn remove_owner_script(
-    owner: &str,
-    p: Option<&ContainerPorts>,
-    cur: &Listing,
-) -> String {
-    let h = owner_hash(owner);
-    let mut hashes = HashSet::new();
-    hashes.insert(h.clone());
-    let mut done = HashSet::new();
-    let mut s = purge_lines(cur, &hashes, &mut done);
-    // Elements with our exact data whose recorded owner is no longer live (orphans).
-    if let Some(p) = p {
-        let live: HashSet<String> =
-            cur.elems("live").iter().map(|e| e.key.trim_matches('"').to_string()).collect();
-        let t = format!("inet {PORTMAP_TABLE}");
-        for m in &p.mappings {
-            let (map, key, data) = mapping_element(m);
-            if let Some(e) = cur.find(&map, &key) {
-                let holder = owner_hash(e.comment.as_deref().unwrap_or(""));
-                if e.data.as_deref() == Some(data.as_str())
-                    && (holder == h || !live.contains(&holder))
-                    && done.insert((map.clone(), key.clone()))
-                {
-                    s += &format!("delete element {t} {map} {{ {key} }}\n");
-                }
-            }
-        }
-    }
-    s
-}
+const PORTMAP_BASE_RULES: [(&str, usize); 5] =
+    [("pm_dnat", 4), ("pm_pre", 1), ("pm_out", 1), ("pm_post", 5), ("pm_input", 1)];
 
 /// What is missing of one owner's mappings (empty = all present).
 pub(crate) fn check_ports_listing(p: &ContainerPorts, cur: &Listing) -> Vec<String> {
@@ -1136,236 +1067,28 @@ pub(crate) fn check_ports_listing(p: &ContainerPorts, cur: &Listing) -> Vec<Stri
             missing.push(format!("base chain {chain}"));
         }
     }
-    let e = owner_elems(p);
-    if cur.find("live", &e.live.0).is_none() {
-        missing.push(format!("owner {}", owner_key(&p.container_id, &p.ifname)));
-    }
-    for (set, k, d) in e.owners.iter().chain(e.maps.iter()) {
-        match cur.find(set, k) {
-            Some(x) if x.data.as_deref() == Some(d.as_str()) => {}
+    for (set, e) in owner_elements(p).0 {
+        let want_data = match &e.data {
+            Some(ElemData::Value(_, t)) => Some(t.clone()),
+            Some(ElemData::Verdict(v)) => Some(v.text()),
+            None => None,
+        };
+        match cur.find(&set, &e.key_text) {
+            Some(x) if want_data.is_none() || x.data == want_data => {}
             Some(x) => missing.push(format!(
-                "{set} element {k} maps to {} instead of {d}",
-                x.data.as_deref().unwrap_or("?")
+                "{set} element {} maps to {} instead of {}",
+                e.key_text,
+                x.data.as_deref().unwrap_or("?"),
+                want_data.unwrap_or_default()
             )),
-            None => missing.push(format!("{set} element {k} : {d}")),
-        }
-    }
-    for (set, k) in &e.sets {
-        if cur.find(set, k).is_none() {
-            missing.push(format!("{set} element {k}"));
+            None => missing.push(format!("{set} element {}", e.key_text)),
         }
     }
     missing
 }
 
-// ---------------------------------------------------------------------------------------
-
-impl Firewall for Nftables {
-    fn name(&self) -> &'static str {
-        "nftables"
-    }
-
-    fn apply_network(&self, net: &NetworkRules) -> Result<(), Error> {
-        net.validate()?;
-        let mut last = None;
-        // A concurrent change between the listing and the transaction makes it fail:
-        // list again and retry.
-        for _ in 0..3 {
-            let cur = self.list_table("inet", BRIDGE_TABLE)?;
-            if cur.as_ref().is_some_and(|c| network_up_to_date(net, c)) {
-                return Ok(());
-            }
-            let script = apply_network_script(net, cur.as_ref())?;
-            match self.apply(&format!("apply network {}", net.network), &script) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one attempt"))
-    }
-
-    fn remove_network(&self, network: &str) -> Result<(), Error> {
-        let mut last = None;
-        for _ in 0..3 {
-            let Some(cur) = self.list_table("inet", BRIDGE_TABLE)? else {
-                // Leftover icc table without networks: remove it too.
-                let _ = run_tool(
-                    &self.nft,
-                    &["-f", "-"],
-                    Some(&format!(
-                        "add table bridge {ICC_TABLE}\ndelete table bridge {ICC_TABLE}\n"
-                    )),
-                );
-                return Ok(());
-            };
-            let Some(script) = remove_network_script(network, &cur) else {
-                return Ok(());
-            };
-            match self.apply(&format!("remove network {network}"), &script) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one attempt"))
-    }
-
-    fn add_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        let script = add_ports_script(ports)?;
-        if ports.mappings.is_empty() {
-            return Ok(());
-        }
-        let what = format!("add ports of {}/{}", ports.container_id, ports.ifname);
-        // Elements only (the common case, ~4 ms); then with the table ensured (first
-        // mapping, or someone removed part of it); then the listing-based recovery.
-        if self.apply(&what, &script).is_ok() {
-            return Ok(());
-        }
-        let Err(first) = self.apply(&what, &format!("{}{script}", portmap_base_for(ports))) else {
-            return Ok(());
-        };
-        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else {
-            return Err(first);
-        };
-        let recovery = add_ports_recovery_script(ports, &cur)?;
-        self.apply(&what, &recovery)
-            .map_err(|e| Error::new(format!("{} (first attempt: {})", e.msg, first.msg)))
-    }
-
-    fn remove_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        self.remove_ports_only(ports)?;
-        self.drop_portmap_if_empty();
-        Ok(())
-    }
-
-    fn remove_ports_others_remain(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        if ports.mappings.is_empty() {
-            return self.remove_ports(ports);
-        }
-        self.remove_ports_only(ports)
-    }
-
-    fn check_network(&self, net: &NetworkRules) -> Result<(), Error> {
-        net.validate()?;
-        let Some(cur) = self.list_table("inet", BRIDGE_TABLE)? else {
-            return Err(Error::new(format!(
-                "network {:?}: table inet {BRIDGE_TABLE} does not exist",
-                net.network
-            )));
-        };
-        let icc = if net.icc { None } else { self.list_table("bridge", ICC_TABLE)? };
-        let missing = check_network_listing(net, &cur, icc.as_ref());
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(format!(
-                "network {:?}: firewall rules missing: {}",
-                net.network,
-                missing.join(", ")
-            )))
-        }
-    }
-
-    fn check_ports(&self, ports: &ContainerPorts) -> Result<(), Error> {
-        ports.validate()?;
-        if ports.mappings.is_empty() {
-            return Ok(());
-        }
-        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else {
-            return Err(Error::new(format!(
-                "ports of {}/{}: table inet {PORTMAP_TABLE} does not exist",
-                ports.container_id, ports.ifname
-            )));
-        };
-        let missing = check_ports_listing(ports, &cur);
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(format!(
-                "ports of {}/{}: missing {}",
-                ports.container_id,
-                ports.ifname,
-                missing.join(", ")
-            )))
-        }
-    }
-
-    fn list_port_owners(&self) -> Result<Vec<(String, String)>, Error> {
-        let Some(l) = self.list_map("inet", PORTMAP_TABLE, "live")? else {
-            return Ok(Vec::new());
-        };
-        let mut out: BTreeSet<(String, String)> = BTreeSet::new();
-        for e in l.elems("live") {
-            if let Some(c) = &e.comment {
-                out.insert(split_owner_key(c));
-            }
-        }
-        Ok(out.into_iter().collect())
-    }
-
-    fn remove_port_owner(&self, container_id: &str, ifname: &str) -> Result<(), Error> {
-        let o = owner_key_of(container_id, ifname);
-        if let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? {
-            let s = remove_owner_script(&o, None, &cur);
-            if !s.is_empty() {
-                self.apply(&format!("remove ports of {container_id}/{ifname}"), &s)?;
-            }
-        }
-        self.drop_portmap_if_empty();
-        Ok(())
-    }
-
-    fn gc_ports(&self, valid: &[(String, String)]) -> Result<Vec<(String, String)>, Error> {
-        let Some(cur) = self.list_table("inet", PORTMAP_TABLE)? else {
-            return Ok(Vec::new());
-        };
-        let keep: HashSet<String> =
-            valid.iter().map(|(c, i)| owner_hash(&owner_key(c, i))).collect();
-        let mut stale = HashSet::new();
-        let mut removed = BTreeSet::new();
-        for e in cur.elems("live") {
-            let h = e.key.trim_matches('"').to_string();
-            if !keep.contains(&h) {
-                if let Some(c) = &e.comment {
-                    removed.insert(split_owner_key(c));
-                }
-                stale.insert(h);
-            }
-        }
-        if !stale.is_empty() {
-            let s = purge_lines(&cur, &stale, &mut HashSet::new());
-            if !s.is_empty() {
-                self.apply("gc ports", &s)?;
-            }
-        }
-        self.drop_portmap_if_empty();
-        Ok(removed.into_iter().collect())
-    }
-
-    fn is_available(&self) -> Result<(), Error> {
-        // A check-only transaction of our base tables: the kernel validates it (nf_tables,
-        // nat, fib, bridge family) without committing.
-        let script =
-            format!("{}{}{}", bridge_base_script(&[]), icc_base_script(), portmap_base_script());
-        let r = run_tool(&self.nft, &["-c", "-f", "-"], Some(&script))?;
-        if r.ok {
-            Ok(())
-        } else {
-            Err(Error::new(format!("nftables cannot be programmed: {}", r.stderr.trim())))
-        }
-    }
-
-    fn foreign_drop_policy(&self) -> Option<String> {
-        let r = run_tool(&self.nft, &["-j", "list", "chains"], None).ok()?;
-        if !r.ok {
-            return None;
-        }
-        let l = Listing::parse(&r.stdout).ok()?;
-        describe_foreign_drops(&l)
-    }
-}
-
 pub(crate) fn describe_foreign_drops(l: &Listing) -> Option<String> {
-    let ours = [BRIDGE_TABLE, ICC_TABLE, PORTMAP_TABLE];
+    let ours = [BRIDGE_TABLE, ICC_TABLE, PORTMAP_TABLE, MACSPOOF_TABLE];
     let found: Vec<String> = l
         .chains
         .iter()
@@ -1392,12 +1115,17 @@ mod tests {
     use super::*;
     use crate::Protocol;
 
+    const K: Kernel = Kernel { expiry_updates: true, destroy: true };
+    const OLD: Kernel = Kernel { expiry_updates: false, destroy: false };
+
     fn net() -> NetworkRules {
-        NetworkRules::new(
+        let mut n = NetworkRules::new(
             "podman",
             "cni-podman0",
             vec!["10.88.0.1/16".parse().unwrap(), "fd00::/64".parse().unwrap()],
-        )
+        );
+        n.isolate = true;
+        n
     }
 
     fn ports() -> ContainerPorts {
@@ -1417,172 +1145,110 @@ mod tests {
                 container_port: 53,
                 protocol: Protocol::Udp,
             },
+            PortMapping {
+                host_ip: None,
+                host_port: 8080,
+                container_ip: "fd00::5".parse().unwrap(),
+                container_port: 80,
+                protocol: Protocol::Tcp,
+            },
         ];
-        p.container_nets = vec!["10.88.0.5/16".parse().unwrap()];
+        p.container_nets = vec!["10.88.0.5/16".parse().unwrap(), "fd00::5/64".parse().unwrap()];
         p
     }
 
-    #[test]
-    fn network_script_fresh() {
-        let s = apply_network_script(&net(), None).unwrap();
-        assert!(
-            s.contains("add chain inet cni_bridge nf_podman { comment \"cni network podman cfg="),
-            "{s}"
-        );
-        assert!(s.contains("add element inet cni_bridge from_br { \"cni-podman0\" comment \"cni network podman cfg="));
-        assert!(s.contains("add element inet cni_bridge masq4 { 10.88.0.0/16 : jump nm_podman }"));
-        assert!(s.contains("add element inet cni_bridge masq6 { fd00::/64 : jump nm_podman }"));
-        assert!(s.contains("add rule inet cni_bridge nm_podman ip daddr 224.0.0.0/4 return"));
-        assert!(s.contains("add rule inet cni_bridge nm_podman ip6 daddr ff00::/8 return"));
-        assert!(!s.contains("delete"));
-        assert!(!s.contains("cni_icc"));
+    /// Compares a whole rendered transaction with `tests/golden/<name>.nft`
+    /// (`UPDATE_GOLDEN=1` rewrites the file).
+    fn golden(name: &str, ops: &[Op]) {
+        let text = nfnetlink::render(ops);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.nft"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        assert_eq!(text, want, "{name}: rendered transaction differs from {}", path.display());
     }
 
     #[test]
-    fn network_rules_by_mode() {
-        let mut n = net();
-        n.isolate = true;
-        n.icc = false;
-        let (from, to, masq) = network_chain_rules(&n);
-        assert_eq!(
-            from,
-            vec![
-                "oifname != \"cni-podman0\" oifname @bridges drop",
-                "oifname \"cni-podman0\" drop"
-            ]
-        );
-        assert_eq!(to, vec!["iifname != \"cni-podman0\" iifname @bridges drop"]);
-        assert_eq!(masq.last().unwrap(), "masquerade");
-        n.internal = true;
-        let (from, to, masq) = network_chain_rules(&n);
-        assert_eq!(from[0], "oifname != \"cni-podman0\" drop");
-        assert_eq!(to[0], "iifname != \"cni-podman0\" drop");
-        assert!(masq.is_empty());
-        let s = apply_network_script(&n, None).unwrap();
-        assert!(
-            s.contains(
-                "add element bridge cni_icc icc4 { 10.88.0.0/16 comment \"podman\" : drop }"
-            ),
-            "{s}"
-        );
-    }
-
-    const LISTING: &str = r#"{"nftables": [{"metainfo": {}},
-      {"table": {"family": "inet", "name": "cni_bridge"}},
-      {"set": {"family": "inet", "name": "bridges", "table": "cni_bridge", "type": "ifname", "elem": [{"elem": {"val": "oldbr", "comment": "podman"}}, {"elem": {"val": "br9", "comment": "other"}}]}},
-      {"set": {"family": "inet", "name": "nets4", "table": "cni_bridge", "type": "ipv4_addr", "flags": ["interval"], "elem": [{"elem": {"val": {"prefix": {"addr": "10.77.0.0", "len": 16}}, "comment": "podman"}}]}},
-      {"map": {"family": "inet", "name": "from_br", "table": "cni_bridge", "type": "ifname", "map": "verdict", "elem": [["oldbr", {"jump": {"target": "nf_podman"}}], ["br9", {"jump": {"target": "nf_other"}}]]}},
-      {"map": {"family": "inet", "name": "masq4", "table": "cni_bridge", "type": "ipv4_addr", "map": "verdict", "flags": ["interval"], "elem": [[{"prefix": {"addr": "10.77.0.0", "len": 16}}, {"jump": {"target": "nm_podman"}}]]}},
-      {"chain": {"family": "inet", "table": "cni_bridge", "name": "nf_podman"}},
-      {"chain": {"family": "inet", "table": "cni_bridge", "name": "nm_podman"}},
-      {"chain": {"family": "inet", "table": "cni_bridge", "name": "nf_other"}},
-      {"rule": {"family": "inet", "table": "cni_bridge", "chain": "nm_podman", "expr": []}}
-    ]}"#;
-
-    #[test]
-    fn network_script_replaces_old_elements() {
-        let l = Listing::parse(LISTING).unwrap();
-        let s = apply_network_script(&net(), Some(&l)).unwrap();
-        assert!(s.contains("delete element inet cni_bridge from_br { \"oldbr\" }"), "{s}");
-        assert!(s.contains("delete element inet cni_bridge bridges { \"oldbr\" }"));
-        assert!(s.contains("delete element inet cni_bridge masq4 { 10.77.0.0/16 }"));
-        assert!(s.contains("delete element inet cni_bridge nets4 { 10.77.0.0/16 }"));
-        assert!(!s.contains("br9\" }"));
-        // Deletes come before adds.
-        assert!(s.find("delete element").unwrap() < s.find("add element").unwrap());
+    fn golden_first_network() {
+        golden("network_first", &apply_network_ops(&net(), None, (false, false), K));
     }
 
     #[test]
-    fn network_bridge_conflict() {
-        let l = Listing::parse(LISTING).unwrap();
-        let mut n = net();
-        n.bridge = "br9".into();
-        let e = apply_network_script(&n, Some(&l)).unwrap_err();
-        assert!(e.msg.contains("already used"), "{e}");
+    fn golden_network_changed_and_removed() {
+        let mut changed = net();
+        changed.isolate = false;
+        changed.icc = false;
+        changed.subnets = vec!["10.89.0.0/24".parse().unwrap()];
+        golden("network_changed", &apply_network_ops(&changed, Some(&net()), (true, false), K));
+        golden("network_removed", &network_remove_ops(&changed, K));
+        golden("network_removed_old_kernel", &network_remove_ops(&changed, OLD));
+        // Unchanged: nothing to send.
+        assert!(apply_network_ops(&net(), Some(&net()), (true, false), K).is_empty());
+        // A config that drops every rule removes the old ones.
+        let mut none = net();
+        none.isolate = false;
+        none.masquerade = false;
+        let ops = apply_network_ops(&none, Some(&net()), (true, false), K);
+        assert_eq!(ops, network_remove_ops(&net(), K));
     }
 
     #[test]
-    fn remove_network_scripts() {
-        let l = Listing::parse(LISTING).unwrap();
-        let s = remove_network_script("podman", &l).unwrap();
-        assert!(s.contains("delete element inet cni_bridge from_br { \"oldbr\" }"));
-        assert!(s.contains("delete element inet cni_bridge masq4 { 10.77.0.0/16 }"));
-        assert!(s.contains("delete chain inet cni_bridge nf_podman"));
-        assert!(s.contains("delete chain inet cni_bridge nm_podman"));
-        assert!(!s.contains("nt_podman"));
-        assert!(!s.contains("delete table"));
-        // The last network takes the tables with it.
-        let s = remove_network_script(
-            "other",
-            &Listing::parse(
-                &LISTING.replace("nf_podman", "x_podman").replace("nm_podman", "y_podman"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        assert!(s.contains("delete table inet cni_bridge"));
-        assert!(remove_network_script("absent", &l).is_none());
+    fn golden_restore() {
+        let mut other =
+            NetworkRules::new("other net", "br-o", vec!["10.90.0.0/24".parse().unwrap()]);
+        other.internal = true;
+        golden("networks_restored", &restore_networks_ops(&[net(), other]));
     }
 
     #[test]
-    fn port_scripts() {
-        let p = ports();
-        let s = add_ports_script(&p).unwrap();
-        assert!(s.contains("add element inet cni_portmap ap4 { tcp . 8080 comment \"abc/eth0\" : 10.88.0.5 . 80 }"), "{s}");
-        assert!(s.contains("add element inet cni_portmap hp4 { 192.168.1.1 . udp . 53 comment \"abc/eth0\" : 10.88.0.5 . 53 }"));
-        assert!(s.contains("add element inet cni_portmap hairpin4 { 10.88.0.5 comment \"abc/eth0\" : jump pm_hp4_16 }"), "{s}");
-        assert!(s.contains(
-            "add element inet cni_portmap hpnet4 { 10.88.0.5 . 10.88.0.0 comment \"abc/eth0\" }"
-        ));
-        assert!(portmap_base_for(&p).contains("add rule inet cni_portmap pm_hp4_16 ip daddr . ip saddr & 255.255.0.0 @hpnet4 masquerade"));
-        let h = owner_hash("abc/eth0");
-        assert!(s.contains(&format!(
-            "add element inet cni_portmap owners4 {{ 10.88.0.5 comment \"abc/eth0\" : \"{h}\" }}"
-        )));
-        assert!(s.contains(&format!("live {{ \"{h}\" comment \"abc/eth0\" : jump pm_anchor }}")));
-        let r = remove_ports_script(&p).unwrap();
-        assert!(r.contains("add element inet cni_portmap ap4 { tcp . 8080 : 10.88.0.5 . 80 }\ndelete element inet cni_portmap ap4 { tcp . 8080 }"), "{r}");
-        assert!(r.contains(&format!("delete element inet cni_portmap live {{ \"{h}\" }}")));
-        // The script size depends on the request only.
-        let mut p2 = p.clone();
-        p2.container_id = "def".into();
-        assert_eq!(add_ports_script(&p2).unwrap().len(), s.len());
+    fn golden_ports() {
+        golden("ports_first", &add_ports_ops(&ports(), false, &[(false, 16), (true, 64)]));
+        golden("ports_next", &add_ports_ops(&ports(), true, &[]));
+        let k = Kernel { expiry_updates: true, destroy: true };
+        golden("ports_removed", &remove_ports_ops(&ports(), k));
+        let old = Kernel { expiry_updates: false, destroy: false };
+        golden("ports_removed_old_kernel", &remove_ports_ops(&ports(), old));
+        let mut q = ports();
+        q.container_id = "def".into();
+        q.masq_all = true;
+        q.mappings.truncate(1);
+        q.mappings[0].container_ip = "10.88.0.6".parse().unwrap();
+        q.mappings[0].host_port = 9090;
+        golden("ports_restored", &restore_ports_ops(&[ports(), q]));
     }
 
     #[test]
-    fn port_self_conflict() {
+    fn removing_ports_deletes_nothing_on_new_kernels() {
+        let k = Kernel::of_release("6.18.44-fc-v669");
+        assert!(k.expiry_updates && k.destroy);
+        assert!(!Kernel::of_release("6.1.0-21-amd64").expiry_updates);
+        assert!(remove_ports_ops(&ports(), k).iter().all(|o| !o.deletes()));
+        assert!(add_ports_ops(&ports(), true, &[]).iter().all(|o| !o.deletes()));
+    }
+
+    #[test]
+    fn self_conflicts_are_refused() {
         let mut p = ports();
         let mut m = p.mappings[0];
         m.container_port = 81;
         p.mappings.push(m);
-        assert!(add_ports_script(&p).unwrap_err().msg.contains("same host port"));
+        let e = check_self_conflicts(&p).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Invalid);
+        assert!(e.msg.contains("same host port"), "{e}");
     }
 
     #[test]
-    fn recovery_purges_stale_and_reports_live_conflicts() {
-        let h_old = owner_hash("old/eth0");
-        let h_live = owner_hash("live/eth0");
-        let listing = format!(
-            r#"{{"nftables": [
-          {{"map": {{"name": "live", "type": "ifname", "map": "verdict", "elem": [[{{"elem": {{"val": "{h_live}", "comment": "live/eth0"}}}}, {{"jump": {{"target": "pm_anchor"}}}}], [{{"elem": {{"val": "{h_old}", "comment": "old/eth0"}}}}, {{"jump": {{"target": "pm_anchor"}}}}]]}}}},
-          {{"map": {{"name": "owners4", "type": "ipv4_addr", "map": "ifname", "elem": [[{{"elem": {{"val": "10.88.0.5", "comment": "old/eth0"}}}}, "{h_old}"], [{{"elem": {{"val": "10.88.0.6", "comment": "live/eth0"}}}}, "{h_live}"]]}}}},
-          {{"map": {{"name": "ap4", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr . inet_service", "elem": [[{{"elem": {{"val": {{"concat": ["tcp", 8080]}}, "comment": "old/eth0"}}}}, {{"concat": ["10.88.0.5", 8000]}}], [{{"elem": {{"val": {{"concat": ["tcp", 9090]}}, "comment": "live/eth0"}}}}, {{"concat": ["10.88.0.6", 80]}}]]}}}}
-        ]}}"#
-        );
-        let l = Listing::parse(&listing).unwrap();
-        let p = ports();
-        let s = add_ports_recovery_script(&p, &l).unwrap();
-        assert!(s.contains("delete element inet cni_portmap ap4 { tcp . 8080 }"), "{s}");
-        assert!(s.contains("delete element inet cni_portmap owners4 { 10.88.0.5 }"));
-        assert!(s.contains(&format!("delete element inet cni_portmap live {{ \"{h_old}\" }}")));
-        assert!(
-            s.find("delete element").unwrap()
-                < s.find("add element inet cni_portmap live").unwrap()
-        );
-        let mut p2 = ports();
-        p2.mappings[0].host_port = 9090;
-        let e = add_ports_recovery_script(&p2, &l).unwrap_err();
-        assert!(e.msg.contains("already published by container live interface eth0"), "{e}");
+    fn intervals_end_after_the_subnet() {
+        let e = interval(&"10.88.0.1/16".parse().unwrap(), None);
+        assert_eq!(e[0].key_text, "10.88.0.0/16");
+        assert_eq!(e[1].key, vec![10, 89, 0, 0]);
+        assert!(e[1].interval_end);
+        assert_eq!(interval(&"255.255.255.0/24".parse().unwrap(), None).len(), 1);
     }
 
     #[test]

@@ -115,9 +115,12 @@ fn plan_apply_record(
         state.save_network(&intent)?;
     }
     state.save_attachment(&p.record(true))?;
+    cni::trace::mark("bridge:intent-written");
 
     let applied = apply::apply(&p, ns, host)?;
+    cni::trace::mark("bridge:links");
     let mut done = rules::ensure(&intent, &want, conf)?;
+    cni::trace::mark("bridge:firewall");
     if p.bridge.create
         && host.link_by_name(&conf.bridge)?.and_then(|l| l.alias).as_deref()
             != Some(p.bridge.tag.as_str())
@@ -129,6 +132,7 @@ fn plan_apply_record(
         state.save_network(&done)?;
     }
     state.save_attachment(&p.record(false))?;
+    cni::trace::mark("bridge:state");
     Ok(p.result(&applied))
 }
 
@@ -161,8 +165,10 @@ impl Plugin for BridgePlugin {
         plan::preflight(&conf, &att, &snap)?;
 
         // 2. IPAM, then plan, apply and record; a failure releases only what this call leased.
+        cni::trace::mark("bridge:config");
         let allocation =
             if conf.has_ipam { ipam::allocate(req)? } else { ipam::Allocation::none() };
+        cni::trace::mark("bridge:ipam");
         let outcome =
             plan_apply_record(req, &conf, &ns, &mut host, &state, &snap, &allocation.result);
         if outcome.is_err() {
@@ -210,13 +216,18 @@ impl Plugin for BridgePlugin {
             }
         });
         let mut host = Handle::new()?;
+        cni::trace::mark("bridge:state-read");
         apply::remove_attachment(&mut host, &req.conf.name, &record)?;
+        cni::trace::mark("bridge:links");
         if conf.has_ipam {
             ipam::del(req)?;
         }
+        cni::trace::mark("bridge:ipam");
         state.remove_attachment(id, ifname)?;
+        cni::trace::mark("bridge:state");
         if !state.has_attachments() {
             teardown_network(req, &conf, &state, &mut host)?;
+            cni::trace::mark("bridge:teardown");
         }
         Ok(())
     }
@@ -286,6 +297,8 @@ impl Plugin for BridgePlugin {
         if !state.has_attachments() {
             teardown_network(req, &conf, &state, &mut host)?;
         }
+        // Rules lost behind our back (a firewall reload): GC puts every network's back.
+        rules::restore_if_lost(&conf)?;
         Ok(())
     }
 
