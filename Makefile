@@ -4,7 +4,7 @@
 PREFIX  ?= /opt/cni/bin
 DESTDIR ?=
 CARGO   ?= cargo
-PLUGINS := bridge portmap host none loopback macvlan dns-alias host-local static tuning bandwidth
+PLUGINS := bridge portmap firewall host none loopback macvlan dns-alias host-local static tuning bandwidth
 
 # Release binaries are linked statically (glibc, crt-static): a plugin then starts as fast as
 # an empty process (measured here: VERSION reply 0.80 ms static vs 1.06 ms dynamic, /bin/true

@@ -51,7 +51,7 @@ fn every_example_is_valid_json_with_a_docker_comment() {
         assert_eq!(conf["cniVersion"], json!("1.0.0"), "{:?}", e.path());
         n += 1;
     }
-    assert_eq!(n, 11);
+    assert_eq!(n, 12);
 }
 
 #[test]
@@ -60,7 +60,12 @@ fn bridge_examples_run() {
         return;
     }
     let env = TestEnv::new("exbr");
-    for file in ["10-default-bridge.conflist", "20-user-bridge.conflist", "50-internal.conflist"] {
+    for file in [
+        "10-default-bridge.conflist",
+        "20-user-bridge.conflist",
+        "47-firewall.conflist",
+        "50-internal.conflist",
+    ] {
         let net = load(&env, file);
         let (a, b) = (env.container("a"), env.container("b"));
         let opts = CniOpts::ours().args("IgnoreUnknown=1;K8S_POD_NAME=alpha");
