@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make bench`: our plugins against Debian's reference plugins (/usr/lib/cni), side by side,
-# in one run. Writes docs/benchmarks/{results.md,latency.png,raw.csv,summary.csv}.
+# `make bench`: our plugins against the reference plugins v1.10 (iptables, and their nftables
+# backends) and netavark 2.x, side by side and interleaved in one run. Writes
+# docs/benchmarks/{results.md,latency.png,raw.csv,summary.csv,trace.csv}.
 #
 # The Makefile has already built the release binaries (target/release) and run
 # scripts/install-deps.sh. The measuring is done by $BIN_DIR/cni-bench
@@ -13,7 +14,10 @@
 # failure) and removes its temp dir. Only processes this script started are signalled, by PID.
 #
 # Knobs (environment): LEVELS=0,100,500,1000  SAMPLES=20 (or one per level, e.g. 20,20,15,10)
-#   STARTUP_RUNS=500  SCENARIOS=startup,bridge,portmap  OURS_IPTABLES=1  IPAM_BENCH=1  DNS_BENCH=1
+#   STARTUP_RUNS=500  SCENARIOS=startup,bridge,portmap  OURS_IPTABLES=0  IPAM_BENCH=1  DNS_BENCH=1
+#   REFERENCE=.cache/reference-plugins (v1.10 from scripts/install-deps.sh; else /usr/lib/cni)
+#   NETAVARK=.cache/netavark/bin/netavark (built with `cargo install netavark@2` when missing;
+#   NETAVARK=none skips it)  SCALE=1 (the firewall crate's 1000-mapping scale runs)
 #   BIN_DIR=target/release  OUT=docs/benchmarks
 #   PLOT_ONLY=1: only redraw latency.png from an existing summary.csv
 set -euo pipefail
@@ -25,10 +29,15 @@ LEVELS="${LEVELS:-0,100,500,1000}"
 SAMPLES="${SAMPLES:-20}"
 STARTUP_RUNS="${STARTUP_RUNS:-500}"
 SCENARIOS="${SCENARIOS:-startup,bridge,portmap}"
-OURS_IPTABLES="${OURS_IPTABLES:-1}"
+OURS_IPTABLES="${OURS_IPTABLES:-0}"
 IPAM_BENCH="${IPAM_BENCH:-1}"
 DNS_BENCH="${DNS_BENCH:-1}"
-REFERENCE=/usr/lib/cni
+SCALE="${SCALE:-1}"
+if [ -z "${REFERENCE:-}" ]; then
+    REFERENCE=/usr/lib/cni
+    [ -x "$REPO/.cache/reference-plugins/bridge" ] && REFERENCE="$REPO/.cache/reference-plugins"
+fi
+NETAVARK="${NETAVARK:-$REPO/.cache/netavark/bin/netavark}"
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -56,7 +65,7 @@ cleanup() {
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
         case "$ns" in "$TAG"-*) ip netns del "$ns" 2>/dev/null ;; esac
     done
-    rm -rf "$WORK"
+    rm -rf "$WORK" "/run/$TAG"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -88,10 +97,10 @@ panel_data() { # summary.csv scenario op
     awk -F, -v sc="$2" -v op="$3" '
         NR > 1 && $1 == sc && $5 == op { med[$2 "|" $4] = $7; p90[$2 "|" $4] = $8; seen[$4] = 1 }
         END {
-            split("ours ours-iptables reference", impl, " ")
+            split("ours ours-iptables reference reference-nft netavark", impl, " ")
             for (n in seen) {
                 line = n
-                for (i = 1; i <= 3; i++) {
+                for (i = 1; i <= 5; i++) {
                     k = impl[i] "|" n
                     line = line " " ((k in med) ? med[k] : "NaN") " " ((k in p90) ? p90[k] : "NaN")
                 }
@@ -105,7 +114,7 @@ plot_latency() { # summary.csv output.png
     command -v gnuplot >/dev/null || return 1
     [ -s "$summary" ] || return 1
     mkdir -p "$dir"
-    for f in bridge:ADD bridge:DEL portmap:ADD portmap:DEL; do
+    for f in bridge:ADD bridge:DEL portmap:ADD portmap:DEL bridge:ADD+DEL portmap:ADD+DEL; do
         panel_data "$summary" "${f%%:*}" "${f##*:}" >"$dir/${f%%:*}_${f##*:}.dat"
     done
     xtics=$(cat "$dir"/*.dat | cut -d' ' -f1 | sort -nu | paste -sd, -)
@@ -113,16 +122,18 @@ plot_latency() { # summary.csv output.png
     xmax=$(cat "$dir"/*.dat | cut -d' ' -f1 | sort -n | tail -1)
     [ "$xmax" -gt 0 ] || xmax=1
     say "plotting $png"
-    term="pngcairo size 1400,1000 font 'DejaVu Sans,11'"
-    gnuplot -e "set terminal pngcairo" >/dev/null 2>&1 || term="png size 1400,1000"
+    term="pngcairo size 1400,1400 font 'DejaVu Sans,11'"
+    gnuplot -e "set terminal pngcairo" >/dev/null 2>&1 || term="png size 1400,1400"
     # The three series are shifted apart by 1.2% of the x range so their p90 bars do not overlap.
     panel() { # file title
         if [ -s "$dir/$1" ]; then
             cat <<EOF
 set title "$2"
-plot "$dir/$1" using (\$1-d):2:2:3 with yerrorlines lw 2 pt 7 lc rgb "#1b7837" title "ours (nftables)", \\
-     "$dir/$1" using 1:4:4:5 with yerrorlines lw 2 pt 5 lc rgb "#2166ac" title "ours (iptables backend)", \\
-     "$dir/$1" using (\$1+d):6:6:7 with yerrorlines lw 2 pt 9 lc rgb "#b2182b" title "reference (iptables)"
+plot "$dir/$1" using (\$1-2*d):2:2:3 with yerrorlines lw 2 pt 7 lc rgb "#1b7837" title "ours (nftables)", \\
+     "$dir/$1" using (\$1-d):4:4:5 with yerrorlines lw 2 pt 5 lc rgb "#2166ac" title "ours (iptables backend)", \\
+     "$dir/$1" using 1:6:6:7 with yerrorlines lw 2 pt 9 lc rgb "#b2182b" title "reference (iptables)", \\
+     "$dir/$1" using (\$1+d):8:8:9 with yerrorlines lw 2 pt 11 lc rgb "#f4a582" title "reference (nftables)", \\
+     "$dir/$1" using (\$1+2*d):10:10:11 with yerrorlines lw 2 pt 13 lc rgb "#762a83" title "netavark"
 EOF
         else
             cat <<EOF
@@ -133,7 +144,7 @@ set label 99 "not run" at graph 0.5, graph 0.5 center
 plot 5 with lines lc rgb "white" notitle
 unset label 99
 set yrange [*:*]
-set key below horizontal maxcols 3 samplen 2 width -2
+set key below horizontal maxcols 5 samplen 2 width -2
 EOF
         fi
     }
@@ -141,7 +152,7 @@ EOF
         cat <<EOF
 set terminal $term
 set output "$png"
-set multiplot layout 2,2 title "CNI ADD/DEL latency vs containers already on the bridge (point = median, bar up to p90; log y)"
+set multiplot layout 3,2 title "CNI ADD/DEL latency vs containers already on the bridge (point = median, bar up to p90; log y)"
 set logscale y
 set format y "%g"
 set ylabel "ms per call"
@@ -150,12 +161,14 @@ set xtics ($xtics)
 d = $xmax * 0.012
 set xrange [-$xmax * 0.05 : $xmax * 1.05]
 set grid ytics mytics xtics
-set key below horizontal maxcols 3 samplen 2 width -2
+set key below horizontal maxcols 5 samplen 2 width -2
 EOF
         panel bridge_ADD.dat "bridge + host-local: ADD"
         panel bridge_DEL.dat "bridge + host-local: DEL"
         panel portmap_ADD.dat "bridge + portmap: ADD (bridge + portmap processes)"
         panel portmap_DEL.dat "bridge + portmap: DEL (portmap + bridge processes)"
+        panel bridge_ADD+DEL.dat "bridge + host-local: ADD+DEL per container"
+        panel portmap_ADD+DEL.dat "bridge + portmap: ADD+DEL per container"
         echo "unset multiplot"
     } >"$WORK/latency.gp"
     if ! gnuplot "$WORK/latency.gp" 2>"$WORK/gnuplot.err"; then
@@ -169,6 +182,15 @@ if [ "${PLOT_ONLY:-0}" = 1 ]; then
     exit 0
 fi
 
+# --- netavark 2.x (built from crates.io into .cache, not committed) -------------------------
+if [ "$NETAVARK" != none ] && [ ! -x "$NETAVARK" ] && command -v cargo >/dev/null; then
+    say "building netavark 2.x into .cache/netavark (cargo install; once)"
+    command -v protoc >/dev/null || apt-get -o DPkg::Lock::Timeout=300 -q install -y protobuf-compiler >"$WORK/apt-protoc.log" 2>&1 || true
+    cargo install -q netavark@2 --root "$REPO/.cache/netavark" >"$WORK/netavark-build.log" 2>&1 \
+        || { tail -5 "$WORK/netavark-build.log" >&2; echo "bench.sh: netavark did not build; its lane is left out" >&2; }
+fi
+[ -x "$NETAVARK" ] || NETAVARK=none
+
 # --- cni-bench ----------------------------------------------------------------------------
 if [ ! -x "$BIN_DIR/cni-bench" ]; then
     say "building cni-bench"
@@ -179,6 +201,7 @@ say "cni-bench: scenarios $SCENARIOS, N = $LEVELS, samples $SAMPLES (progress be
 args=(--ours "$BIN_DIR" --reference "$REFERENCE" --out "$OUT" --work "$WORK/cni-bench" --tag "$TAG"
       --levels "$LEVELS" --samples "$SAMPLES" --startup-runs "$STARTUP_RUNS" --scenarios "$SCENARIOS")
 [ "$OURS_IPTABLES" = 1 ] || args+=(--no-ours-iptables)
+args+=(--netavark "$NETAVARK")
 bench_rc=0
 run_child "$BIN_DIR/cni-bench" "${args[@]}" || bench_rc=$?
 [ -f "$WORK/cni-bench/tables.md" ] || die "cni-bench failed (exit $bench_rc) before writing any table"
@@ -271,6 +294,19 @@ if [ "$DNS_BENCH" = 1 ] && [ -x "$REPO/bench/dns.sh" ]; then
     fi
 fi
 
+# --- scale: the firewall crate's 1000-mapping runs (moved out of make test) ---------------
+SCALE_MD="$WORK/scale.md"
+: >"$SCALE_MD"
+if [ "$SCALE" = 1 ]; then
+    say "firewall scale runs (1000 mappings, each backend, in private namespaces)"
+    if (cd "$REPO" && cargo test -q --release -p firewall --test kernel -- --ignored --nocapture scale) >"$WORK/scale.out" 2>&1; then
+        { echo "## Firewall backends at scale: 1000 containers' mappings, one call at a time"; echo
+          echo '```'; grep -E '^(nftables|iptables):' "$WORK/scale.out"; echo '```'; echo; } >>"$SCALE_MD"
+    else
+        { echo "## Firewall scale runs"; echo; echo "Not completed:"; echo '```'; tail -20 "$WORK/scale.out"; echo '```'; echo; } >>"$SCALE_MD"
+    fi
+fi
+
 # --- plot -------------------------------------------------------------------------------
 PLOT_NOTE="(no plot: gnuplot missing or no latency data)"
 if plot_latency "$OUT/summary.csv" "$OUT/latency.png"; then
@@ -282,9 +318,11 @@ T_ALL=$(( $(date +%s) - T0 ))
 rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=""
 [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -1)" ] && dirty=" (with uncommitted changes)"
-refver=$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown)
+refver=$({ "$REFERENCE/bridge" </dev/null 2>&1 || true; } | head -1)
+navver="not run"
+[ "$NETAVARK" = none ] || navver=$("$NETAVARK" --version 2>/dev/null || echo "netavark (version unknown)")
 {
-    echo "# Benchmarks: our plugins vs the reference plugins"
+    echo "# Benchmarks: our plugins vs the reference plugins and netavark"
     echo
     echo "Generated by \`make bench\` (scripts/bench.sh driving integration/src/bin/cni-bench.rs). Ours and"
     echo "the reference run in the same run, interleaved sample by sample; every plugin process runs in a"
@@ -302,7 +340,8 @@ refver=$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null |
     echo "| kernel | $(uname -r) |"
     echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
     echo "| ours | git $rev$dirty, release build ($BIN_DIR) |"
-    echo "| reference | Debian containernetworking-plugins $refver ($REFERENCE) |"
+    echo "| reference | $refver ($REFERENCE) |"
+    echo "| netavark | $navver |"
     echo "| iptables | $(iptables --version 2>/dev/null || echo none) |"
     echo "| nft | $(nft --version 2>/dev/null || echo none) |"
     echo "| run time | cni-bench ${T_BENCH} s; whole script ${T_ALL} s |"
@@ -310,6 +349,7 @@ refver=$(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null |
     echo "$PLOT_NOTE"
     echo
     cat "$WORK/cni-bench/tables.md"
+    cat "$SCALE_MD"
     cat "$PERF_MD"
     cat "$IPAM_MD"
     cat "$DNS_MD"

@@ -93,6 +93,14 @@ fn check_stop() -> Res<()> {
 struct Opts {
     ours: PathBuf,
     reference: PathBuf,
+    /// The reference's own name for its version (`CNI bridge plugin v1.10.0`).
+    reference_version: String,
+    /// Also run the reference with its nftables backends (v1.6+: `ipMasqBackend`, `backend`).
+    reference_nft: bool,
+    /// netavark 2.x (`setup`/`teardown` of the same network), when given.
+    netavark: Option<PathBuf>,
+    /// Ask our plugins for timing marks (CNI_SUITE_TRACE=1) and write the breakdown.
+    trace: bool,
     out: PathBuf,
     work: PathBuf,
     tag: String,
@@ -132,6 +140,10 @@ fn parse_opts() -> Opts {
     let mut o = Opts {
         ours: exe_dir.unwrap_or_else(|| PathBuf::from("target/release")),
         reference: PathBuf::from("/usr/lib/cni"),
+        reference_version: String::new(),
+        reference_nft: true,
+        netavark: None,
+        trace: true,
         out: PathBuf::from("docs/benchmarks"),
         work: std::env::temp_dir().join(format!("cni-bench-{pid}")),
         tag: format!("cbench{pid}"),
@@ -156,6 +168,12 @@ fn parse_opts() -> Opts {
             "--startup-runs" => o.startup_runs = parse_list(&val(), "--startup-runs")[0],
             "--scenarios" => o.scenarios = val().split(',').map(|s| s.trim().to_string()).collect(),
             "--no-ours-iptables" => o.ours_iptables = false,
+            "--no-reference-nft" => o.reference_nft = false,
+            "--no-trace" => o.trace = false,
+            "--netavark" => {
+                let v = val();
+                o.netavark = if v == "none" { None } else { Some(PathBuf::from(v)) };
+            }
             "--hyperfine" => {
                 let v = val();
                 o.hyperfine = if v == "none" { None } else { Some(PathBuf::from(v)) };
@@ -178,7 +196,34 @@ fn parse_opts() -> Opts {
     if o.tag.is_empty() || o.tag.len() > 20 || !o.tag.chars().all(|c| c.is_ascii_alphanumeric()) {
         usage("--tag: 1-20 letters or digits");
     }
+    o.reference_version = reference_version(&o.reference);
+    // The nftables backends of the reference appeared in v1.6.
+    let v: Vec<u32> = o
+        .reference_version
+        .rsplit('v')
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    if v.len() < 2 || (v[0], v[1]) < (1, 6) {
+        o.reference_nft = false;
+    }
     o
+}
+
+/// What the reference bridge says it is when run without CNI_COMMAND.
+fn reference_version(dir: &Path) -> String {
+    let out = Command::new(dir.join("bridge")).env_clear().output();
+    let text = out
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+        })
+        .unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("CNI bridge plugin"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| "CNI bridge plugin (unknown version)".into())
 }
 
 impl Opts {
@@ -248,6 +293,10 @@ struct Recorder {
     csv: BufWriter<File>,
     rows: BTreeMap<(String, String, String, usize, String), Vec<f64>>,
     fails: BTreeMap<(String, String, String, usize, String), usize>,
+    /// Our plugins' trace: (scenario, N, op, component) -> ms per sample.
+    marks: BTreeMap<(String, usize, String, String), Vec<f64>>,
+    /// Components in the order they first appeared, per (scenario, op).
+    mark_order: BTreeMap<(String, String), Vec<String>>,
 }
 
 impl Recorder {
@@ -255,7 +304,72 @@ impl Recorder {
         let f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let mut csv = BufWriter::new(f);
         writeln!(csv, "scenario,impl,plugin,n,op,sample,ms,detail").map_err(|e| e.to_string())?;
-        Ok(Recorder { csv, rows: BTreeMap::new(), fails: BTreeMap::new() })
+        Ok(Recorder {
+            csv,
+            rows: BTreeMap::new(),
+            fails: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            mark_order: BTreeMap::new(),
+        })
+    }
+
+    fn add_marks(&mut self, scenario: &str, n: usize, op: &str, marks: &Marks) {
+        // Several marks of one name in a call (none today) add up.
+        let mut per: Vec<(String, f64)> = Vec::new();
+        for (name, ms) in marks {
+            match per.iter_mut().find(|(k, _)| k == name) {
+                Some((_, v)) => *v += ms,
+                None => per.push((name.clone(), *ms)),
+            }
+        }
+        let order = self.mark_order.entry((scenario.into(), op.into())).or_default();
+        for (name, ms) in per {
+            if !order.contains(&name) {
+                order.push(name.clone());
+            }
+            self.marks.entry((scenario.into(), n, op.into(), name)).or_default().push(ms);
+        }
+    }
+
+    fn write_trace(&self, path: &Path) -> Res<()> {
+        let mut s = String::from("scenario,n,op,component,count,median_ms,p90_ms\n");
+        for ((sc, n, op, c), v) in &self.marks {
+            if let Some(st) = stats(v) {
+                let _ = writeln!(s, "{sc},{n},{op},{c},{},{:.4},{:.4}", st.n, st.median, st.p90);
+            }
+        }
+        fs::write(path, s).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Markdown: where our ADD and DEL time goes, per component, median ms per level.
+    fn trace_table(&self, scenario: &str, levels: &[usize], md: &mut String) {
+        for op in ["ADD", "DEL"] {
+            let Some(order) = self.mark_order.get(&(scenario.to_string(), op.to_string())) else {
+                continue;
+            };
+            let _ = writeln!(md, "Where ours spends an {op} (CNI_SUITE_TRACE=1 marks; median ms per step; `spawn` = fork/exec to `main`, `reap` = last mark to the parent's wait returning):\n");
+            let _ = write!(md, "| step |");
+            for n in levels {
+                let _ = write!(md, " N={n} |");
+            }
+            let _ = writeln!(md);
+            let _ = write!(md, "|---|");
+            for _ in levels {
+                let _ = write!(md, "---:|");
+            }
+            let _ = writeln!(md);
+            for c in order {
+                let _ = write!(md, "| {c} |");
+                for n in levels {
+                    let v = self.marks.get(&(scenario.to_string(), *n, op.to_string(), c.clone()));
+                    let cellv =
+                        v.and_then(|v| stats(v)).map(|st| fmt_ms(st.median)).unwrap_or("—".into());
+                    let _ = write!(md, " {cellv} |");
+                }
+                let _ = writeln!(md);
+            }
+            let _ = writeln!(md);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -605,6 +719,8 @@ impl Drop for Containers {
 
 struct Proc {
     ms: f64,
+    spawn_ns: u64,
+    end_ns: u64,
     ok: bool,
     code: i32,
     stdout: String,
@@ -613,8 +729,14 @@ struct Proc {
 
 /// Spawns `bin` with exactly `env`, writes `stdin`, waits; the wall time covers spawn to reap.
 fn exec(bin: &Path, env: &[(String, String)], stdin: &str) -> Res<Proc> {
+    exec_args(bin, &[], env, stdin)
+}
+
+fn exec_args(bin: &Path, args: &[&str], env: &[(String, String)], stdin: &str) -> Res<Proc> {
+    let spawn_ns = mono_ns();
     let start = Instant::now();
     let mut child = Command::new(bin)
+        .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::piped())
@@ -631,6 +753,8 @@ fn exec(bin: &Path, env: &[(String, String)], stdin: &str) -> Res<Proc> {
     let ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(Proc {
         ms,
+        spawn_ns,
+        end_ns: mono_ns(),
         ok: out.status.success(),
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -643,6 +767,8 @@ enum Impl {
     Ours,
     OursIpt,
     Ref,
+    RefNft,
+    Netavark,
 }
 
 impl Impl {
@@ -651,6 +777,8 @@ impl Impl {
             Impl::Ours => "ours",
             Impl::OursIpt => "ours-iptables",
             Impl::Ref => "reference",
+            Impl::RefNft => "reference-nft",
+            Impl::Netavark => "netavark",
         }
     }
     fn short(self) -> &'static str {
@@ -658,6 +786,17 @@ impl Impl {
             Impl::Ours => "o",
             Impl::OursIpt => "i",
             Impl::Ref => "r",
+            Impl::RefNft => "n",
+            Impl::Netavark => "v",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Impl::Ours => "ours",
+            Impl::OursIpt => "ours (iptables)",
+            Impl::Ref => "reference (iptables)",
+            Impl::RefNft => "reference (nftables)",
+            Impl::Netavark => "netavark",
         }
     }
 }
@@ -691,11 +830,59 @@ struct Setup {
     plugin_dir: PathBuf,
     state_dir: PathBuf,
     ipam_dir: PathBuf,
+    /// The netavark binary (Impl::Netavark).
+    netavark: Option<PathBuf>,
+    /// Ask for timing marks (ours only).
+    trace: bool,
+}
+
+/// One call's timing marks: (mark, ms since the spawn).
+type Marks = Vec<(String, f64)>;
+
+/// Monotonic nanoseconds (the clock the plugins' trace marks use).
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The `cni-trace <mark> <ns>` lines of one call, as the time each step took: from the
+/// spawn to the first mark ("spawn"), between marks (named by the later one), and from the
+/// last mark to the reaped exit ("reap").
+fn marks_of(p: &Proc, prefix: &str) -> Marks {
+    let mut out = Vec::new();
+    let mut last = p.spawn_ns;
+    for l in p.stderr.lines() {
+        let mut it = l.split_whitespace();
+        if it.next() != Some("cni-trace") {
+            continue;
+        }
+        let (Some(name), Some(ns)) = (it.next(), it.next().and_then(|x| x.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        let name = if name == "main" { "spawn" } else { name };
+        let name = if name.contains(':') { name.to_string() } else { format!("{prefix}{name}") };
+        out.push((name, ns.saturating_sub(last) as f64 / 1e6));
+        last = ns;
+    }
+    if !out.is_empty() {
+        out.push((format!("{prefix}reap"), p.end_ns.saturating_sub(last) as f64 / 1e6));
+    }
+    out
+}
+
+/// The static IP netavark gets (it does no IPAM; podman passes the address): from the
+/// container's unique host port.
+fn netavark_ip(port: u32) -> String {
+    let n = port - FILL_PORT + 2;
+    format!("10.88.{}.{}", n / 256, n % 256)
 }
 
 impl Setup {
     fn env(&self, command: &str, id: &str, netns: &Path) -> Vec<(String, String)> {
-        vec![
+        let mut v = vec![
             ("PATH".into(), PATH_ENV.into()),
             ("CNI_COMMAND".into(), command.into()),
             ("CNI_CONTAINERID".into(), id.into()),
@@ -703,7 +890,11 @@ impl Setup {
             ("CNI_IFNAME".into(), "eth0".into()),
             ("CNI_PATH".into(), self.plugin_dir.display().to_string()),
             ("CNI_SUITE_STATE_DIR".into(), self.state_dir.display().to_string()),
-        ]
+        ];
+        if self.trace {
+            v.push(("CNI_SUITE_TRACE".into(), "1".into()));
+        }
+        v
     }
 
     fn bridge_conf(&self) -> Value {
@@ -719,7 +910,8 @@ impl Setup {
         match self.imp {
             Impl::Ours => c["firewallBackend"] = json!("nftables"),
             Impl::OursIpt => c["firewallBackend"] = json!("iptables"),
-            Impl::Ref => {}
+            Impl::RefNft => c["ipMasqBackend"] = json!("nftables"),
+            Impl::Ref | Impl::Netavark => {}
         }
         c
     }
@@ -733,9 +925,60 @@ impl Setup {
         match self.imp {
             Impl::Ours => c["backend"] = json!("nftables"),
             Impl::OursIpt => c["backend"] = json!("iptables"),
-            Impl::Ref => {}
+            Impl::RefNft => c["backend"] = json!("nftables"),
+            Impl::Ref | Impl::Netavark => {}
         }
         c
+    }
+
+    /// netavark's input for one container: the same bridge network, its address, and (in
+    /// the portmap scenario) one published port.
+    fn netavark_conf(&self, id: &str, port: u32) -> Value {
+        let ports = if self.scenario == Scenario::Portmap {
+            json!([{"host_ip": "", "container_port": 80, "host_port": port, "range": 1, "protocol": "tcp"}])
+        } else {
+            json!([])
+        };
+        json!({
+            "container_id": format!("{id:0>64}"),
+            "container_name": id,
+            "port_mappings": ports,
+            "networks": {NETWORK: {"static_ips": [netavark_ip(port)], "interface_name": "eth0"}},
+            "network_info": {NETWORK: {
+                "name": NETWORK, "id": format!("{:0>64}", "beef"), "driver": "bridge",
+                "network_interface": BRIDGE,
+                "subnets": [{"subnet": SUBNET, "gateway": "10.88.0.1"}],
+                "ipv6_enabled": false, "internal": false, "dns_enabled": false,
+                "ipam_options": {"driver": "host-local"}
+            }}
+        })
+    }
+
+    fn netavark(&self, command: &str, id: &str, netns: &Path, port: u32) -> Res<Proc> {
+        let bin = self.netavark.clone().ok_or("netavark binary not given")?;
+        let config = self.state_dir.join("netavark");
+        let env = vec![("PATH".to_string(), PATH_ENV.to_string())];
+        // netavark reads its input from a file (as podman passes it); written before the
+        // timed spawn.
+        let input = self.state_dir.join(format!("{id}.json"));
+        fs::write(&input, self.netavark_conf(id, port).to_string())
+            .map_err(|e| format!("writing {}: {e}", input.display()))?;
+        let cfg = config.display().to_string();
+        let ns = netns.display().to_string();
+        let file = input.display().to_string();
+        let p = exec_args(&bin, &["--config", &cfg, "-f", &file, command, &ns], &env, "")?;
+        if command == "teardown" {
+            let _ = fs::remove_file(&input);
+        }
+        if !p.ok {
+            return Err(format!(
+                "netavark {command} {id} failed (exit {}):\n  stdout: {}\n  stderr: {}",
+                p.code,
+                p.stdout.trim(),
+                p.stderr.trim()
+            ));
+        }
+        Ok(p)
     }
 
     fn call(&self, plugin: &str, command: &str, id: &str, netns: &Path, conf: &Value) -> Res<Proc> {
@@ -755,35 +998,47 @@ impl Setup {
 
     /// ADD as a runtime does it: bridge, then (portmap scenario) portmap with bridge's result
     /// as prevResult. Returns (total ms, detail, the final result for DEL).
-    fn add(&self, id: &str, netns: &Path, port: u32) -> Res<(f64, String, Value)> {
+    fn add(&self, id: &str, netns: &Path, port: u32) -> Res<(f64, String, Value, Marks)> {
+        if self.imp == Impl::Netavark {
+            let p = self.netavark("setup", id, netns, port)?;
+            return Ok((p.ms, format!("netavark={:.3}", p.ms), json!({}), Vec::new()));
+        }
         let conf = self.bridge_conf();
         let b = self.call("bridge", "ADD", id, netns, &conf)?;
+        let mut marks = marks_of(&b, "bridge:");
         let result: Value = serde_json::from_str(b.stdout.trim())
             .map_err(|e| format!("bridge ADD {id}: result is not JSON ({e}): {}", b.stdout))?;
         if self.scenario == Scenario::Bridge {
-            return Ok((b.ms, format!("bridge={:.3}", b.ms), result));
+            return Ok((b.ms, format!("bridge={:.3}", b.ms), result, marks));
         }
         let mut pconf = self.portmap_conf(port);
         pconf["prevResult"] = result;
         let p = self.call("portmap", "ADD", id, netns, &pconf)?;
+        marks.extend(marks_of(&p, "portmap:"));
         let fin: Value = serde_json::from_str(p.stdout.trim())
             .map_err(|e| format!("portmap ADD {id}: result is not JSON ({e}): {}", p.stdout))?;
-        Ok((b.ms + p.ms, format!("bridge={:.3};portmap={:.3}", b.ms, p.ms), fin))
+        Ok((b.ms + p.ms, format!("bridge={:.3};portmap={:.3}", b.ms, p.ms), fin, marks))
     }
 
     /// DEL in reverse order, each plugin given the cached final result as prevResult (libcni).
-    fn del(&self, id: &str, netns: &Path, port: u32, prev: &Value) -> Res<(f64, String)> {
+    fn del(&self, id: &str, netns: &Path, port: u32, prev: &Value) -> Res<(f64, String, Marks)> {
+        if self.imp == Impl::Netavark {
+            let p = self.netavark("teardown", id, netns, port)?;
+            return Ok((p.ms, format!("netavark={:.3}", p.ms), Vec::new()));
+        }
         let mut bconf = self.bridge_conf();
         bconf["prevResult"] = prev.clone();
         if self.scenario == Scenario::Bridge {
             let b = self.call("bridge", "DEL", id, netns, &bconf)?;
-            return Ok((b.ms, format!("bridge={:.3}", b.ms)));
+            return Ok((b.ms, format!("bridge={:.3}", b.ms), marks_of(&b, "bridge:")));
         }
         let mut pconf = self.portmap_conf(port);
         pconf["prevResult"] = prev.clone();
         let p = self.call("portmap", "DEL", id, netns, &pconf)?;
         let b = self.call("bridge", "DEL", id, netns, &bconf)?;
-        Ok((p.ms + b.ms, format!("portmap={:.3};bridge={:.3}", p.ms, b.ms)))
+        let mut marks = marks_of(&p, "portmap:");
+        marks.extend(marks_of(&b, "bridge:"));
+        Ok((p.ms + b.ms, format!("portmap={:.3};bridge={:.3}", p.ms, b.ms), marks))
     }
 }
 
@@ -995,8 +1250,17 @@ fn latency(o: &Opts, scenario: Scenario, rec: &mut Recorder, md: &mut String) ->
         impls.push(Impl::OursIpt);
     }
     impls.push(Impl::Ref);
+    if o.reference_nft {
+        impls.push(Impl::RefNft);
+    }
+    if o.netavark.is_some() {
+        impls.push(Impl::Netavark);
+    }
     for imp in &impls {
-        let dir = if *imp == Impl::Ref { &o.reference } else { &o.ours };
+        if *imp == Impl::Netavark {
+            continue;
+        }
+        let dir = if matches!(imp, Impl::Ref | Impl::RefNft) { &o.reference } else { &o.ours };
         for p in ["bridge", "host-local", "portmap"] {
             if !dir.join(p).is_file() {
                 return Err(format!("{}: {} not found in {}", imp.key(), p, dir.display()));
@@ -1032,12 +1296,21 @@ fn latency_inner(
     let plugin = scenario.plugins();
     for imp in impls {
         let base = o.work.join(format!("{sc}-{}", imp.key()));
+        // Runtime state where the plugins keep it by default (/run: no fsync, as in
+        // production); IPAM leases in the work directory (durable, like /var/lib/cni).
+        let run_state = Path::new("/run").join(&o.tag).join(format!("{sc}-{}", imp.key()));
         let setup = Setup {
             scenario,
             imp: *imp,
-            plugin_dir: if *imp == Impl::Ref { o.reference.clone() } else { o.ours.clone() },
-            state_dir: base.join("state"),
+            plugin_dir: if matches!(imp, Impl::Ref | Impl::RefNft) {
+                o.reference.clone()
+            } else {
+                o.ours.clone()
+            },
+            state_dir: run_state,
             ipam_dir: base.join("ipam"),
+            netavark: o.netavark.clone(),
+            trace: false,
         };
         fs::create_dir_all(&setup.state_dir)
             .map_err(|e| format!("mkdir {}: {e}", setup.state_dir.display()))?;
@@ -1119,6 +1392,7 @@ fn latency_inner(
             netns: PathBuf,
             port: u32,
             result: Option<Value>,
+            add_ms: f64,
         }
         let mut added: Vec<Sample> = Vec::new();
         for s in 0..samples {
@@ -1143,7 +1417,8 @@ fn latency_inner(
             for k in 0..live.len() {
                 let j = (s + k) % live.len();
                 let lane = &lanes[live[j]];
-                let setup = lane.setup.clone();
+                let mut setup = lane.setup.clone();
+                setup.trace = o.trace && setup.imp == Impl::Ours;
                 let id = format!("bench-n{level}-s{s}");
                 let port = SAMPLE_PORT + (li as u32) * 100 + s as u32;
                 let p = paths[j].clone();
@@ -1151,8 +1426,9 @@ fn latency_inner(
                 let r = lane.host.run(move || setup.add(&id2, &p2, port))?;
                 let key = setup_key(&lane.setup);
                 match r {
-                    Ok((ms, detail, result)) => {
+                    Ok((ms, detail, result, marks)) => {
                         rec.add(sc, key, plugin, level, "ADD", s, ms, &detail);
+                        rec.add_marks(sc, level, "ADD", &marks);
                         added.push(Sample {
                             lane: live[j],
                             sample: s,
@@ -1160,6 +1436,7 @@ fn latency_inner(
                             netns: p,
                             port,
                             result: Some(result),
+                            add_ms: ms,
                         });
                     }
                     Err(e) => {
@@ -1172,6 +1449,7 @@ fn latency_inner(
                             netns: p,
                             port,
                             result: None,
+                            add_ms: 0.0,
                         });
                     }
                 }
@@ -1181,7 +1459,8 @@ fn latency_inner(
         for smp in &added {
             check_stop()?;
             let lane = &lanes[smp.lane];
-            let setup = lane.setup.clone();
+            let mut setup = lane.setup.clone();
+            setup.trace = o.trace && setup.imp == Impl::Ours;
             let key = setup_key(&lane.setup);
             let (id, p, port) = (smp.id.clone(), smp.netns.clone(), smp.port);
             let prev = smp.result.clone().unwrap_or_else(|| json!({"cniVersion": "1.0.0"}));
@@ -1189,8 +1468,10 @@ fn latency_inner(
             let r = lane.host.run(move || setup.del(&id, &p, port, &prev))?;
             let sample_no = smp.sample;
             match (r, measured) {
-                (Ok((ms, detail)), true) => {
-                    rec.add(sc, key, plugin, level, "DEL", sample_no, ms, &detail)
+                (Ok((ms, detail, marks)), true) => {
+                    rec.add(sc, key, plugin, level, "DEL", sample_no, ms, &detail);
+                    rec.add(sc, key, plugin, level, "ADD+DEL", sample_no, smp.add_ms + ms, "");
+                    rec.add_marks(sc, level, "DEL", &marks);
                 }
                 (Ok(_), false) => {}
                 (Err(e), _) => {
@@ -1237,31 +1518,34 @@ fn latency_inner(
         "{what} N containers of the same kind already exist on the bridge (each implementation in its own \
          private host namespace, filled by running the plugins). Per level, each sample adds one new container \
          per implementation (implementations rotated), then those are deleted. Times are wall time of the plugin \
-         processes in ms, median / p90 over the samples. `ours` = our nftables backend (the default), \
-         `ours (iptables)` = our iptables backend; the reference uses iptables.\n"
+         processes in ms, median / p90 over the samples; ADD+DEL is the sum per container. `ours` = our nftables \
+         backend (the default); the reference is {} (`reference (nftables)`: `ipMasqBackend`/`backend` \
+         `nftables`); netavark runs `setup`/`teardown` with the same network, address and port.\n",
+        o.reference_version
     );
-    let ipt = impls.contains(&Impl::OursIpt);
-    if ipt {
-        let _ = writeln!(md, "| scenario | N | op | samples | ours median / p90 | ours (iptables) median / p90 | reference median / p90 | reference/ours | reference/ours (iptables) |");
-        let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---:|");
-    } else {
-        let _ = writeln!(md, "| scenario | N | op | samples | ours median / p90 | reference median / p90 | reference/ours |");
-        let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|");
+    let _ = write!(md, "| N | op |");
+    for imp in impls {
+        let _ = write!(md, " {} |", imp.label());
     }
+    for imp in impls.iter().filter(|i| **i != Impl::Ours) {
+        let _ = write!(md, " {} / ours |", imp.label());
+    }
+    let _ = writeln!(md);
+    let _ = write!(md, "|---:|---|");
+    for _ in 0..(impls.len() * 2 - 1) {
+        let _ = write!(md, "---:|");
+    }
+    let _ = writeln!(md);
     let mut notes = Vec::new();
-    for op in ["ADD", "DEL"] {
-        for (li, &level) in o.levels.iter().enumerate() {
+    for op in ["ADD", "DEL", "ADD+DEL"] {
+        for &level in o.levels.iter() {
             let so = rec.get(sc, "ours", plugin, level, op);
-            let si = rec.get(sc, "ours-iptables", plugin, level, op);
-            let sr = rec.get(sc, "reference", plugin, level, op);
-            let _ =
-                write!(md, "| {plugin} | {level} | {op} | {} | {} |", o.samples_at(li), cell(so));
-            if ipt {
-                let _ = write!(md, " {} |", cell(si));
+            let _ = write!(md, "| {level} | {op} |");
+            for imp in impls {
+                let _ = write!(md, " {} |", cell(rec.get(sc, imp.key(), plugin, level, op)));
             }
-            let _ = write!(md, " {} | {} |", cell(sr), ratio(sr, so));
-            if ipt {
-                let _ = write!(md, " {} |", ratio(sr, si));
+            for imp in impls.iter().filter(|i| **i != Impl::Ours) {
+                let _ = write!(md, " {} |", ratio(rec.get(sc, imp.key(), plugin, level, op), so));
             }
             let _ = writeln!(md);
             for imp in impls {
@@ -1275,6 +1559,8 @@ fn latency_inner(
             }
         }
     }
+    let _ = writeln!(md);
+    rec.trace_table(sc, &o.levels, md);
     let _ = writeln!(md);
     for lane in lanes.iter() {
         if let Some(e) = &lane.broken {
@@ -1366,6 +1652,10 @@ fn main() {
         eprintln!("cni-bench: {e}");
         exit = 1;
     }
+    if let Err(e) = rec.write_trace(&o.out.join("trace.csv")) {
+        eprintln!("cni-bench: {e}");
+        exit = 1;
+    }
     if let Err(e) = fs::write(o.work.join("tables.md"), &md) {
         eprintln!("cni-bench: cannot write tables.md: {e}");
         exit = 1;
@@ -1374,6 +1664,7 @@ fn main() {
         eprintln!("cni-bench: failed: {}", failed.join(", "));
         exit = 1;
     }
+    let _ = fs::remove_dir_all(Path::new("/run").join(&o.tag));
     eprintln!("cni-bench: done in {:.0} s", start.elapsed().as_secs_f64());
     std::process::exit(exit);
 }
