@@ -73,6 +73,9 @@ fn ping(dir: &Path) -> Result<Found, CniError> {
     match request(dir, "ping", PING_TIMEOUT) {
         Ok(_) => Ok(Found::Live),
         Err(e) if not_running(&e) => Ok(Found::Absent),
+        // The connection was accepted (or queued) and then dropped: a daemon that was exiting
+        // (e.g. one whose starter was killed) is gone once nobody holds the pid file's lock.
+        Err(_) if !pid_file_held(dir) => Ok(Found::Absent),
         Err(e) => {
             kill_wedged(dir, &e)?;
             Ok(Found::Replaced)
@@ -118,6 +121,18 @@ pub fn our_daemon_pid(dir: &Path) -> Option<i32> {
             && f[5].rsplit(':').next() == Some(&ino.to_string())
     });
     holds.then_some(pid)
+}
+
+/// True when some process holds the pid file's lock, i.e. a daemon of this state dir lives.
+fn pid_file_held(dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(dir.join(PID_FILE)) else { return false };
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(_) => true,
+    }
 }
 
 /// Kills a daemon that accepted a connection but did not answer: stopped or wedged.

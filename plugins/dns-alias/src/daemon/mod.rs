@@ -170,8 +170,11 @@ fn launch(dir: &Path, foreground: bool) -> io::Result<()> {
         return Ok(());
     }
     let mut out = io::stdout().lock();
-    writeln!(out, "{READY}")?;
-    out.flush()?;
+    // A plugin killed while it waited for this line is no reason to stop serving: the records
+    // are there, and the runtime's DEL (or GC) will talk to us next.
+    if let Err(e) = writeln!(out, "{READY}").and_then(|_| out.flush()) {
+        log!("the plugin that started us is gone ({e}); serving anyway");
+    }
     drop(out);
     if !foreground {
         // The plugin has its answer: stdout joins stderr in the log (closing the pipe).
