@@ -45,40 +45,6 @@ impl FileLock {
         Ok(FileLock { file })
     }
 
-    /// Locks a lock file that its holder may delete (to leave nothing behind). A file unlinked
-    /// by the previous holder while we waited is no longer the lock: open the path again and
-    /// retry, so two callers never both believe they hold it. Delete only while holding it.
-    pub fn removable(path: &Path) -> io::Result<FileLock> {
-        use std::os::unix::fs::MetadataExt;
-        loop {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let file = match OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(path)
-            {
-                Ok(f) => f,
-                // The directory went away between create_dir_all and open: start over.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            file.lock()?;
-            let held = file.metadata()?;
-            match fs::metadata(path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(FileLock { file })
-                }
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     /// Creates parent directories and the lock file if needed, then blocks until locked.
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
         if let Some(parent) = path.parent() {
