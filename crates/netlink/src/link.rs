@@ -16,7 +16,7 @@ use crate::netns::Netns;
 pub const MAX_IFNAME_LEN: usize = 15;
 
 /// A network interface as reported by RTM_GETLINK.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Link {
     /// Interface index in its namespace.
     pub index: u32,
@@ -40,6 +40,10 @@ pub struct Link {
     pub macvlan_mode: Option<MacvlanMode>,
     /// Promiscuous mode requested by user space (IFF_PROMISC; not bridge-port promiscuity).
     pub promisc: bool,
+    /// All-multicast mode requested by user space (IFF_ALLMULTI).
+    pub allmulti: bool,
+    /// Transmit queue length.
+    pub txqlen: u32,
     /// IFLA_IFALIAS, the free-text alias (`ip link set X alias Y`); the suite stores the
     /// owner tag of the links it creates there.
     pub alias: Option<String>,
@@ -124,6 +128,14 @@ pub fn check_ifname(name: &str) -> Result<()> {
     }
 }
 
+/// Refuses an alias the kernel would truncate (IFALIASZ - 1 = 255 bytes).
+pub(crate) fn check_alias(alias: &str, ctx: &str) -> Result<()> {
+    if alias.len() > 255 {
+        return Err(Error::from_errno(format!("{ctx}: alias longer than 255 bytes"), libc::EINVAL));
+    }
+    Ok(())
+}
+
 impl Link {
     fn from_message(msg: LinkMessage) -> Link {
         let mut link = Link {
@@ -138,12 +150,15 @@ impl Link {
             link_netnsid: None,
             macvlan_mode: None,
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
+            allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
+            txqlen: 0,
             alias: None,
         };
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => link.name = name,
                 LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+                LinkAttribute::TxQueueLen(q) => link.txqlen = q,
                 LinkAttribute::Address(bytes) => link.mac = bytes.try_into().ok(),
                 LinkAttribute::Controller(master) if master != 0 => link.master = Some(master),
                 LinkAttribute::Link(index) if index != 0 => link.link = Some(index),
@@ -191,6 +206,11 @@ impl Handle {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Every link of the given kind ("ifb", "veth", ...) in this handle's namespace.
+    pub fn links_of_kind(&mut self, kind: &str) -> Result<Vec<Link>> {
+        Ok(self.links()?.into_iter().filter(|l| l.kind.as_deref() == Some(kind)).collect())
     }
 
     /// Looks a link up by name; Ok(None) when there is none.
@@ -367,7 +387,7 @@ impl Handle {
     }
 
     /// Reads back a link just created (the kernel does not return it with the ACK).
-    fn created_link(&mut self, name: &str, ctx: &str) -> Result<Link> {
+    pub(crate) fn created_link(&mut self, name: &str, ctx: &str) -> Result<Link> {
         self.link_by_name(name)?.ok_or_else(|| {
             Error::from_errno(format!("{ctx}: link vanished after creation"), libc::ENODEV)
         })
@@ -397,6 +417,17 @@ impl Handle {
             LinkFlags::Promisc,
             on,
             format!("setting promisc {state} on link #{index}"),
+        )
+    }
+
+    /// Turns all-multicast mode (IFF_ALLMULTI) on or off.
+    pub fn set_allmulti(&mut self, index: u32, on: bool) -> Result<()> {
+        let state = if on { "on" } else { "off" };
+        self.set_flag(
+            index,
+            LinkFlags::Allmulti,
+            on,
+            format!("setting allmulticast {state} on link #{index}"),
         )
     }
 
@@ -453,12 +484,7 @@ impl Handle {
     /// Sets the alias (IFLA_IFALIAS, at most 255 bytes; an empty one removes it). The kernel
     /// ignores an alias in RTM_NEWLINK, so it is set on the link once it exists.
     pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
-        if alias.len() > 255 {
-            return Err(Error::from_errno(
-                format!("setting alias on link #{index}: longer than 255 bytes"),
-                libc::EINVAL,
-            ));
-        }
+        check_alias(alias, &format!("setting alias on link #{index}"))?;
         let mut msg = link_message(index);
         msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
         self.set_link(msg, &format!("setting alias {alias:?} on link #{index}"))

@@ -25,8 +25,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::link::{check_ifname, link_message};
-use crate::link_settings::LinkSettings;
+use crate::link::{check_alias, check_ifname, Link};
 
 /// Handle of the root qdisc's parent (TC_H_ROOT).
 pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
@@ -420,15 +419,10 @@ impl Handle {
     /// Creates an ifb link, up, with the given MTU and `alias` (IFLA_IFALIAS: the owner tag;
     /// the kernel ignores an alias in RTM_NEWLINK, so it is set right after), and returns it.
     /// A link that cannot be tagged is deleted again.
-    pub fn create_ifb(&mut self, name: &str, mtu: u32, alias: &str) -> Result<LinkSettings> {
+    pub fn create_ifb(&mut self, name: &str, mtu: u32, alias: &str) -> Result<Link> {
         let ctx = format!("creating ifb {name}");
         check_ifname(name)?;
-        if alias.len() > 255 {
-            return Err(Error::from_errno(
-                format!("{ctx}: alias longer than 255 bytes"),
-                libc::EINVAL,
-            ));
-        }
+        check_alias(alias, &ctx)?;
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
@@ -438,16 +432,12 @@ impl Handle {
         self.sock
             .request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, &ctx)
             .map_err(|e| kernel_lacks(e, &ctx, "ifb device", "CONFIG_IFB"))?;
-        let link = self.link_settings(name)?.ok_or_else(|| {
-            Error::from_errno(format!("{ctx}: link vanished after creation"), libc::ENODEV)
-        })?;
-        let mut tag = link_message(link.index);
-        tag.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        if let Err(e) = self.set_link(tag, &format!("{ctx}: setting alias {alias:?}")) {
+        let link = self.created_link(name, &ctx)?;
+        if let Err(e) = self.set_alias(link.index, alias) {
             let _ = self.delete_link(link.index);
             return Err(e);
         }
-        Ok(LinkSettings { alias: Some(alias.to_string()).filter(|a| !a.is_empty()), ..link })
+        Ok(Link { alias: Some(alias.to_string()).filter(|a| !a.is_empty()), ..link })
     }
 }
 

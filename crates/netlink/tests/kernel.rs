@@ -1,11 +1,14 @@
-//! Kernel tests: each one makes its own network namespaces (`ip netns add
-//! nltest-<pid>-<n>`), works only inside them, and deletes them on drop, also
-//! when the test panics. Nothing here touches the machine's own namespace.
-//! They need root; without it they print a message and pass.
+//! Kernel tests: each one makes its own network namespaces (`nltest-<pid>-<n>`, see
+//! `common`), works only inside them, and deletes them on drop, also when the test panics.
+//! Nothing here touches the machine's own namespace.
+
+#[macro_use]
+mod common;
+
+use common::TestNs;
 
 use std::net::IpAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -13,66 +16,6 @@ use netlink::{
     format_mac, random_mac, sysctl_get, sysctl_set, with_netns, BridgeVlan, Handle, MacvlanMode,
     Netns, NetnsGuard, Route,
 };
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A private network namespace, deleted on drop.
-struct TestNs {
-    name: String,
-    ns: Netns,
-}
-
-impl TestNs {
-    fn new() -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("nltest-{}-{n}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("running ip");
-        assert!(status.success(), "ip netns add {name} failed");
-        // From here on, Drop removes it even if opening fails.
-        let mut ns = TestNs { name, ns: Netns::current().unwrap() };
-        ns.ns = Netns::open(format!("/var/run/netns/{}", ns.name)).expect("opening test netns");
-        ns
-    }
-
-    fn handle(&self) -> Handle {
-        Handle::new_in(&self.ns).expect("opening handle in test netns")
-    }
-
-    /// Runs `ip -n <ns> args...` and returns stdout (for cross-checking with iproute2).
-    fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-/// Kernel tests need root and iproute2; otherwise they are skipped with a message.
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: kernel tests need root");
-        return false;
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipping: iproute2 (ip) not installed");
-        return false;
-    }
-    true
-}
-
-macro_rules! require_root {
-    () => {
-        if !can_run() {
-            return;
-        }
-    };
-}
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -85,8 +28,8 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn veth_peer_is_created_in_its_namespace_with_final_name() {
     require_root!();
-    let host = TestNs::new();
-    let cont = TestNs::new();
+    let host = TestNs::new("nltest");
+    let cont = TestNs::new("nltest");
     let mut h = host.handle();
     let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
     let link = h.create_veth("veth1234", "eth0", Some(&cont.ns), Some(1400), Some(mac)).unwrap();
@@ -115,7 +58,7 @@ fn veth_peer_is_created_in_its_namespace_with_final_name() {
 #[test]
 fn veth_in_same_namespace_and_link_settings() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let mut h = ns.handle();
     let a = h.create_veth("va", "vb", None, None, None).unwrap();
     let b = h.link_by_name("vb").unwrap().unwrap();
@@ -161,7 +104,7 @@ fn veth_in_same_namespace_and_link_settings() {
 #[test]
 fn bridge_master_up_and_addresses() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let mut h = ns.handle();
     let br = h.create_bridge("br-test", Some(1450), false).unwrap();
     assert_eq!(br.kind.as_deref(), Some("bridge"));
@@ -204,7 +147,7 @@ fn bridge_master_up_and_addresses() {
 #[test]
 fn routes_add_list_delete() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let mut h = ns.handle();
     let a = h.create_veth("rt0", "rt1", None, None, None).unwrap();
     let b = h.link_by_name("rt1").unwrap().unwrap();
@@ -279,8 +222,8 @@ fn routes_add_list_delete() {
 #[test]
 fn macvlan_over_veth_parent_in_target_namespace() {
     require_root!();
-    let host = TestNs::new();
-    let cont = TestNs::new();
+    let host = TestNs::new("nltest");
+    let cont = TestNs::new("nltest");
     let mut h = host.handle();
     let parent = h.create_veth("mvparent", "mvpeer", None, Some(1500), None).unwrap();
     h.set_up(parent.index).unwrap();
@@ -319,8 +262,8 @@ fn macvlan_over_veth_parent_in_target_namespace() {
 #[test]
 fn rename_move_and_delete() {
     require_root!();
-    let host = TestNs::new();
-    let cont = TestNs::new();
+    let host = TestNs::new("nltest");
+    let cont = TestNs::new("nltest");
     let mut h = host.handle();
     let a = h.create_veth("tmpname", "tmppeer", None, None, None).unwrap();
     h.set_name(a.index, "renamed").unwrap();
@@ -344,7 +287,7 @@ fn rename_move_and_delete() {
 #[test]
 fn errors_are_clean() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let mut h = ns.handle();
     h.create_bridge("dupbr", None, false).unwrap();
     let err = h.create_bridge("dupbr", None, false).unwrap_err();
@@ -372,7 +315,7 @@ fn errors_are_clean() {
 #[test]
 fn sysctl_is_per_namespace() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let root_before = sysctl_get("net/ipv4/ip_forward").unwrap();
     let other = if root_before == "1" { "0" } else { "1" };
     with_netns(&ns.ns, || {
@@ -401,7 +344,7 @@ fn sysctl_is_per_namespace() {
 #[test]
 fn netns_guard_enters_and_restores() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let original = Netns::current().unwrap();
     assert!(original.same_as(&Netns::open("/proc/thread-self/ns/net").unwrap()));
     assert!(!original.same_as(&ns.ns));
@@ -434,7 +377,7 @@ fn netns_guard_enters_and_restores() {
 #[test]
 fn bridge_port_hairpin_and_isolation() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let mut h = ns.handle();
     let br = h.create_bridge("brh", None, false).unwrap();
     let port = h.create_veth("hp0", "hp1", None, None, None).unwrap();
@@ -462,7 +405,7 @@ fn bridge_port_hairpin_and_isolation() {
 #[test]
 fn bridge_vlan_filtering_entries() {
     require_root!();
-    let ns = TestNs::new();
+    let ns = TestNs::new("nltest");
     let mut h = ns.handle();
     let port = h.create_veth("vl0", "vl1", None, None, None).unwrap();
     let br = match h.create_bridge("brv", None, true) {
@@ -521,8 +464,8 @@ fn median(mut times: Vec<Duration>) -> Duration {
 fn veth_timing() {
     require_root!();
     const RUNS: usize = 50;
-    let host = TestNs::new();
-    let cont = TestNs::new();
+    let host = TestNs::new("nltest");
+    let cont = TestNs::new("nltest");
     let mut h = host.handle();
 
     let mut in_place = Vec::new();

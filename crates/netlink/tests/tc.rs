@@ -1,64 +1,15 @@
 //! Kernel tests of traffic control, ifb links and link settings. Each test makes its own
-//! network namespace (`nltest-tc-<pid>-<n>`), works only inside it and deletes it on drop.
-//! They need root; without it they print a message and pass. iproute2's `tc` cross-checks
-//! what we read back.
+//! network namespace (`nltest-tc-<pid>-<n>`, see `common`), works only inside it and deletes
+//! it on drop. iproute2's `tc` cross-checks what we read back.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[macro_use]
+mod common;
+
+use common::TestNs;
+
 use std::time::Duration;
 
-use netlink::{Handle, Netns, Psched, Tbf, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct TestNs {
-    name: String,
-    ns: Option<Netns>,
-}
-
-impl TestNs {
-    fn new() -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("nltest-tc-{}-{n}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("running ip");
-        assert!(status.success(), "ip netns add {name} failed");
-        let mut t = TestNs { name, ns: None };
-        t.ns = Some(Netns::open(format!("/var/run/netns/{}", t.name)).expect("opening netns"));
-        t
-    }
-
-    fn handle(&self) -> Handle {
-        Handle::new_in(self.ns.as_ref().unwrap()).expect("handle in test netns")
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, tool])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var_os("CNI_SUITE_REQUIRE_ROOT").is_some() {
-            panic!("kernel tests need root and CNI_SUITE_REQUIRE_ROOT is set");
-        }
-        eprintln!("skipping: kernel tests need root");
-        return false;
-    }
-    true
-}
+use netlink::{Psched, Tbf, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
@@ -66,13 +17,11 @@ fn json(text: &str) -> serde_json::Value {
 
 #[test]
 fn tbf_ingress_redirect_and_ifb_round_trip() {
-    if !can_run() {
-        return;
-    }
-    let t = TestNs::new();
+    require_root!();
+    let t = TestNs::new("nltest-tc");
     t.run("ip", &["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
     let mut h = t.handle();
-    let v0 = h.link_settings("v0").unwrap().unwrap();
+    let v0 = h.link_by_name("v0").unwrap().unwrap();
     let psched = Psched::read().unwrap();
 
     // tbf at the root: read back by us and by tc.
@@ -97,7 +46,7 @@ fn tbf_ingress_redirect_and_ifb_round_trip() {
     assert_eq!(ifb.kind.as_deref(), Some("ifb"));
     assert_eq!(ifb.mtu, 1400);
     assert_eq!(
-        h.link_settings("ifbtest0").unwrap().unwrap().alias.as_deref(),
+        h.link_by_name("ifbtest0").unwrap().unwrap().alias.as_deref(),
         Some("cni-suite:net/ctr/eth0")
     );
     assert_eq!(h.links_of_kind("ifb").unwrap().len(), 1);
@@ -123,18 +72,16 @@ fn tbf_ingress_redirect_and_ifb_round_trip() {
 
 #[test]
 fn link_settings_allmulti_txqlen_promisc() {
-    if !can_run() {
-        return;
-    }
-    let t = TestNs::new();
+    require_root!();
+    let t = TestNs::new("nltest-tc");
     t.run("ip", &["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
     let mut h = t.handle();
-    let before = h.link_settings("v0").unwrap().unwrap();
+    let before = h.link_by_name("v0").unwrap().unwrap();
     assert!(!before.allmulti && !before.promisc);
     h.set_allmulti(before.index, true).unwrap();
     h.set_promisc(before.index, true).unwrap();
     h.set_txqueuelen(before.index, 123).unwrap();
-    let after = h.link_settings_by_index(before.index).unwrap().unwrap();
+    let after = h.link_by_index(before.index).unwrap().unwrap();
     assert!(after.allmulti && after.promisc);
     assert_eq!(after.txqlen, 123);
     let shown = json(&t.run("ip", &["-j", "link", "show", "v0"]));
@@ -142,6 +89,6 @@ fn link_settings_allmulti_txqlen_promisc() {
     assert!(flags.contains("ALLMULTI") && flags.contains("PROMISC"), "{shown}");
     assert_eq!(shown[0]["txqlen"], 123);
     h.set_allmulti(before.index, false).unwrap();
-    assert!(!h.link_settings("v0").unwrap().unwrap().allmulti);
-    assert_eq!(h.link_settings("nosuchlink").unwrap(), None);
+    assert!(!h.link_by_name("v0").unwrap().unwrap().allmulti);
+    assert_eq!(h.link_by_name("nosuchlink").unwrap(), None);
 }

@@ -94,7 +94,7 @@ fn host_veth(
 /// Removes an ifb called `name` when it is ours (our owner tag) or untagged (the reference
 /// makes its ifbs without one); one with another owner's tag is left alone.
 fn remove_ifb(h: &mut Handle, name: &str, owner: &str) -> Result<(), CniError> {
-    let Some(link) = h.link_settings(name)? else { return Ok(()) };
+    let Some(link) = h.link_by_name(name)? else { return Ok(()) };
     if link.kind.as_deref() != Some("ifb") {
         return Ok(());
     }
@@ -114,7 +114,7 @@ fn remove_ifb(h: &mut Handle, name: &str, owner: &str) -> Result<(), CniError> {
 
 /// Undoes what `rec` says was made; whatever is already gone is fine.
 fn teardown(h: &mut Handle, rec: &Record, owner: &str) -> Result<(), CniError> {
-    let host = h.link_settings_by_index(rec.host_index)?.filter(|l| l.name == rec.host_veth);
+    let host = h.link_by_index(rec.host_index)?.filter(|l| l.name == rec.host_veth);
     if let Some(host) = host {
         let qdiscs = h.qdiscs(host.index)?;
         let ours = |q: &&netlink::Qdisc| q.is_root() && q.kind == "tbf" && q.handle == TBF_HANDLE;
@@ -122,7 +122,7 @@ fn teardown(h: &mut Handle, rec: &Record, owner: &str) -> Result<(), CniError> {
             ignore_gone(h.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE))?;
         }
         if let Some(ifb) = &rec.ifb {
-            let ifb_index = h.link_settings(ifb)?.map(|l| l.index);
+            let ifb_index = h.link_by_name(ifb)?.map(|l| l.index);
             let targets = h.ingress_redirect_targets(host.index)?;
             // Only an ingress qdisc that redirects nowhere else than our ifb is ours to remove.
             let ours = targets.iter().all(|t| Some(*t) == ifb_index || ifb_index.is_none());
@@ -189,7 +189,7 @@ fn apply(
             made.push(Made::RootTbf(host));
         }
         let Some((name, tbf)) = &plan.egress else { return Ok(None) };
-        if let Some(existing) = h.link_settings(name)? {
+        if let Some(existing) = h.link_by_name(name)? {
             let stale = existing.kind.as_deref() == Some("ifb")
                 && existing.alias.as_deref().is_none_or(|a| a == owner);
             if !stale {
@@ -205,7 +205,7 @@ fn apply(
             // Left by an earlier ADD of this same container (ours, or the reference's).
             h.delete_link(existing.index)?;
         }
-        let mtu = h.link_settings_by_index(host)?.map(|l| l.mtu).unwrap_or(1500);
+        let mtu = h.link_by_index(host)?.map(|l| l.mtu).unwrap_or(1500);
         let ifb = h.create_ifb(name, mtu, owner)?;
         made.push(Made::Ifb(ifb.index));
         h.add_tbf(ifb.index, tbf)?;
@@ -309,7 +309,7 @@ impl Plugin for Bandwidth {
         let qdiscs = h.qdiscs(host_index)?;
         let ifb = match &plan.egress {
             None => None,
-            Some((name, _)) => match h.link_settings(name)? {
+            Some((name, _)) => match h.link_by_name(name)? {
                 Some(l) => {
                     let root = h.qdiscs(l.index)?.into_iter().find(|q| q.is_root());
                     Some((l.index, root))

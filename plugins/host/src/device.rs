@@ -372,20 +372,7 @@ mod tests {
     use super::*;
 
     fn link(index: u32, name: &str, mac: [u8; 6]) -> Link {
-        Link {
-            index,
-            name: name.into(),
-            kind: None,
-            mac: Some(mac),
-            mtu: 1500,
-            master: None,
-            up: false,
-            link: None,
-            link_netnsid: None,
-            macvlan_mode: None,
-            promisc: false,
-            alias: None,
-        }
+        Link { index, name: name.into(), mac: Some(mac), mtu: 1500, ..Default::default() }
     }
 
     fn record(mac: Option<[u8; 6]>) -> DeviceRecord {

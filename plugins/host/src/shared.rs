@@ -68,16 +68,10 @@ mod tests {
         Link {
             index,
             name: name.into(),
-            kind: None,
             mac: Some([2, 0, 0, 0, 0, index as u8]),
             mtu: 1500,
-            master: None,
             up: true,
-            link: None,
-            link_netnsid: None,
-            macvlan_mode: None,
-            promisc: false,
-            alias: None,
+            ..Default::default()
         }
     }
 

@@ -68,7 +68,7 @@ fn observe(
     sysctls: &[(&str, &str)],
     strict: bool,
 ) -> Result<(Observed, Option<u32>), CniError> {
-    let link = h.link_settings(ifname)?;
+    let link = h.link_by_name(ifname)?;
     let sysctls = read_sysctls(sysctls, strict)?;
     Ok((Observed { link: link.as_ref().map(LinkNow::from), sysctls }, link.map(|l| l.index)))
 }

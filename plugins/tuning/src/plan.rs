@@ -24,8 +24,8 @@ pub struct LinkNow {
     pub txqlen: u32,
 }
 
-impl From<&netlink::LinkSettings> for LinkNow {
-    fn from(l: &netlink::LinkSettings) -> LinkNow {
+impl From<&netlink::Link> for LinkNow {
+    fn from(l: &netlink::Link) -> LinkNow {
         LinkNow {
             mac: l.mac,
             mtu: l.mtu,
