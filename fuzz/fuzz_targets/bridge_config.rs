@@ -13,12 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(req) = common::request(data) else { return };
     let Ok(conf) = BridgeConf::from_request(&req) else { return };
     assert!(cni::names::ifname_problem(&conf.bridge).is_none(), "{:?}", conf.bridge);
-    let att = Attachment {
-        network: req.conf.name.clone(),
-        container_id: req.env.container_id.clone(),
-        ifname: req.env.ifname.clone(),
-        netns: "/var/run/netns/fuzz".into(),
-    };
+    let att = Attachment::of(&req).expect("the request has CNI_NETNS");
     let allocated = CniResult {
         ips: vec![IpConfig {
             address: "10.1.2.3/24".parse().unwrap(),

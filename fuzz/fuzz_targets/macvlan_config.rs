@@ -16,12 +16,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(vp) = parse_vlan_parent(&master) {
         assert!((1..=4094).contains(&vp.id) && !vp.link.is_empty(), "{vp:?}");
     }
-    let att = Attachment {
-        network: req.conf.name.clone(),
-        container_id: req.env.container_id.clone(),
-        ifname: req.env.ifname.clone(),
-        netns: "/var/run/netns/fuzz".into(),
-    };
+    let att = Attachment::of(&req).expect("the request has CNI_NETNS");
     let snap = Snapshot {
         master: Some(LinkNow { index: 2, name: master.clone(), kind: None, mtu: 1500 }),
         master_name: Some(master),

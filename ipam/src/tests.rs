@@ -11,15 +11,7 @@ pub(crate) fn request(verb: &str, conf: Value, args: &str) -> Request {
 }
 
 pub(crate) fn request_for(verb: &str, conf: Value, args: &str, id: &str, ifname: &str) -> Request {
-    let env = cni::Env {
-        command: cni::Command::parse(verb).unwrap(),
-        container_id: id.into(),
-        netns: Some("/run/netns/x".into()),
-        ifname: ifname.into(),
-        args: cni::env::parse_args(args).unwrap(),
-        path: vec![PathBuf::from("/nonexistent-cni-path")],
-    };
-    cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+    cni::dispatch::request_for(verb, id, ifname, args, conf.to_string().as_bytes()).unwrap()
 }
 
 struct Tmp(PathBuf);

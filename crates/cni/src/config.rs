@@ -56,6 +56,12 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// GC: whether the runtime still uses the attachment (`container_id`, `ifname`), i.e. it is
+/// among the `valid` ones.
+pub fn in_use(valid: &[Attachment], container_id: &str, ifname: &str) -> bool {
+    valid.iter().any(|v| v.container_id == container_id && v.ifname == ifname)
+}
+
 /// Key under which GC receives the attachments that must be kept.
 pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
 /// The same list under the name some libcni versions use.

@@ -30,6 +30,12 @@ impl Request {
     pub fn version(&self) -> Version {
         Version::parse(&self.conf.cni_version).unwrap_or(Version::V1_1_0)
     }
+    /// prevResult for CHECK, which needs it to know what ADD made (code 7 without it).
+    pub fn prev_for_check(&self) -> Result<&CniResult, CniError> {
+        self.prev
+            .as_ref()
+            .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))
+    }
     /// CNI_NETNS, or code 4 when a verb needs it and it is absent.
     pub fn netns(&self) -> Result<&std::path::Path, CniError> {
         self.env.netns.as_deref().ok_or_else(|| {
@@ -126,6 +132,29 @@ fn dispatch_inner(
         Command::Status => plugin.status(req).map(|_| None),
         Command::Version => unreachable!("handled above"),
     }
+}
+
+/// A request built exactly as [`dispatch`] builds one from a runtime's environment, for unit
+/// tests and fuzz targets: `command` (CNI_COMMAND), the container, its interface and CNI_ARGS
+/// as given, CNI_NETNS `/var/run/netns/x`, and a CNI_PATH where nothing is found (no
+/// delegated plugin can run).
+pub fn request_for(
+    command: &str,
+    container_id: &str,
+    ifname: &str,
+    cni_args: &str,
+    stdin: &[u8],
+) -> Result<Request, CniError> {
+    let env = Env::from_lookup(&|k| match k {
+        "CNI_COMMAND" => Some(command.into()),
+        "CNI_CONTAINERID" => Some(container_id.into()),
+        "CNI_NETNS" => Some("/var/run/netns/x".into()),
+        "CNI_IFNAME" => Some(ifname.into()),
+        "CNI_PATH" => Some("/nonexistent-cni-path".into()),
+        "CNI_ARGS" => Some(cni_args.into()),
+        _ => None,
+    })?;
+    build_request(env, stdin)
 }
 
 /// Parses stdin into a Request and applies the spec's version gates.

@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod json;
 pub mod names;
+pub mod plan;
 pub mod result;
 pub mod store;
 pub mod trace;

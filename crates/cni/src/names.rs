@@ -63,7 +63,18 @@ pub fn owner_tag(network: &str, container_id: &str, ifname: &str) -> String {
     } else {
         network.to_string()
     };
-    format!("cni-suite:{net}/{id}/{ifname}")
+    format!("{OWNER_TAG_PREFIX}{net}/{id}/{ifname}")
+}
+
+/// What every owner tag starts with.
+const OWNER_TAG_PREFIX: &str = "cni-suite:";
+
+/// True when an object whose alias is `alias` may be treated as the one `tag` names: it
+/// carries that tag, or no owner tag of ours (made before tags, by an ADD that died before
+/// tagging it, or an alias an admin set). An object tagged for another owner is never
+/// deleted or reused.
+pub fn may_own(alias: Option<&str>, tag: &str) -> bool {
+    alias.is_none_or(|a| a == tag || !a.starts_with(OWNER_TAG_PREFIX))
 }
 
 /// Longest key kept verbatim as a file name component; longer ones are hashed.

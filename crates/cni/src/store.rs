@@ -190,6 +190,12 @@ pub struct Store {
     durability: Durability,
 }
 
+/// The record key of one attachment inside its network's directory: `<containerID>_<ifname>`
+/// (bridge, macvlan, host, tuning and bandwidth keep one record per attachment under it).
+pub fn attachment_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}_{ifname}")
+}
+
 /// Maps an I/O error on `path` to code 5 naming what was being done.
 pub fn io_error(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))

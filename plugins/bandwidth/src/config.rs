@@ -125,18 +125,7 @@ mod tests {
     use serde_json::json;
 
     fn request(conf: Value) -> Request {
-        let env = |k: &str| -> Option<String> {
-            match k {
-                "CNI_COMMAND" => Some("ADD".into()),
-                "CNI_CONTAINERID" => Some("ctr1".into()),
-                "CNI_NETNS" => Some("/var/run/netns/x".into()),
-                "CNI_IFNAME" => Some("eth0".into()),
-                "CNI_PATH" => Some("/opt/cni/bin".into()),
-                _ => None,
-            }
-        };
-        let env = cni::Env::from_lookup(&env).unwrap();
-        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+        cni::dispatch::request_for("ADD", "ctr1", "eth0", "", conf.to_string().as_bytes()).unwrap()
     }
 
     fn base() -> Value {

@@ -207,24 +207,16 @@ impl BridgeConf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(extra: serde_json::Value, args: &str) -> Result<BridgeConf, CniError> {
+    /// The config of network "n" with the keys of `extra`, CNI_ARGS `args`.
+    pub(crate) fn parse(extra: serde_json::Value, args: &str) -> Result<BridgeConf, CniError> {
         let mut c = json!({"cniVersion": "1.1.0", "name": "n", "type": "bridge"});
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        let env = cni::Env {
-            command: cni::Command::Add,
-            container_id: "c1".into(),
-            netns: Some("/run/netns/x".into()),
-            ifname: "eth0".into(),
-            args: cni::env::parse_args(args).unwrap(),
-            path: vec![],
-        };
-        let req = cni::dispatch::build_request(env, c.to_string().as_bytes()).unwrap();
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let req = cni::dispatch::request_for("ADD", "c1", "eth0", args, c.to_string().as_bytes())
+            .unwrap();
         BridgeConf::from_request(&req)
     }
 

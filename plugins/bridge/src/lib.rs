@@ -27,16 +27,6 @@ use state::{bridge_tag, host_veth_name, AttachmentRecord, NetworkRecord, Network
 /// The plugin, run by the `bridge` binary.
 pub struct BridgePlugin;
 
-/// Who this request is for.
-fn attachment(req: &Request) -> Result<plan::Attachment, CniError> {
-    Ok(plan::Attachment {
-        network: req.conf.name.clone(),
-        container_id: req.env.container_id.clone(),
-        ifname: req.env.ifname.clone(),
-        netns: req.netns()?.display().to_string(),
-    })
-}
-
 /// After the last attachment left: the network's rules go (with the backend that programmed
 /// them), then the bridge if we created it and nothing else is plugged into it, then the
 /// network record. A network without a record never had anything programmed.
@@ -106,7 +96,7 @@ fn plan_apply_record(
     snap: &plan::Snapshot,
     allocated: &CniResult,
 ) -> Result<CniResult, CniError> {
-    let att = attachment(req)?;
+    let att = plan::Attachment::of(req)?;
     let p = plan::plan(conf, &att, allocated, snap, netlink::random_mac())?;
     let want = rules::plan(&req.conf.name, conf, &p.subnets);
     let previous = state.network()?;
@@ -141,7 +131,7 @@ impl Plugin for BridgePlugin {
         // 1. config
         let conf = BridgeConf::from_request(req)?;
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
-        let att = attachment(req)?;
+        let att = plan::Attachment::of(req)?;
         let state = NetworkState::new(&req.conf.name);
         let _lock = state.lock()?;
         let mut host = Handle::new()?;
@@ -152,8 +142,11 @@ impl Plugin for BridgePlugin {
         // A repeated ADD is refused before IPAM runs, so it cannot release the live lease;
         // leftovers of an ADD that died (or of a container whose interface is gone) go first.
         let existing = state.attachment(&att.container_id, &att.ifname)?;
-        match plan::existing(existing.as_ref(), snap.container_link.as_ref()) {
-            plan::Existing::Live => return Err(plan::already_attached(&att)),
+        match plan::Existing::of(
+            existing.as_ref().map(|r| r.pending),
+            snap.container_link.is_some(),
+        ) {
+            plan::Existing::Live => return Err(att.already_attached()),
             plan::Existing::Stale => {
                 let rec = existing.expect("a stale attachment has a record");
                 apply::remove_attachment(&mut host, &att.network, &rec)?;
@@ -234,12 +227,9 @@ impl Plugin for BridgePlugin {
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
         let conf = BridgeConf::from_request(req)?;
-        let prev = req
-            .prev
-            .as_ref()
-            .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
+        let prev = req.prev_for_check()?;
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
-        let att = attachment(req)?;
+        let att = plan::Attachment::of(req)?;
         let mut p = plan::plan_for_check(&conf, &att, prev)?;
         let state = NetworkState::new(&req.conf.name);
         if let Some(rec) = state.attachment(&att.container_id, &att.ifname)? {
@@ -283,9 +273,7 @@ impl Plugin for BridgePlugin {
                     continue;
                 }
             };
-            let keep =
-                valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname);
-            if keep {
+            if cni::config::in_use(valid, &att.container_id, &att.ifname) {
                 continue;
             }
             apply::remove_attachment(&mut host, &req.conf.name, &att)?;

@@ -5,19 +5,12 @@
 //! ([`Plan::differences`]). Everything here is unit-tested without root.
 
 use crate::config::BridgeConf;
-use crate::state::{bridge_tag, host_veth_name, may_own, owner_tag, AttachmentRecord};
+use crate::state::{bridge_tag, host_veth_name, may_own, AttachmentRecord};
+use cni::plan::{default_dst, ifname_taken, missing_default_routes, result_dns};
 use cni::{CniError, CniResult, Interface, IpConfig, Route};
 use ipnet::IpNet;
 
-/// Who the ADD is for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attachment {
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-    /// CNI_NETNS as given (the result's `sandbox`).
-    pub netns: String,
-}
+pub use cni::plan::{Attachment, Existing};
 
 /// A link as the snapshot saw it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -135,14 +128,6 @@ pub struct Applied {
     pub container_mtu: u32,
 }
 
-fn default_dst(v4: bool) -> IpNet {
-    if v4 {
-        "0.0.0.0/0".parse().expect("literal")
-    } else {
-        "::/0".parse().expect("literal")
-    }
-}
-
 /// The container subnets a set of addresses implies (host bits cleared), in order.
 pub fn subnets(ips: &[IpConfig]) -> Vec<IpNet> {
     let mut out: Vec<IpNet> = Vec::new();
@@ -171,40 +156,6 @@ pub fn routes(conf: &BridgeConf, allocated: &CniResult) -> Vec<Route> {
     routes
 }
 
-/// The code-7 error of an interface the container already has.
-fn ifname_taken(ifname: &str) -> CniError {
-    CniError::config(format!("container already has an interface named {ifname:?} (CNI_IFNAME)"))
-}
-
-/// What the ADD does about an existing record of the same attachment.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Existing {
-    /// No record: a new attachment.
-    None,
-    /// The attachment exists and is live: a repeated ADD, refused.
-    Live,
-    /// A record left by an ADD that died (`pending`), or of an attachment whose interface is
-    /// gone from the container: its leftovers are removed, then the ADD goes on.
-    Stale,
-}
-
-/// Classifies the record of this attachment against the container as it is now.
-pub fn existing(record: Option<&AttachmentRecord>, container_link: Option<&LinkNow>) -> Existing {
-    match record {
-        None => Existing::None,
-        Some(r) if !r.pending && container_link.is_some() => Existing::Live,
-        Some(_) => Existing::Stale,
-    }
-}
-
-/// The code-7 error of a repeated ADD.
-pub fn already_attached(att: &Attachment) -> CniError {
-    CniError::config(format!(
-        "container {} is already attached to network {} as {} (ADD already succeeded; DEL it before adding it again)",
-        att.container_id, att.network, att.ifname
-    ))
-}
-
 /// The checks that need no allocation: made before IPAM runs, so a refused ADD leases nothing.
 pub fn preflight(conf: &BridgeConf, att: &Attachment, snap: &Snapshot) -> Result<(), CniError> {
     if let Some((br, _)) = &snap.bridge {
@@ -223,8 +174,7 @@ pub fn preflight(conf: &BridgeConf, att: &Attachment, snap: &Snapshot) -> Result
         return Err(ifname_taken(&att.ifname));
     }
     if let Some(hv) = &snap.host_veth {
-        let tag = owner_tag(&att.network, &att.container_id, &att.ifname);
-        if !may_own(hv.alias.as_deref(), &tag) {
+        if !may_own(hv.alias.as_deref(), &att.owner_tag()) {
             return Err(CniError::internal(format!(
                 "host veth name {} is taken by another attachment ({}); refusing to reuse it",
                 host_veth_name(&att.network, &att.container_id, &att.ifname),
@@ -267,7 +217,7 @@ pub fn plan(
     };
     let veth = VethPlan {
         host: host_veth_name(&att.network, &att.container_id, &att.ifname),
-        tag: owner_tag(&att.network, &att.container_id, &att.ifname),
+        tag: att.owner_tag(),
         peer: att.ifname.clone(),
         mtu,
         mac,
@@ -289,11 +239,7 @@ pub fn plan(
     } else {
         GatewayPlan::default()
     };
-    let dns = if allocated.dns.is_empty() {
-        conf.dns.clone().unwrap_or_default()
-    } else {
-        allocated.dns.clone()
-    };
+    let dns = result_dns(&allocated.dns, conf.dns.as_ref());
     Ok(Plan {
         attachment: att.clone(),
         bridge,
@@ -428,17 +374,12 @@ impl Plan {
             }
         }
         if self.container.up {
-            for v4 in [true, false] {
-                let wants = self.container.routes.iter().any(|r| r.dst == default_dst(v4));
-                let has = if v4 { seen.default_route_v4 } else { seen.default_route_v6 };
-                if wants && !has {
-                    out.push(format!(
-                        "container has no default {} route via {}",
-                        if v4 { "IPv4" } else { "IPv6" },
-                        self.veth.peer
-                    ));
-                }
-            }
+            out.extend(missing_default_routes(
+                &self.container.routes,
+                seen.default_route_v4,
+                seen.default_route_v6,
+                &self.veth.peer,
+            ));
         }
         out
     }
@@ -478,21 +419,9 @@ mod tests {
     use serde_json::json;
 
     fn conf(extra: serde_json::Value) -> BridgeConf {
-        let mut c = json!({"cniVersion": "1.1.0", "name": "net", "type": "bridge",
-            "isGateway": true, "isDefaultGateway": true, "bridge": "br0"});
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        let env = cni::Env {
-            command: cni::Command::Add,
-            container_id: "c1".into(),
-            netns: Some("/run/netns/x".into()),
-            ifname: "eth0".into(),
-            args: vec![],
-            path: vec![],
-        };
-        let req = cni::dispatch::build_request(env, c.to_string().as_bytes()).unwrap();
-        BridgeConf::from_request(&req).unwrap()
+        let mut c = json!({"isGateway": true, "isDefaultGateway": true, "bridge": "br0"});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        crate::config::tests::parse(c, "").unwrap()
     }
 
     fn att() -> Attachment {
@@ -600,7 +529,7 @@ mod tests {
         assert!(e.code == 7 && e.msg.contains("eth0"), "{}", e.msg);
         let other = Snapshot {
             host_veth: Some(LinkNow {
-                alias: Some(owner_tag("net", "c2", "eth0")),
+                alias: Some(cni::names::owner_tag("net", "c2", "eth0")),
                 ..Default::default()
             }),
             ..Default::default()
@@ -608,33 +537,10 @@ mod tests {
         let e = preflight(&c, &att(), &other).unwrap_err();
         assert!(e.msg.contains("another attachment"), "{}", e.msg);
         let ours = Snapshot {
-            host_veth: Some(LinkNow {
-                alias: Some(owner_tag("net", "c1", "eth0")),
-                ..Default::default()
-            }),
+            host_veth: Some(LinkNow { alias: Some(att().owner_tag()), ..Default::default() }),
             ..Default::default()
         };
         preflight(&c, &att(), &ours).unwrap();
-    }
-
-    #[test]
-    fn repeated_and_crashed_adds() {
-        let rec = |pending| AttachmentRecord {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-            host_veth: "v".into(),
-            netns: None,
-            ips: vec![],
-            mac_guard: None,
-            pending,
-        };
-        let link = LinkNow::default();
-        assert_eq!(existing(None, Some(&link)), Existing::None);
-        assert_eq!(existing(Some(&rec(false)), Some(&link)), Existing::Live);
-        assert_eq!(existing(Some(&rec(true)), Some(&link)), Existing::Stale);
-        assert_eq!(existing(Some(&rec(false)), None), Existing::Stale);
-        let e = already_attached(&att());
-        assert!(e.code == 7 && e.msg.contains("already attached") && e.msg.contains("c1"));
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //! `pending` set on an attachment until its ADD has finished. Whatever point an ADD dies at,
 //! DEL and GC find everything it made. One flock on the store's root serializes every call.
 
-use cni::store::{FileLock, Store};
+use cni::store::{attachment_key, FileLock, Store};
 use cni::CniError;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::PathBuf;
+
+pub use cni::names::may_own;
 
 /// File name (key) of the network record inside the network's directory. Attachment keys
 /// always contain '_' (`<id>_<ifname>`), so they never collide with it.
@@ -78,10 +80,6 @@ impl NetworkState {
         self.store.lock()
     }
 
-    fn attachment_key(container_id: &str, ifname: &str) -> String {
-        format!("{container_id}_{ifname}")
-    }
-
     /// The network record; a corrupt one is an error naming its file.
     pub fn network(&self) -> Result<Option<NetworkRecord>, CniError> {
         self.store.get(&[&self.network, NETWORK_KEY])
@@ -102,21 +100,21 @@ impl NetworkState {
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<AttachmentRecord>, CniError> {
-        self.store.get(&[&self.network, &Self::attachment_key(container_id, ifname)])
+        self.store.get(&[&self.network, &attachment_key(container_id, ifname)])
     }
 
     pub fn save_attachment(&self, rec: &AttachmentRecord) -> Result<(), CniError> {
-        self.store.put(&[&self.network, &Self::attachment_key(&rec.container_id, &rec.ifname)], rec)
+        self.store.put(&[&self.network, &attachment_key(&rec.container_id, &rec.ifname)], rec)
     }
 
     pub fn remove_attachment(&self, container_id: &str, ifname: &str) -> Result<(), CniError> {
-        self.store.delete(&[&self.network, &Self::attachment_key(container_id, ifname)])
+        self.store.delete(&[&self.network, &attachment_key(container_id, ifname)])
     }
 
     /// The file of one attachment's record.
     #[cfg(test)]
     pub fn attachment_path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.store.path(&[&self.network, &Self::attachment_key(container_id, ifname)])
+        self.store.path(&[&self.network, &attachment_key(container_id, ifname)])
     }
 
     fn is_attachment_file(name: &str) -> bool {
@@ -166,12 +164,6 @@ pub fn owner_tag(network: &str, container_id: &str, ifname: &str) -> String {
 /// What a bridge this plugin created carries as its alias.
 pub fn bridge_tag(network: &str, bridge: &str) -> String {
     cni::names::owner_tag(network, "", bridge)
-}
-
-/// True when a link with `alias` may be treated as the object `tag` names: it carries that
-/// tag, or none (a link made before tags, or by an ADD that died before tagging it).
-pub fn may_own(alias: Option<&str>, tag: &str) -> bool {
-    alias.is_none_or(|a| a == tag || !a.starts_with("cni-suite:"))
 }
 
 #[cfg(test)]

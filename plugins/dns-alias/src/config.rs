@@ -190,7 +190,6 @@ fn short_id(container_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::Env;
 
     #[test]
     fn nerdctl_ids_and_hostnames() {
@@ -206,17 +205,9 @@ mod tests {
     }
 
     fn req(args: &str, conf: serde_json::Value) -> Request {
-        let env = Env::from_lookup(&|k| match k {
-            "CNI_COMMAND" => Some("ADD".into()),
-            "CNI_CONTAINERID" => Some("ABCDEF0123456789".into()),
-            "CNI_NETNS" => Some("/var/run/netns/x".into()),
-            "CNI_IFNAME" => Some("eth0".into()),
-            "CNI_PATH" => Some("/opt/cni/bin".into()),
-            "CNI_ARGS" => Some(args.into()),
-            _ => None,
-        })
-        .unwrap();
-        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+        let stdin = conf.to_string();
+        cni::dispatch::request_for("ADD", "ABCDEF0123456789", "eth0", args, stdin.as_bytes())
+            .unwrap()
     }
 
     #[test]

@@ -205,27 +205,15 @@ pub fn pci_device_dir(sys: &Path, id: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{Command, Env};
     use serde_json::json;
-
-    fn request(conf: serde_json::Value) -> Request {
-        let env = Env {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: Some("/var/run/netns/x".into()),
-            ifname: "eth0".into(),
-            args: vec![],
-            path: vec![],
-        };
-        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
-    }
 
     fn conf(extra: serde_json::Value) -> Result<HostConf, CniError> {
         let mut v = json!({"cniVersion": "1.1.0", "name": "h", "type": "host"});
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        HostConf::from_request(&request(v))
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let stdin = v.to_string();
+        HostConf::from_request(
+            &cni::dispatch::request_for("ADD", "c1", "eth0", "", stdin.as_bytes()).unwrap(),
+        )
     }
 
     #[test]

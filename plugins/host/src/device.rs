@@ -255,7 +255,7 @@ pub fn hand_over(
     add_routes(ctr, &nl_routes, plan.routes_best_effort)?;
 
     let l = ctr.require_link(ifname)?;
-    let mut result = CniResult {
+    let result = CniResult {
         interfaces: vec![Interface {
             name: ifname.clone(),
             mac: l.mac.as_ref().map(netlink::format_mac),
@@ -266,11 +266,8 @@ pub fn hand_over(
         }],
         ips: plan.ips.iter().map(|ip| IpConfig { interface: Some(0), ..ip.clone() }).collect(),
         routes: plan.routes.clone(),
-        dns: plan.dns.clone(),
+        dns: cni::plan::result_dns(&plan.dns, req.conf.dns.as_ref()),
     };
-    if result.dns.is_empty() {
-        result.dns = req.conf.dns.clone().unwrap_or_default();
-    }
     Ok(result)
 }
 

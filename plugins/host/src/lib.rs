@@ -13,7 +13,8 @@ pub mod device;
 pub mod shared;
 pub mod state;
 
-use cni::{code, Attachment, CniError, CniResult, Plugin, Request};
+use cni::plan::{ifname_taken, Attachment, Existing};
+use cni::{code, CniError, CniResult, Plugin, Request};
 use config::{HostConf, Selector};
 use device::Returned;
 use netlink::{Handle, Netns};
@@ -66,32 +67,28 @@ fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResul
             netns_path.display()
         )));
     }
-    let (id, ifname) = (&req.env.container_id, &req.env.ifname);
+    let att = Attachment::of(req)?;
+    let (id, ifname) = (&att.container_id, &att.ifname);
     let state = State::default_root();
     let _lock = state.lock()?;
     let mut host = Handle::new()?;
     let mut ctr = Handle::new_in(&ns)?;
     let taken = ctr.link_by_name(ifname)?.is_some();
-    match state.get(&req.conf.name, id, ifname)? {
+    let existing = state.get(&req.conf.name, id, ifname)?;
+    // A record is written before the device moves and has no pending mark: a record without
+    // the interface in the container is what an ADD that died mid-move left.
+    match Existing::of(existing.as_ref().map(|_| false), taken) {
         // A repeated ADD: refused before IPAM runs, so nothing the container holds is lost.
-        Some(_) if taken => {
-            return Err(CniError::config(format!(
-                "container {id} is already attached to network {} as {ifname} (ADD already succeeded; DEL it before adding it again)",
-                req.conf.name
-            )));
-        }
+        Existing::Live => return Err(att.already_attached()),
         // Left by an ADD that died mid-move: give the device back first, then start over.
-        Some(stale) => {
+        Existing::Stale => {
+            let stale = existing.expect("a stale attachment has a record");
             let old_ns = stale.netns.as_deref().and_then(|p| Netns::open(p).ok());
             device::give_back(&stale, old_ns.as_ref(), &mut host)?;
             state.remove(&req.conf.name, id, ifname)?;
         }
-        None if taken => {
-            return Err(CniError::config(format!(
-                "container already has an interface named {ifname:?} (CNI_IFNAME)"
-            )));
-        }
-        None => {}
+        Existing::None if taken => return Err(ifname_taken(ifname)),
+        Existing::None => {}
     }
     let dev = device::resolve(sel, &mut host, Path::new("/sys"))?;
     let rec = device::snapshot(req, &mut host, &dev, transit(req))?;
@@ -166,10 +163,7 @@ impl Plugin for HostPlugin {
     fn check(&self, req: &Request) -> Result<(), CniError> {
         let conf = HostConf::from_request(req)?;
         let Some(_) = &conf.device else { return shared::require_shared(req.netns()?) };
-        let prev = req
-            .prev
-            .as_ref()
-            .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
+        let prev = req.prev_for_check()?;
         let ifname = &req.env.ifname;
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
         let rec = State::default_root()
@@ -217,7 +211,7 @@ impl Plugin for HostPlugin {
         Ok(())
     }
 
-    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, req: &Request, valid: &[cni::Attachment]) -> Result<(), CniError> {
         let conf = HostConf::from_request(req)?;
         if conf.device.is_some() {
             let state = State::default_root();
@@ -232,10 +226,7 @@ impl Plugin for HostPlugin {
                         continue;
                     }
                 };
-                if valid
-                    .iter()
-                    .any(|v| v.container_id == rec.container_id && v.ifname == rec.ifname)
-                {
+                if cni::config::in_use(valid, &rec.container_id, &rec.ifname) {
                     continue;
                 }
                 let ns = rec.netns.as_deref().and_then(|p| Netns::open(p).ok());

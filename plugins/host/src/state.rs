@@ -8,7 +8,7 @@
 //! resource: two networks may name the same one). The record is written before the device
 //! moves, so a crash at any step leaves something DEL and GC can act on.
 
-use cni::store::{FileLock, Store};
+use cni::store::{attachment_key, FileLock, Store};
 use cni::CniError;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -105,10 +105,6 @@ impl State {
         self.store.lock()
     }
 
-    fn key(container_id: &str, ifname: &str) -> String {
-        format!("{container_id}_{ifname}")
-    }
-
     /// The record of one attachment; a corrupt one is an error naming its file.
     pub fn get(
         &self,
@@ -116,15 +112,15 @@ impl State {
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<DeviceRecord>, CniError> {
-        self.store.get(&[network, &Self::key(container_id, ifname)])
+        self.store.get(&[network, &attachment_key(container_id, ifname)])
     }
 
     pub fn save(&self, network: &str, rec: &DeviceRecord) -> Result<(), CniError> {
-        self.store.put(&[network, &Self::key(&rec.container_id, &rec.ifname)], rec)
+        self.store.put(&[network, &attachment_key(&rec.container_id, &rec.ifname)], rec)
     }
 
     pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
-        self.store.delete(&[network, &Self::key(container_id, ifname)])
+        self.store.delete(&[network, &attachment_key(container_id, ifname)])
     }
 
     /// Every record of `network`, each parsed or with the error naming its file.

@@ -176,7 +176,7 @@ pub fn apply(
     }
     let link = ctr.require_link(ifname)?;
     let configured = (|| -> Result<Applied, CniError> {
-        ctr.set_alias(link.index, &plan.attachment.tag())?;
+        ctr.set_alias(link.index, &plan.attachment.owner_tag())?;
         container_sysctls(ns, ifname, plan.has_v6());
         ipam::iface::configure(
             ctr,
@@ -209,7 +209,7 @@ pub fn remove_macvlan(
     let mut ctr = Handle::new_in(&ns)?;
     if let Some(link) = ctr.link_by_name(ifname)? {
         let ours = link.kind.as_deref() == Some("macvlan")
-            && link.alias.as_deref().is_none_or(|a| a == tag || !a.starts_with("cni-suite:"));
+            && cni::names::may_own(link.alias.as_deref(), tag);
         if ours {
             match ctr.delete_link(link.index) {
                 Err(e) if !e.is_not_found() => return Err(e.into()),

@@ -185,21 +185,13 @@ pub fn check_mtu(mtu: Option<u32>, master: &str, master_mtu: u32) -> Result<(), 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use cni::{Command, Env};
     use serde_json::json;
 
-    fn request(conf: serde_json::Value, args: &str) -> Request {
-        let env = Env {
-            command: Command::Add,
-            container_id: "c1".into(),
-            netns: Some("/var/run/netns/x".into()),
-            ifname: "eth0".into(),
-            args: cni::env::parse_args(args).unwrap(),
-            path: vec![],
-        };
-        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+    /// An ADD request for container c1, eth0, with `conf` on stdin and CNI_ARGS `args`.
+    pub(crate) fn request(conf: serde_json::Value, args: &str) -> Request {
+        cni::dispatch::request_for("ADD", "c1", "eth0", args, conf.to_string().as_bytes()).unwrap()
     }
 
     fn base() -> serde_json::Value {

@@ -21,15 +21,6 @@ use state::{user_key, AttachmentRecord, State};
 /// The plugin, run by the `macvlan` binary.
 pub struct MacvlanPlugin;
 
-fn attachment(req: &Request) -> Result<plan::Attachment, CniError> {
-    Ok(plan::Attachment {
-        network: req.conf.name.clone(),
-        container_id: req.env.container_id.clone(),
-        ifname: req.env.ifname.clone(),
-        netns: req.netns()?.display().to_string(),
-    })
-}
-
 /// Removes what an attachment's record names: its macvlan (when its namespace is still
 /// there) and its reference on a VLAN sub-interface; then the record.
 fn remove_attachment(
@@ -61,13 +52,13 @@ fn plan_apply_record(
 ) -> Result<CniResult, CniError> {
     let p = plan::plan(conf, att, allocated, snap)?;
     state.save_attachment(&att.network, &p.record(true))?;
-    apply::hold_vlan(state, &p, &att.user())?;
+    apply::hold_vlan(state, &p, &plan::user(att))?;
     let outcome = apply::apply(&p, ns, host, ctr)?;
     let mut rec = p.record(false);
     if !outcome.vlan_is_ours {
         // The sub-interface appeared between snapshot and creation: someone else's.
         if let Some(name) = rec.vlan.take() {
-            state.vlan_remove_user(&name, &att.user())?;
+            state.vlan_remove_user(&name, &plan::user(att))?;
         }
     }
     state.save_attachment(&att.network, &rec)?;
@@ -78,7 +69,7 @@ impl Plugin for MacvlanPlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let conf = MacvlanConf::from_request(req)?;
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
-        let att = attachment(req)?;
+        let att = plan::Attachment::of(req)?;
         let state = State::default_root();
         let _lock = state.lock()?;
         let mut host = Handle::new()?;
@@ -87,8 +78,11 @@ impl Plugin for MacvlanPlugin {
 
         // A repeated ADD is refused before IPAM runs; a crashed ADD's leftovers go first.
         let existing = state.attachment(&att.network, &att.container_id, &att.ifname)?;
-        match plan::existing(existing.as_ref(), snap.container_link.as_ref()) {
-            plan::Existing::Live => return Err(plan::already_attached(&att)),
+        match plan::Existing::of(
+            existing.as_ref().map(|r| r.pending),
+            snap.container_link.is_some(),
+        ) {
+            plan::Existing::Live => return Err(att.already_attached()),
             plan::Existing::Stale => {
                 let rec = existing.expect("a stale attachment has a record");
                 let netns = rec.netns.as_deref().map(std::path::Path::new);
@@ -159,10 +153,7 @@ impl Plugin for MacvlanPlugin {
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
         let conf = MacvlanConf::from_request(req)?;
-        let prev = req
-            .prev
-            .as_ref()
-            .ok_or_else(|| CniError::config("CHECK needs prevResult (the result of ADD)"))?;
+        let prev = req.prev_for_check()?;
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
         let mut ctr = Handle::new_in(&ns)?;
         let state = State::default_root();
@@ -187,7 +178,7 @@ impl Plugin for MacvlanPlugin {
         })?;
         // The parent index is only comparable when master and macvlan share a namespace
         // view: a master in the container namespace (linkInContainer) or the host's.
-        let att = attachment(req)?;
+        let att = plan::Attachment::of(req)?;
         let p = plan::plan_for_check(&conf, &att, prev, name);
         let seen = apply::observe(&mut ctr, &att.ifname, Some(&master))?;
         if let Some(problem) = p.differences(&seen).into_iter().next() {
@@ -213,7 +204,7 @@ impl Plugin for MacvlanPlugin {
                     continue;
                 }
             };
-            if valid.iter().any(|v| v.container_id == att.container_id && v.ifname == att.ifname) {
+            if cni::config::in_use(valid, &att.container_id, &att.ifname) {
                 continue;
             }
             // The runtime forgot it: its macvlan (if its namespace is still there), its VLAN

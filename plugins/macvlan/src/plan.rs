@@ -5,28 +5,15 @@
 
 use crate::config::{check_mtu, parse_vlan_parent, MacvlanConf, VlanParent};
 use crate::state::{user_key, AttachmentRecord};
+use cni::plan::{ifname_taken, missing_default_routes, result_dns};
 use cni::{CniError, CniResult, Interface, IpConfig, Route};
 use netlink::MacvlanMode;
 
-/// Who the ADD is for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attachment {
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-    pub netns: String,
-}
+pub use cni::plan::{Attachment, Existing};
 
-impl Attachment {
-    /// Its key in VLAN user lists.
-    pub fn user(&self) -> String {
-        user_key(&self.network, &self.container_id, &self.ifname)
-    }
-
-    /// The alias the macvlan carries.
-    pub fn tag(&self) -> String {
-        cni::names::owner_tag(&self.network, &self.container_id, &self.ifname)
-    }
+/// An attachment's key in VLAN user lists.
+pub fn user(att: &Attachment) -> String {
+    user_key(&att.network, &att.container_id, &att.ifname)
 }
 
 /// A link as the snapshot saw it.
@@ -87,37 +74,6 @@ pub struct Applied {
     pub mtu: u32,
 }
 
-/// The code-7 error of an interface the container already has.
-fn ifname_taken(ifname: &str) -> CniError {
-    CniError::config(format!("container already has an interface named {ifname:?} (CNI_IFNAME)"))
-}
-
-/// What the ADD does about an existing record of the same attachment.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Existing {
-    None,
-    /// A repeated ADD of a live attachment: refused before IPAM runs.
-    Live,
-    /// A crashed ADD's (or a vanished interface's) record: cleaned up, then the ADD goes on.
-    Stale,
-}
-
-pub fn existing(record: Option<&AttachmentRecord>, container_link: Option<&LinkNow>) -> Existing {
-    match record {
-        None => Existing::None,
-        Some(r) if !r.pending && container_link.is_some() => Existing::Live,
-        Some(_) => Existing::Stale,
-    }
-}
-
-/// The code-7 error of a repeated ADD.
-pub fn already_attached(att: &Attachment) -> CniError {
-    CniError::config(format!(
-        "container {} is already attached to network {} as {} (ADD already succeeded; DEL it before adding it again)",
-        att.container_id, att.network, att.ifname
-    ))
-}
-
 /// Where the master was looked for (for messages).
 fn where_(conf: &MacvlanConf) -> &'static str {
     if conf.link_in_container {
@@ -176,11 +132,7 @@ pub fn plan(
         None => parse_vlan_parent(&master),
     };
     let vlan_ref = (create_vlan.is_some() || snap.master_is_our_vlan).then(|| master.clone());
-    let dns = if allocated.dns.is_empty() {
-        conf.dns.clone().unwrap_or_default()
-    } else {
-        allocated.dns.clone()
-    };
+    let dns = result_dns(&allocated.dns, conf.dns.as_ref());
     Ok(Plan {
         attachment: att.clone(),
         master,
@@ -230,14 +182,6 @@ impl Plan {
     /// True when IPv6 addresses are configured (IPv6 must be enabled on the interface).
     pub fn has_v6(&self) -> bool {
         self.ips.iter().any(|i| i.address.addr().is_ipv6())
-    }
-}
-
-fn default_dst(v4: bool) -> ipnet::IpNet {
-    if v4 {
-        "0.0.0.0/0".parse().expect("literal")
-    } else {
-        "::/0".parse().expect("literal")
     }
 }
 
@@ -332,16 +276,12 @@ impl Plan {
                 out.push(format!("container interface {ifname} lacks address {}", ip.address));
             }
         }
-        for v4 in [true, false] {
-            let wants = self.routes.iter().any(|r| r.dst == default_dst(v4));
-            let has = if v4 { seen.default_route_v4 } else { seen.default_route_v6 };
-            if wants && !has {
-                out.push(format!(
-                    "container has no default {} route via {ifname}",
-                    if v4 { "IPv4" } else { "IPv6" }
-                ));
-            }
-        }
+        out.extend(missing_default_routes(
+            &self.routes,
+            seen.default_route_v4,
+            seen.default_route_v6,
+            ifname,
+        ));
         out
     }
 }
@@ -354,19 +294,8 @@ mod tests {
     fn conf(extra: serde_json::Value) -> MacvlanConf {
         let mut c =
             json!({"cniVersion": "1.1.0", "name": "mv", "type": "macvlan", "master": "eth0"});
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        let env = cni::Env {
-            command: cni::Command::Add,
-            container_id: "c1".into(),
-            netns: Some("/run/netns/x".into()),
-            ifname: "eth0".into(),
-            args: vec![],
-            path: vec![],
-        };
-        let req = cni::dispatch::build_request(env, c.to_string().as_bytes()).unwrap();
-        MacvlanConf::from_request(&req).unwrap()
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        MacvlanConf::from_request(&crate::config::tests::request(c, "")).unwrap()
     }
 
     fn att() -> Attachment {
@@ -515,22 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_and_crashed_adds() {
-        let rec = |pending| AttachmentRecord {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-            netns: None,
-            master: "eth0".into(),
-            vlan: None,
-            link_in_container: false,
-            pending,
-        };
-        let l = LinkNow::default();
-        assert_eq!(existing(None, Some(&l)), Existing::None);
-        assert_eq!(existing(Some(&rec(false)), Some(&l)), Existing::Live);
-        assert_eq!(existing(Some(&rec(true)), Some(&l)), Existing::Stale);
-        assert_eq!(existing(Some(&rec(false)), None), Existing::Stale);
-        assert!(already_attached(&att()).msg.contains("already attached"));
-        assert_eq!(att().user(), "mv/c1/eth0");
+    fn vlan_users_are_attachments() {
+        assert_eq!(user(&att()), "mv/c1/eth0");
     }
 }

@@ -14,7 +14,7 @@
 //! sub-interface or the macvlan is created. One flock on the store's root serializes every
 //! call (VLAN sub-interfaces are shared across networks).
 
-use cni::store::{FileLock, Store};
+use cni::store::{attachment_key, FileLock, Store};
 use cni::CniError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -74,10 +74,6 @@ impl State {
         self.store.lock()
     }
 
-    fn key(container_id: &str, ifname: &str) -> String {
-        format!("{container_id}_{ifname}")
-    }
-
     /// One attachment's record; a corrupt one is an error naming its file.
     pub fn attachment(
         &self,
@@ -85,11 +81,11 @@ impl State {
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<AttachmentRecord>, CniError> {
-        self.store.get(&[network, &Self::key(container_id, ifname)])
+        self.store.get(&[network, &attachment_key(container_id, ifname)])
     }
 
     pub fn save_attachment(&self, network: &str, rec: &AttachmentRecord) -> Result<(), CniError> {
-        self.store.put(&[network, &Self::key(&rec.container_id, &rec.ifname)], rec)
+        self.store.put(&[network, &attachment_key(&rec.container_id, &rec.ifname)], rec)
     }
 
     pub fn remove_attachment(
@@ -98,7 +94,7 @@ impl State {
         container_id: &str,
         ifname: &str,
     ) -> Result<(), CniError> {
-        self.store.delete(&[network, &Self::key(container_id, ifname)])
+        self.store.delete(&[network, &attachment_key(container_id, ifname)])
     }
 
     /// Every attachment record of `network`, each parsed or with the error naming its file.

@@ -446,20 +446,8 @@ mod tests {
     }
 
     fn request(conf: Value, cni_args: &str) -> Request {
-        let cni_args = cni_args.to_string();
-        let env = move |k: &str| -> Option<String> {
-            match k {
-                "CNI_COMMAND" => Some("ADD".into()),
-                "CNI_CONTAINERID" => Some("ctr1".into()),
-                "CNI_NETNS" => Some("/var/run/netns/x".into()),
-                "CNI_IFNAME" => Some("net1".into()),
-                "CNI_PATH" => Some("/opt/cni/bin".into()),
-                "CNI_ARGS" => Some(cni_args.clone()),
-                _ => None,
-            }
-        };
-        let env = cni::Env::from_lookup(&env).unwrap();
-        cni::dispatch::build_request(env, conf.to_string().as_bytes()).unwrap()
+        let stdin = conf.to_string();
+        cni::dispatch::request_for("ADD", "ctr1", "net1", cni_args, stdin.as_bytes()).unwrap()
     }
 
     fn conf(extra: Value) -> Value {
