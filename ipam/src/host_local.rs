@@ -17,6 +17,16 @@ fn open_error(dir: &std::path::Path, network: &str, e: std::io::Error) -> CniErr
 
 /// ADD: one address per range set. Idempotent: the same container and interface get back the
 /// addresses they already hold. On failure, addresses leased by this call are released again.
+/// The network's lease store for DEL, GC and a rollback, which read only `dataDir` from the
+/// config (so they work even when the ranges changed): None when there is nothing to release
+/// (no readable ipam section, or no store on disk).
+fn existing_store(req: &Request) -> Result<Option<Store>, CniError> {
+    let Ok(ipam) = config::ipam_section(req) else { return Ok(None) };
+    let dir = config::data_dir(ipam)?;
+    let name = &req.conf.name;
+    Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))
+}
+
 pub fn add(req: &Request) -> Result<CniResult, CniError> {
     add_tracked(req).map(|(result, _)| result)
 }
@@ -89,13 +99,7 @@ pub fn release(req: &Request, ips: &[IpAddr]) -> Result<(), CniError> {
     if ips.is_empty() {
         return Ok(());
     }
-    let Ok(ipam) = config::ipam_section(req) else { return Ok(()) };
-    let dir = config::data_dir(ipam)?;
-    let name = &req.conf.name;
-    let Some(store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))?
-    else {
-        return Ok(());
-    };
+    let Some(store) = existing_store(req)? else { return Ok(()) };
     let owner = owner(req);
     for ip in ips {
         store.release(*ip, &owner).map_err(|e| io_error(&store, e))?;
@@ -131,13 +135,7 @@ fn lease_one<'a>(
 /// DEL: releases every lease of this container and interface. Only `dataDir` is read from the
 /// config, so DEL works even when the ranges changed; nothing there is not an error.
 pub fn del(req: &Request) -> Result<(), CniError> {
-    let Ok(ipam) = config::ipam_section(req) else { return Ok(()) };
-    let dir = config::data_dir(ipam)?;
-    let name = &req.conf.name;
-    let Some(store) = Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))?
-    else {
-        return Ok(());
-    };
+    let Some(store) = existing_store(req)? else { return Ok(()) };
     store.release_owner(&owner(req)).map_err(|e| io_error(&store, e))?;
     store.forget_cursors_if_empty().map_err(|e| io_error(&store, e))?;
     Ok(())
@@ -182,14 +180,7 @@ pub fn check(req: &Request) -> Result<(), CniError> {
 
 /// GC: releases every lease whose (container, interface) is not among `valid`.
 pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), CniError> {
-    let Ok(ipam) = config::ipam_section(req) else { return Ok(()) };
-    let dir = config::data_dir(ipam)?;
-    let name = &req.conf.name;
-    let Some(mut store) =
-        Store::open_existing(&dir, name).map_err(|e| open_error(&dir, name, e))?
-    else {
-        return Ok(());
-    };
+    let Some(mut store) = existing_store(req)? else { return Ok(()) };
     let keep = |h: &Holder| {
         valid
             .iter()
