@@ -26,18 +26,11 @@ struct RawSettings {
     allmulti: Option<bool>,
 }
 
+/// The key only the top level has.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawConf {
+struct RawDataDir {
     data_dir: Option<String>,
-    #[serde(default)]
-    sysctl: Option<Map<String, Value>>,
-    mac: Option<String>,
-    promisc: Option<bool>,
-    mtu: Option<i64>,
-    #[serde(rename = "txQLen")]
-    tx_q_len: Option<i64>,
-    allmulti: Option<bool>,
 }
 
 /// One sysctl to set: the key as written in the config and the path under /proc/sys.
@@ -80,7 +73,8 @@ impl TuningConf {
                 "sysctl: the key {key:?} appears twice; each sysctl may be given once"
             )));
         }
-        let raw: RawConf = req.plugin_config()?;
+        let raw: RawSettings = req.plugin_config()?;
+        let RawDataDir { data_dir } = req.plugin_config()?;
         let args_cni = cni::json::get(&req.conf.args, "cni").filter(|v| !v.is_null());
         let args: RawSettings = match args_cni {
             Some(v) => cni::json::from_value(v.clone())
@@ -174,7 +168,7 @@ impl TuningConf {
             sysctls.push(Sysctl { key, path, value });
         }
 
-        let data_dir = match raw.data_dir.as_deref() {
+        let data_dir = match data_dir.as_deref() {
             None | Some("") => None,
             Some(d) if !Path::new(d).is_absolute() => {
                 return Err(CniError::bad_value(

@@ -155,21 +155,47 @@ pub fn add_steps(conf: &TuningConf, now: &Observed) -> Vec<Step> {
         }
     }
     let Some(link) = now.link else { return steps };
-    if let (Some(to), Some(from)) = (conf.mac, link.mac) {
+    let wanted = LinkWanted {
+        mac: conf.mac,
+        // The reference only ever turns promiscuous mode on.
+        promisc: conf.promisc.then_some(true),
+        mtu: conf.mtu,
+        allmulti: conf.allmulti,
+        txqlen: conf.txqlen,
+    };
+    steps.extend(link_steps(&link, &wanted));
+    steps
+}
+
+/// Interface settings to reach; None leaves a setting as it is.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkWanted {
+    mac: Option<[u8; 6]>,
+    promisc: Option<bool>,
+    mtu: Option<u32>,
+    allmulti: Option<bool>,
+    txqlen: Option<u32>,
+}
+
+/// The steps from `link` to `wanted`, for each setting that differs: MAC, promiscuous mode,
+/// MTU, all-multicast mode, transmit queue length, in that order.
+fn link_steps(link: &LinkNow, wanted: &LinkWanted) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let (Some(to), Some(from)) = (wanted.mac, link.mac) {
         if to != from {
             steps.push(Step::Mac { from, to });
         }
     }
-    if conf.promisc && !link.promisc {
-        steps.push(Step::Promisc { from: false, to: true });
+    if let Some(to) = wanted.promisc.filter(|p| *p != link.promisc) {
+        steps.push(Step::Promisc { from: link.promisc, to });
     }
-    if let Some(to) = conf.mtu.filter(|m| *m != link.mtu) {
+    if let Some(to) = wanted.mtu.filter(|m| *m != link.mtu) {
         steps.push(Step::Mtu { from: link.mtu, to });
     }
-    if let Some(to) = conf.allmulti.filter(|a| *a != link.allmulti) {
+    if let Some(to) = wanted.allmulti.filter(|a| *a != link.allmulti) {
         steps.push(Step::Allmulti { from: link.allmulti, to });
     }
-    if let Some(to) = conf.txqlen.filter(|q| *q != link.txqlen) {
+    if let Some(to) = wanted.txqlen.filter(|q| *q != link.txqlen) {
         steps.push(Step::TxQLen { from: link.txqlen, to });
     }
     steps
@@ -181,25 +207,15 @@ pub fn add_steps(conf: &TuningConf, now: &Observed) -> Vec<Step> {
 pub fn restore_steps(saved: &Originals, now: &Observed) -> Vec<Step> {
     let mut steps = Vec::new();
     if let Some(link) = now.link {
-        if let Some(to) = saved.mtu.filter(|m| *m != link.mtu) {
-            steps.push(Step::Mtu { from: link.mtu, to });
-        }
-        if let (Some(to), Some(from)) =
-            (saved.mac.as_deref().and_then(netlink::parse_mac), link.mac)
-        {
-            if to != from {
-                steps.push(Step::Mac { from, to });
-            }
-        }
-        if let Some(to) = saved.promisc.filter(|p| *p != link.promisc) {
-            steps.push(Step::Promisc { from: link.promisc, to });
-        }
-        if let Some(to) = saved.allmulti.filter(|a| *a != link.allmulti) {
-            steps.push(Step::Allmulti { from: link.allmulti, to });
-        }
-        if let Some(to) = saved.txqlen.filter(|q| *q != link.txqlen) {
-            steps.push(Step::TxQLen { from: link.txqlen, to });
-        }
+        steps.extend(link_steps(&link, &LinkWanted { mtu: saved.mtu, ..Default::default() }));
+        let rest = LinkWanted {
+            mac: saved.mac.as_deref().and_then(netlink::parse_mac),
+            promisc: saved.promisc,
+            mtu: None,
+            allmulti: saved.allmulti,
+            txqlen: saved.txqlen,
+        };
+        steps.extend(link_steps(&link, &rest));
     }
     for s in &saved.sysctls {
         if let Some(cur) = now.sysctl(&s.path) {
