@@ -539,6 +539,12 @@ impl CniOutput {
     pub fn error_code(&self) -> Option<u64> {
         self.json.as_ref()?.get("code")?.as_u64()
     }
+
+    /// The `msg` of a plugin's JSON error on stdout; empty when there is none.
+    pub fn error_msg(&self) -> String {
+        let msg = self.json.as_ref().and_then(|v| v.get("msg")).and_then(Value::as_str);
+        msg.unwrap_or_default().to_string()
+    }
 }
 
 impl Display for CniOutput {
@@ -1135,6 +1141,55 @@ pub fn routes(ns: &Netns, ipv6: bool) -> Value {
 /// `nft list ruleset` in `ns`.
 pub fn nft_ruleset(ns: &Netns) -> String {
     ns.exec_ok(&["nft", "list", "ruleset"])
+}
+
+/// The address of `ips[0]` in a CNI result, without its prefix length.
+pub fn first_ip(result: &Value) -> IpAddr {
+    let cidr = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ips[0].address in {result}"));
+    cidr.split('/').next().unwrap().parse().unwrap()
+}
+
+/// An "outside" namespace joined to the host namespace by a veth: `uplink` 192.0.2.1/24 in
+/// the host, `eth0` 192.0.2.2/24 outside (dropped by the caller).
+pub fn outside_on_uplink(env: &TestEnv) -> Netns {
+    let out = Netns::new("out");
+    env.host().veth_to("uplink", &out, "eth0");
+    env.host().ip_ok(&["addr", "add", "192.0.2.1/24", "dev", "uplink"]);
+    out.ip_ok(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    out
+}
+
+/// Everything of ours left in the host namespace and the state directory: links other than
+/// `lo` and `own_links` (those the test made itself), nftables lines naming our `cni_*`
+/// tables, our iptables chains (`CNI-SUITE`), and state files other than host-local's
+/// per-network `lock` (the reference keeps one too). Empty after a clean last DEL.
+pub fn ours_left(env: &TestEnv, own_links: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    for l in links(env.host()) {
+        if l != "lo" && !own_links.contains(&l.as_str()) {
+            left.push(format!("link {l}"));
+        }
+    }
+    // iptables-nft creates its own built-in tables; ours are the cni_* ones.
+    for line in nft_ruleset(env.host()).lines().filter(|l| l.contains("cni_")) {
+        left.push(format!("nft {}", line.trim().trim_end_matches(" {")));
+    }
+    if iptables_save(env.host()).contains("CNI-SUITE") {
+        left.push("iptables CNI-SUITE chains".into());
+    }
+    for f in files_under(&env.state_dir()) {
+        if !f.ends_with("lock") {
+            // Small files (leases, cursors) with their content, to tell who left them.
+            let content = fs::read(&f).ok().filter(|c| c.len() <= 200);
+            let content = content
+                .map(|c| format!(" = {:?}", String::from_utf8_lossy(&c)))
+                .unwrap_or_default();
+            left.push(format!("file {}{content}", f.display()));
+        }
+    }
+    left
 }
 
 /// `iptables-save` in `ns` (this host's iptables uses the nf_tables backend).

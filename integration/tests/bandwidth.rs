@@ -4,6 +4,7 @@
 //! configured rate.
 
 #[path = "common/chained.rs"]
+#[macro_use]
 mod chained;
 
 use chained::{plugin_binary, plugins_with, Impl};
@@ -29,11 +30,6 @@ fn conflist(env: &TestEnv, subnet: &str, bandwidth: Value) -> Value {
             bw
         ]
     })
-}
-
-fn container_ip(result: &Value) -> IpAddr {
-    let cidr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips in {result}"));
-    cidr.split('/').next().unwrap().parse().unwrap()
 }
 
 fn gateway(result: &Value) -> IpAddr {
@@ -169,7 +165,7 @@ fn shapes_both_directions(which: Impl) {
     assert!(filters.contains(&format!("Redirect to device {ifb}")), "{filters}");
 
     // To the container: 3 s worth at the ingress rate.
-    let to_ctr = measure_bps(&ctr, container_ip(result), env.host(), (ingress / 8 * 3) as usize);
+    let to_ctr = measure_bps(&ctr, first_ip(result), env.host(), (ingress / 8 * 3) as usize);
     assert_rate("host -> container (ingressRate)", to_ctr, ingress as f64);
     // From the container to the gateway on the host.
     let from_ctr = measure_bps(env.host(), gateway(result), &ctr, (egress / 8 * 3) as usize);
@@ -182,15 +178,11 @@ fn shapes_both_directions(which: Impl) {
     env.cnitool("del", "bw", &ctr, &opts).expect_ok();
 }
 
-#[test]
-fn ours_shapes_both_directions() {
-    shapes_both_directions(Impl::Ours);
-}
-
-#[test]
-fn reference_shapes_both_directions() {
-    shapes_both_directions(Impl::Reference);
-}
+ours_and_reference!(
+    shapes_both_directions,
+    ours_shapes_both_directions,
+    reference_shapes_both_directions
+);
 
 /// The `bandwidth` capability as go-cni marshals it (Go field names, no JSON tags), with
 /// containerd's "no burst limit" of 4294967295 bits on egress.
@@ -214,21 +206,17 @@ fn go_style_capability_is_honoured(which: Impl) {
     assert_tbf(env.host(), &veth, 1_000_000);
     let ifb = ifb_of(result).unwrap_or_else(|| panic!("no ifb in the result: {result}"));
     assert_tbf(env.host(), &ifb, 500_000);
-    let to_ctr = measure_bps(&ctr, container_ip(result), env.host(), 3_000_000);
+    let to_ctr = measure_bps(&ctr, first_ip(result), env.host(), 3_000_000);
     assert_rate("host -> container (IngressRate capability)", to_ctr, 8e6);
     env.cnitool("del", "bw", &ctr, &opts).expect_ok();
     nothing_left(&env);
 }
 
-#[test]
-fn ours_honours_go_style_capability() {
-    go_style_capability_is_honoured(Impl::Ours);
-}
-
-#[test]
-fn reference_honours_go_style_capability() {
-    go_style_capability_is_honoured(Impl::Reference);
-}
+ours_and_reference!(
+    go_style_capability_is_honoured,
+    ours_honours_go_style_capability,
+    reference_honours_go_style_capability
+);
 
 /// A rate without a burst is refused before anything is shaped; DEL still cleans up.
 fn half_set_limit_is_refused(which: Impl) {
@@ -267,15 +255,11 @@ fn half_set_limit_is_refused(which: Impl) {
     nothing_left(&env);
 }
 
-#[test]
-fn ours_refuses_half_set_limit() {
-    half_set_limit_is_refused(Impl::Ours);
-}
-
-#[test]
-fn reference_refuses_half_set_limit() {
-    half_set_limit_is_refused(Impl::Reference);
-}
+ours_and_reference!(
+    half_set_limit_is_refused,
+    ours_refuses_half_set_limit,
+    reference_refuses_half_set_limit
+);
 
 /// DEL after the container's namespace (and with it the veth) is gone: the ifb goes too.
 fn del_after_the_namespace_is_gone(which: Impl) {
@@ -299,15 +283,11 @@ fn del_after_the_namespace_is_gone(which: Impl) {
     nothing_left(&env);
 }
 
-#[test]
-fn ours_deletes_after_the_namespace_is_gone() {
-    del_after_the_namespace_is_gone(Impl::Ours);
-}
-
-#[test]
-fn reference_deletes_after_the_namespace_is_gone() {
-    del_after_the_namespace_is_gone(Impl::Reference);
-}
+ours_and_reference!(
+    del_after_the_namespace_is_gone,
+    ours_deletes_after_the_namespace_is_gone,
+    reference_deletes_after_the_namespace_is_gone
+);
 
 #[test]
 fn ours_refuses_shaped_subnets_and_garbage_collects() {

@@ -6,12 +6,6 @@ use integration::*;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 
-fn first_ip(result: &Value) -> IpAddr {
-    let cidr =
-        result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
-    cidr.split('/').next().unwrap().parse().unwrap()
-}
-
 fn bridge_net(env: &TestEnv, name: &str, bridge: &str, subnet: &str, extra: Value) -> Value {
     let mut plugin = json!({
         "type": "bridge",
@@ -28,39 +22,9 @@ fn bridge_net(env: &TestEnv, name: &str, bridge: &str, subnet: &str, extra: Valu
     conf
 }
 
-/// An "outside" namespace joined to the host namespace by a veth: 192.0.2.1 (host) - 192.0.2.2.
-fn outside(env: &TestEnv) -> Netns {
-    let out = Netns::new("out");
-    env.host().veth_to("uplink", &out, "eth0");
-    env.host().ip_ok(&["addr", "add", "192.0.2.1/24", "dev", "uplink"]);
-    out.ip_ok(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
-    out
-}
-
 /// Everything of ours that could be left in the host namespace and the state directories.
 fn leftovers(env: &TestEnv) -> Vec<String> {
-    let mut left = Vec::new();
-    for l in links(env.host()) {
-        if l != "lo" && l != "uplink" {
-            left.push(format!("link {l}"));
-        }
-    }
-    let rules = nft_ruleset(env.host());
-    // iptables-nft creates its own built-in tables; ours are the cni_* ones.
-    if rules.contains("cni_") {
-        left.push(format!("nft: {rules}"));
-    }
-    let ipt = iptables_save(env.host());
-    if ipt.contains("CNI-SUITE") {
-        left.push("iptables chains".into());
-    }
-    for f in files_under(&env.state_dir()).into_iter().chain(files_under(&env.ipam_dir())) {
-        // host-local keeps its lock file per network, like the reference.
-        if !f.ends_with("lock") {
-            left.push(format!("file {}", f.display()));
-        }
-    }
-    left
+    ours_left(env, &["uplink"])
 }
 
 #[test]
@@ -151,7 +115,7 @@ fn masquerade_and_internal(backend: &str, prefix: &str) {
         return;
     }
     let env = TestEnv::new(&format!("brmasq{}", &backend[..3]));
-    let out = outside(&env);
+    let out = outside_on_uplink(&env);
     bridge_net(
         &env,
         "pub",

@@ -20,21 +20,9 @@ fn load(env: &TestEnv, file: &str) -> String {
     name
 }
 
-fn first_ip(result: &Value) -> IpAddr {
-    result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap()
-}
-
 fn nothing_left(env: &TestEnv, allowed_links: &[&str]) {
-    let links: Vec<String> = links(env.host())
-        .into_iter()
-        .filter(|l| l != "lo" && !allowed_links.contains(&l.as_str()))
-        .collect();
-    assert!(links.is_empty(), "links left: {links:?}");
-    let rules = nft_ruleset(env.host());
-    assert!(!rules.contains("cni_"), "nft left: {rules}");
-    let files: Vec<_> =
-        files_under(&env.state_dir()).into_iter().filter(|f| !f.ends_with("lock")).collect();
-    assert!(files.is_empty(), "state left: {files:?}");
+    let left = ours_left(env, allowed_links);
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 #[test]

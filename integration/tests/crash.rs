@@ -81,25 +81,7 @@ fn leftovers(env: &TestEnv) -> Vec<String> {
 
 /// [`leftovers`], with the links the test itself made in the host namespace.
 fn leftovers_besides(env: &TestEnv, own_links: &[&str]) -> Vec<String> {
-    let mut left = Vec::new();
-    for l in links(env.host()) {
-        if l != "lo" && !own_links.contains(&l.as_str()) {
-            left.push(format!("link {l}"));
-        }
-    }
-    let rules = nft_ruleset(env.host());
-    if rules.contains("cni_") {
-        left.push(format!("nft: {rules}"));
-    }
-    if iptables_save(env.host()).contains("CNI-SUITE") {
-        left.push("iptables chains".into());
-    }
-    for f in files_under(&env.state_dir()) {
-        // host-local keeps its lock file per network, like the reference.
-        if f.file_name().is_none_or(|n| n != "lock") {
-            left.push(format!("file {}", f.display()));
-        }
-    }
+    let mut left = ours_left(env, own_links);
     // A daemon started by a killed ADD must be gone once its last record is.
     if !eventually(Duration::from_secs(3), || env.host().pids().is_empty()) {
         left.push(format!("processes {:?}", env.host().pids()));

@@ -66,8 +66,7 @@ fn add(
     let out = env.cnitool("add", net, ctr, &opts(p, net, name, aliases));
     out.expect_ok();
     let r = out.result().clone();
-    let ip = r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
-    (ip, r)
+    (first_ip(&r), r)
 }
 
 fn del(env: &TestEnv, p: &Plugins, net: &str, ctr: &Netns, name: &str) {
@@ -827,11 +826,6 @@ fn dns_conf_with_prev(netns: &str, extra: Value) -> String {
     conf.to_string()
 }
 
-fn error_msg(out: &CniOutput) -> String {
-    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
-    v["msg"].as_str().unwrap_or_default().to_string()
-}
-
 /// Kills a process by PID when dropped (a daemon the test stopped with SIGSTOP).
 struct KillOnDrop(i32);
 
@@ -1084,7 +1078,7 @@ fn bad_names_and_netns_are_refused() {
     for (extra, field, value) in cases {
         let out = env.exec_plugin(bin, &add_env(ap_static), &dns_conf_with_prev(ap, extra.clone()));
         assert_eq!(out.error_code(), Some(7), "{extra}: {out}");
-        let msg = error_msg(&out);
+        let msg = out.error_msg();
         assert!(msg.contains(field) && msg.contains(value), "{extra}: {out}");
     }
     let missing: &'static str =

@@ -6,12 +6,6 @@ use integration::*;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 
-fn first_ip(result: &Value) -> IpAddr {
-    let cidr =
-        result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
-    cidr.split('/').next().unwrap().parse().unwrap()
-}
-
 /// `[bridge, firewall{ingressPolicy}]`; with our plugins the bridge's own isolation is off
 /// unless `bridge_isolation`, so the firewall plugin is what isolates.
 fn network(
@@ -36,15 +30,7 @@ fn network(
     env.write_conflist(name, &conf);
 }
 
-fn outside(env: &TestEnv) -> Netns {
-    let out = Netns::new("out");
-    env.host().veth_to("uplink", &out, "eth0");
-    env.host().ip_ok(&["addr", "add", "192.0.2.1/24", "dev", "uplink"]);
-    out.ip_ok(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
-    out
-}
-
-fn ours_left(env: &TestEnv) -> Vec<String> {
+fn firewall_left(env: &TestEnv) -> Vec<String> {
     let mut left = Vec::new();
     let rules = nft_ruleset(env.host());
     if rules.contains("cni_") {
@@ -81,7 +67,7 @@ fn same_bridge_isolates_networks() {
         let ours = lane == "ours";
         network(&env, "fa", "10.30.1.0/24", "same-bridge", ours, false);
         network(&env, "fb", "10.30.2.0/24", "same-bridge", ours, false);
-        let out = outside(&env);
+        let out = outside_on_uplink(&env);
         let (a1, a2, b1) = (env.container("a1"), env.container("a2"), env.container("b1"));
         let ip_a1 = first_ip(env.cnitool("add", "fa", &a1, &opts).expect_ok().result());
         let ip_a2 = first_ip(env.cnitool("add", "fa", &a2, &opts).expect_ok().result());
@@ -103,7 +89,7 @@ fn same_bridge_isolates_networks() {
         env.cnitool("del", "fa", &a2, &opts).expect_ok();
         env.cnitool("del", "fb", &b1, &opts).expect_ok();
         if ours {
-            let left = ours_left(&env);
+            let left = firewall_left(&env);
             assert!(left.is_empty(), "left after the last DEL: {left:?}");
         }
     }
@@ -116,7 +102,7 @@ fn isolated_blocks_containers_of_one_bridge() {
     }
     let env = TestEnv::new("fwiso");
     network(&env, "fi", "10.30.3.0/24", "isolated", true, false);
-    let out = outside(&env);
+    let out = outside_on_uplink(&env);
     let (c1, c2) = (env.container("c1"), env.container("c2"));
     let opts = CniOpts::ours();
     let ip1 = first_ip(env.cnitool("add", "fi", &c1, &opts).expect_ok().result());
@@ -132,7 +118,7 @@ fn isolated_blocks_containers_of_one_bridge() {
     env.cnitool("check", "fi", &c1, &opts).expect_ok();
     env.cnitool("del", "fi", &c1, &opts).expect_ok();
     env.cnitool("del", "fi", &c2, &opts).expect_ok();
-    let left = ours_left(&env);
+    let left = firewall_left(&env);
     assert!(left.is_empty(), "left after the last DEL: {left:?}");
 }
 
@@ -151,7 +137,7 @@ fn containers_work_behind_a_forward_drop_policy() {
             "bridge": "br-fp", "isGateway": true, "isDefaultGateway": true, "ipMasq": true,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.30.5.0/24"}]], "dataDir": env.ipam_dir()}}]});
         env.write_conflist("fp", &plain);
-        let out = outside(&env);
+        let out = outside_on_uplink(&env);
         env.host().sh_ok("iptables -w -P FORWARD DROP");
         let (c, p) = (env.container("c"), env.container("p"));
         env.cnitool("add", "fd", &c, &opts).expect_ok();
@@ -182,7 +168,7 @@ fn containers_work_behind_a_forward_drop_policy() {
         env.cnitool("del", "fp", &p, &opts).expect_ok();
         env.host().sh_ok("iptables -w -P FORWARD ACCEPT");
         if ours {
-            let left = ours_left(&env);
+            let left = firewall_left(&env);
             assert!(left.is_empty(), "left after the last DEL: {left:?}");
         }
     }
@@ -208,7 +194,7 @@ fn bridge_isolation_and_same_bridge_agree() {
     assert!(!rules.contains("cni_firewall"), "isolation programmed twice:\n{rules}");
     env.cnitool("del", "ga", &a, &opts).expect_ok();
     env.cnitool("del", "gb", &b, &opts).expect_ok();
-    let left = ours_left(&env);
+    let left = firewall_left(&env);
     assert!(left.is_empty(), "left after the last DEL: {left:?}");
 }
 
@@ -268,7 +254,7 @@ fn keys_version_and_bad_input() {
         &json!({"cniVersion": "1.1.0", "name": "k", "type": "firewall"}).to_string(),
     );
     del.expect_ok();
-    let left = ours_left(&env);
+    let left = firewall_left(&env);
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -302,6 +288,6 @@ fn bridge_rules_follow_config_and_recorded_backend() {
     env.write_conflist("cfg", &conf(true, true, "iptables"));
     env.cnitool("del", "cfg", &a, &CniOpts::ours()).expect_ok();
     env.cnitool("del", "cfg", &b, &CniOpts::ours()).expect_ok();
-    let left = ours_left(&env);
+    let left = firewall_left(&env);
     assert!(left.is_empty(), "left after the last DEL: {left:?}");
 }

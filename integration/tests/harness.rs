@@ -11,13 +11,6 @@ use integration::*;
 use serde_json::{json, Value};
 
 /// The first IP of a CNI 1.0 result (`ips[0].address`, CIDR form).
-fn first_ip(result: &Value) -> IpAddr {
-    let cidr = result["ips"][0]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no ips[0].address in {result}"));
-    cidr.split('/').next().unwrap().parse().unwrap()
-}
-
 fn ns_exists(name: &str) -> bool {
     Path::new("/var/run/netns").join(name).exists()
 }

@@ -77,10 +77,6 @@ fn snapshot(ns: &Netns) -> (Value, Value) {
     (ns.ip_json(&["link", "show"]), ns.ip_json(&["addr", "show"]))
 }
 
-fn msg(out: &CniOutput) -> String {
-    out.result()["msg"].as_str().unwrap_or_default().to_string()
-}
-
 fn env_for<'a>(
     cmd: &'a str,
     ctr: &'a str,
@@ -145,7 +141,7 @@ fn shared_namespace_refuses_a_container_namespace() {
     );
     out.expect_err();
     assert_eq!(out.error_code(), Some(7), "{out}");
-    let m = msg(&out);
+    let m = out.error_msg();
     assert!(m.contains("shares the host's network namespace") && m.contains(&ns), "{m}");
     assert_eq!(links(&a), vec!["lo".to_string()]);
     // CHECK gives the same answer; DEL has nothing to undo and succeeds.
@@ -258,8 +254,7 @@ fn del_after_the_container_namespace_is_gone() {
     let opts = CniOpts::ours();
     let out = env.cnitool("add", NET, &a, &opts);
     out.expect_ok();
-    let ip =
-        out.result()["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let ip = first_ip(out.result()).to_string();
     let lease = |env: &TestEnv| {
         files_under(&env.ipam_dir())
             .iter()
@@ -304,7 +299,7 @@ fn bad_device_configs_are_code_7_and_change_nothing() {
         out.expect_err();
         assert_eq!(out.error_code(), Some(7), "{plugin}: {out}");
         for n in needles {
-            assert!(msg(&out).contains(n), "{plugin}: {n:?} not in {}", msg(&out));
+            assert!(out.error_msg().contains(n), "{plugin}: {n:?} not in {}", out.error_msg());
         }
         assert_eq!(links(&a), vec!["lo".to_string()]);
         assert_eq!(snapshot(env.host()), before, "{plugin}");
@@ -329,14 +324,14 @@ fn status_and_gc() {
         &stdin_conf("1.1.0", json!({"device": "nosuch0"})),
     );
     assert_eq!(missing.error_code(), Some(50), "{missing}");
-    assert!(msg(&missing).contains("nosuch0"));
+    assert!(missing.error_msg().contains("nosuch0"));
 
     let a = env.container("a");
     let ns = a.path().display().to_string();
     env.exec_plugin("host", &env_for("ADD", "ctra", &ns, "net1"), &conf).expect_ok();
     let busy = env.exec_plugin("host", &[("CNI_COMMAND", "STATUS")], &conf);
     assert_eq!(busy.error_code(), Some(50), "{busy}");
-    assert!(msg(&busy).contains("ctra"), "{busy}");
+    assert!(busy.error_msg().contains("ctra"), "{busy}");
     // GC with an empty valid list gives the device back.
     let mut gc: Value = serde_json::from_str(&conf).unwrap();
     gc["cni.dev/valid-attachments"] = json!([]);
@@ -418,7 +413,7 @@ fn a_repeated_add_is_refused_and_long_ids_work() {
     env.exec_plugin("host", &env_for("ADD", &id, &ns, "net1"), &conf).expect_ok();
     let again = env.exec_plugin("host", &env_for("ADD", &id, &ns, "net1"), &conf);
     assert_eq!(again.error_code(), Some(7), "{again}");
-    assert!(msg(&again).contains("already attached"), "{again}");
+    assert!(again.error_msg().contains("already attached"), "{again}");
     assert!(has_addr(&a, "net1", "10.89.0.2"), "the device keeps its address");
     assert!(ping(&a, "10.89.0.1"));
     env.exec_plugin("host", &env_for("DEL", &id, &ns, "net1"), &conf).expect_ok();

@@ -96,10 +96,6 @@ fn add_env<'a>(ctr: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {
     ]
 }
 
-fn msg(out: &CniOutput) -> String {
-    out.result()["msg"].as_str().unwrap_or_default().to_string()
-}
-
 /// Only `lo` in a namespace the plugin refused to configure.
 fn untouched(ns: &Netns) {
     assert_eq!(links(ns), vec!["lo".to_string()], "links in {}", ns.name);
@@ -240,7 +236,11 @@ fn bad_mode_or_missing_master_is_code_7_and_creates_nothing() {
         out.expect_err();
         assert_eq!(out.error_code(), Some(7), "{extra}: {out}");
         for n in needles {
-            assert!(msg(&out).contains(n), "{extra}: message lacks {n:?}: {}", msg(&out));
+            assert!(
+                out.error_msg().contains(n),
+                "{extra}: message lacks {n:?}: {}",
+                out.error_msg()
+            );
         }
         untouched(&a);
         assert!(
@@ -278,7 +278,7 @@ fn vlan_parent_without_8021q_fails_clearly_and_leaves_nothing() {
         panic!("this kernel made a VLAN link; the test assumes no 802.1q support:\n{out}");
     }
     assert_eq!(out.error_code(), Some(112), "{out}");
-    let m = msg(&out);
+    let m = out.error_msg();
     assert!(
         m.contains("mvparent.10") && m.contains("802.1q") && m.contains("modprobe 8021q"),
         "{m}"
@@ -294,7 +294,7 @@ fn vlan_parent_without_8021q_fails_clearly_and_leaves_nothing() {
         &stdin_conf(env, "1.1.0", json!({"master": "mvparent.10"})),
     );
     assert_eq!(st.error_code(), Some(50), "{st}");
-    assert!(msg(&st).contains("802.1q"), "{st}");
+    assert!(st.error_msg().contains("802.1q"), "{st}");
 }
 
 #[test]
@@ -435,7 +435,7 @@ fn status_and_gc() {
         &stdin_conf(env, "1.1.0", json!({"master": "gone0"})),
     );
     assert_eq!(missing.error_code(), Some(50), "{missing}");
-    assert!(msg(&missing).contains("gone0"), "{missing}");
+    assert!(missing.error_msg().contains("gone0"), "{missing}");
 
     // GC forgets attachments the runtime no longer knows, keeps the valid ones.
     let (a, b) = (env.container("a"), env.container("b"));
@@ -586,7 +586,7 @@ fn a_repeated_add_is_refused_and_keeps_the_live_addresses() {
     first.expect_ok();
     let again = env.exec_plugin("macvlan", &add_env("ctra", &na), &conf);
     assert_eq!(again.error_code(), Some(7), "{again}");
-    assert!(msg(&again).contains("already attached"), "{again}");
+    assert!(again.error_msg().contains("already attached"), "{again}");
     let other = env.exec_plugin("macvlan", &add_env("ctrb", &nb), &conf);
     other.expect_ok();
     let (ipa, ipb) = (ips_of(first.result()), ips_of(other.result()));

@@ -12,12 +12,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn first_ip(result: &Value) -> IpAddr {
-    let cidr =
-        result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0] in {result}"));
-    cidr.split('/').next().unwrap().parse().unwrap()
-}
-
 /// A bridge + portmap network on `backend`, and an "outside" namespace on the host's uplink.
 fn setup(env: &TestEnv, backend: &str, subnet: &str) -> Netns {
     let conf = json!({
@@ -31,11 +25,7 @@ fn setup(env: &TestEnv, backend: &str, subnet: &str) -> Netns {
         ]
     });
     env.write_conflist("web", &conf);
-    let out = Netns::new("out");
-    env.host().veth_to("uplink", &out, "eth0");
-    env.host().ip_ok(&["addr", "add", &format!("{HOST}/24"), "dev", "uplink"]);
-    out.ip_ok(&["addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
-    out
+    outside_on_uplink(env)
 }
 
 fn ports(list: Value) -> CniOpts {
@@ -43,19 +33,8 @@ fn ports(list: Value) -> CniOpts {
 }
 
 fn nothing_left(env: &TestEnv) {
-    let rules = nft_ruleset(env.host());
-    // iptables-nft creates its own built-in tables; ours are the cni_* ones.
-    assert!(!rules.contains("cni_"), "nft rules left: {rules}");
-    let ipt = iptables_save(env.host());
-    assert!(!ipt.contains("CNI-SUITE"), "iptables chains left: {ipt}");
-    let state: Vec<_> = files_under(&env.state_dir())
-        .into_iter()
-        .filter(|f| !f.to_string_lossy().contains("/ipam/"))
-        .collect();
-    assert!(state.is_empty(), "state left: {state:?}");
-    let links: Vec<_> =
-        links(env.host()).into_iter().filter(|l| l != "lo" && l != "uplink").collect();
-    assert!(links.is_empty(), "links left: {links:?}");
+    let left = ours_left(env, &["uplink"]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 fn published_port_answers_everywhere(backend: &str) {

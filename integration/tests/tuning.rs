@@ -4,12 +4,13 @@
 //! same scenarios, same assertions, differences stated where the reference differs.
 
 #[path = "common/chained.rs"]
+#[macro_use]
 mod chained;
 
 use chained::{plugin_binary, plugins_with, Impl};
 use integration::*;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 const MAC: &str = "c2:b0:57:49:47:f1";
 
@@ -85,11 +86,6 @@ fn assert_tuned(ns: &Netns, dev: &str, txqlen: bool) {
     }
     assert_eq!(ns.sysctl("net.core.somaxconn"), "500");
     assert_eq!(ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_filter")), "1");
-}
-
-fn first_ip(result: &Value) -> IpAddr {
-    let cidr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips in {result}"));
-    cidr.split('/').next().unwrap().parse().unwrap()
 }
 
 fn result_mac(result: &Value, ifname: &str) -> String {
@@ -180,15 +176,11 @@ fn tunes_the_container_interface_in_a_runtime_chain(which: Impl) {
     env.cnitool("del", "tu", &ctr, &opts).expect_ok();
 }
 
-#[test]
-fn ours_tunes_the_container_interface_in_a_runtime_chain() {
-    tunes_the_container_interface_in_a_runtime_chain(Impl::Ours);
-}
-
-#[test]
-fn reference_tunes_the_container_interface_in_a_runtime_chain() {
-    tunes_the_container_interface_in_a_runtime_chain(Impl::Reference);
-}
+ours_and_reference!(
+    tunes_the_container_interface_in_a_runtime_chain,
+    ours_tunes_the_container_interface_in_a_runtime_chain,
+    reference_tunes_the_container_interface_in_a_runtime_chain
+);
 
 /// podman 4's generated 0.4.0 list ends with a bare `{"type": "tuning"}`: it must pass the
 /// 0.4.0 result on unchanged and leave the interface as the bridge made it.
@@ -233,15 +225,11 @@ fn passes_a_040_result_through(which: Impl) {
     assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
 }
 
-#[test]
-fn ours_passes_a_040_result_through() {
-    passes_a_040_result_through(Impl::Ours);
-}
-
-#[test]
-fn reference_passes_a_040_result_through() {
-    passes_a_040_result_through(Impl::Reference);
-}
+ours_and_reference!(
+    passes_a_040_result_through,
+    ours_passes_a_040_result_through,
+    reference_passes_a_040_result_through
+);
 
 /// A host device handed to the container and given back on DEL: tuning's DEL must put its
 /// original settings back, because the device outlives the container.
@@ -285,15 +273,11 @@ fn restores_a_device_that_stays(which: Impl) {
     assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
 }
 
-#[test]
-fn ours_restores_a_device_that_stays() {
-    restores_a_device_that_stays(Impl::Ours);
-}
-
-#[test]
-fn reference_restores_a_device_that_stays() {
-    restores_a_device_that_stays(Impl::Reference);
-}
+ours_and_reference!(
+    restores_a_device_that_stays,
+    ours_restores_a_device_that_stays,
+    reference_restores_a_device_that_stays
+);
 
 /// The `mac` capability, CNI_ARGS `MAC` and `args.cni` in the config.
 fn mac_from_capability_cni_args_and_args(which: Impl) {
@@ -351,15 +335,11 @@ fn mac_from_capability_cni_args_and_args(which: Impl) {
     assert!(state_files(&env).is_empty(), "state left: {:?}", state_files(&env));
 }
 
-#[test]
-fn ours_takes_mac_from_capability_cni_args_and_args() {
-    mac_from_capability_cni_args_and_args(Impl::Ours);
-}
-
-#[test]
-fn reference_takes_mac_from_capability_cni_args_and_args() {
-    mac_from_capability_cni_args_and_args(Impl::Reference);
-}
+ours_and_reference!(
+    mac_from_capability_cni_args_and_args,
+    ours_takes_mac_from_capability_cni_args_and_args,
+    reference_takes_mac_from_capability_cni_args_and_args
+);
 
 /// Runs the plugin binary directly (ADD) against `eth0` in `ctr` with `conf` + a prevResult.
 fn add_direct(env: &TestEnv, bin: &str, ctr: &Netns, conf: &str) -> CniOutput {
@@ -455,15 +435,11 @@ fn refuses_bad_input(which: Impl) {
     }
 }
 
-#[test]
-fn ours_refuses_bad_input_and_changes_nothing() {
-    refuses_bad_input(Impl::Ours);
-}
-
-#[test]
-fn reference_refuses_bad_input() {
-    refuses_bad_input(Impl::Reference);
-}
+ours_and_reference!(
+    refuses_bad_input,
+    ours_refuses_bad_input_and_changes_nothing,
+    reference_refuses_bad_input
+);
 
 /// The sysctl allowlist (the reference reads /etc/cni/tuning/allowlist.conf; ours can be
 /// pointed elsewhere, which is how this test avoids the machine's /etc), and GC.

@@ -58,3 +58,19 @@ fn link(src: &std::path::Path, dst: &std::path::Path) {
             .unwrap_or_else(|e| panic!("cannot link {} to {}: {e}", dst.display(), src.display()));
     }
 }
+
+/// Two `#[test]`s that run `scenario(which: Impl)`: `$ours` with our build of the plugin
+/// under test, `$reference` with the reference one.
+macro_rules! ours_and_reference {
+    ($scenario:ident, $ours:ident, $reference:ident) => {
+        #[test]
+        fn $ours() {
+            $scenario(Impl::Ours);
+        }
+
+        #[test]
+        fn $reference() {
+            $scenario(Impl::Reference);
+        }
+    };
+}

@@ -798,37 +798,11 @@ pub fn our_plugins_dir(env: &TestEnv, names: &[&str]) -> PathBuf {
     dir
 }
 
-/// Everything of ours still in the host namespace and the state dirs: links other than
-/// `keep_links`, `cni_*` nftables tables, `CNI-SUITE` iptables chains, state files other
-/// than host-local's per-network `lock` (which the reference keeps too), libcni cache
-/// entries, and processes in the host namespace other than `keep_pids`.
+/// Everything of ours still in the host namespace and the state dirs ([`ours_left`], with
+/// `keep_links` the runtime's own), plus libcni cache entries and processes in the host
+/// namespace other than `keep_pids`.
 pub fn leftovers(env: &TestEnv, keep_links: &[&str], keep_pids: &[u32]) -> Vec<String> {
-    let mut left = Vec::new();
-    for l in links(env.host()) {
-        if !keep_links.contains(&l.as_str()) {
-            left.push(format!("link {l}"));
-        }
-    }
-    let rules = nft_ruleset(env.host());
-    for line in rules.lines().filter(|l| l.starts_with("table ")) {
-        if line.contains("cni_") {
-            left.push(format!("nft {}", line.trim_end_matches(" {")));
-        }
-    }
-    let ipt = iptables_save(env.host());
-    if ipt.contains("CNI-SUITE") {
-        left.push("iptables CNI-SUITE chains".into());
-    }
-    for f in files_under(&env.state_dir()) {
-        if !f.ends_with("lock") {
-            // Small files (leases, cursors) with their content, to tell who left them.
-            let content = fs::read(&f).ok().filter(|c| c.len() <= 200);
-            let content = content
-                .map(|c| format!(" = {:?}", String::from_utf8_lossy(&c)))
-                .unwrap_or_default();
-            left.push(format!("file {}{content}", f.display()));
-        }
-    }
+    let mut left = ours_left(env, keep_links);
     for f in files_under(&env.libcni_dir()) {
         left.push(format!("libcni cache {}", f.display()));
     }
