@@ -1,6 +1,7 @@
 //! `firewall`: the reference plugin's `ingressPolicy` and its accepts, driven by the real
-//! cnitool in private namespaces. Where the reference exists (Debian's, in /usr/lib/cni),
-//! the same scenario runs against it and against ours with the same assertions.
+//! cnitool in private namespaces. Where the reference `firewall` exists
+//! ([`reference_plugin_dir`]), the same scenario runs against it and against ours with the
+//! same assertions.
 
 use integration::*;
 use serde_json::{json, Value};
@@ -51,7 +52,7 @@ fn firewall_left(env: &TestEnv) -> Vec<String> {
 
 fn lanes() -> Vec<(&'static str, CniOpts)> {
     let mut v = vec![("ours", CniOpts::ours())];
-    if std::path::Path::new(REFERENCE_PLUGIN_DIR).join("firewall").is_file() {
+    if reference_plugin_dir().join("firewall").is_file() {
         v.push(("reference", CniOpts::reference()));
     }
     v

@@ -1,4 +1,4 @@
-//! Proves the harness with Debian's reference plugins (/usr/lib/cni) and the
+//! Proves the harness with the reference plugins ([`reference_plugin_dir`]) and the
 //! real cnitool. These scenarios later serve as the reference side of
 //! comparisons with our own plugins.
 

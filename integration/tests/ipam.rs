@@ -1,5 +1,6 @@
 //! `host-local` and `static` as real processes: concurrent ADDs, sharing one lease store with
-//! Debian's reference `host-local`, GC of leaked leases, STATUS on a full range, VERSION.
+//! the reference `host-local` (the pinned build, and Debian's in /usr/lib/cni), GC of leaked
+//! leases, STATUS on a full range, VERSION.
 
 use integration::*;
 use serde_json::{json, Value};
@@ -134,7 +135,7 @@ fn reference_and_ours_share_one_data_dir() {
     env.require_plugins(&Plugins::Ours, &["host-local"]);
     env.require_plugins(&Plugins::Reference, &["host-local"]);
     let data = env.ipam_dir();
-    // Debian's cnitool (libcni 1.1.2) reads results up to 1.0.0.
+    // cniVersion 1.0.0: the newest both reference builds accept (Debian's 1.1.1 stops there).
     env.write_conflist(
         "mix",
         &json!({"cniVersion": "1.0.0", "name": "mix", "plugins": [{"type": "host-local", "ipam": {

@@ -1,5 +1,5 @@
 //! `loopback` the way containerd's CRI runs it, through the real cnitool: our binary and
-//! Debian's reference `loopback` side by side, with the same assertions. containerd builds a
+//! the reference `loopback` side by side, with the same assertions. containerd builds a
 //! `loopback` network in (cniVersion 0.3.1, CNI_IFNAME `lo`), runs it in parallel with the
 //! pod's network, DELs it at StopPodSandbox (with the namespace) and again at
 //! RemovePodSandbox with `CNI_NETNS=""`.

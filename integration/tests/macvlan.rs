@@ -533,7 +533,7 @@ fn concurrent_adds_and_dels_leave_nothing_behind() {
     assert!(all.iter().all(|ip| !lease_exists(env, *ip)));
 }
 
-/// The same two-container scenario against Debian's reference macvlan: the fair comparison.
+/// The same two-container scenario against the reference macvlan: the fair comparison.
 #[test]
 fn reference_macvlan_same_scenario() {
     if !require_root() {

@@ -26,7 +26,8 @@ fn none_add_check_del_with_cnitool() {
         return;
     }
     let env = TestEnv::new("none");
-    // Debian's cnitool (libcni 1.1.2) reads results up to 1.0.0; 1.1.0 is exercised directly below.
+    // cniVersion 1.0.0, what the examples use (podman 4.3's libcni reads results up to 1.0.0);
+    // 1.1.0 is exercised directly below.
     env.write_conflist("nonet", &none_conf("1.0.0"));
     let ctr = env.container("c");
     // Start from a container whose loopback is down, as a fresh namespace has it.

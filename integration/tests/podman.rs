@@ -146,6 +146,12 @@ cni_plugin_dirs = ["{plugins}"]
         self.run(args).expect_ok().to_string()
     }
 
+    /// The address of container `name` on its network (`podman inspect`).
+    fn ip_of(&self, name: &str) -> String {
+        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
+        self.ok(&["inspect", name, "--format", format]).trim().to_string()
+    }
+
     /// `podman run` with the test's cgroup parent and no pulling.
     fn run_container(&self, args: &[&str]) -> Run {
         let parent = format!("--cgroup-parent={}", self.cgroup_parent);
@@ -262,18 +268,7 @@ fn podman_cni_backend_with_our_plugins_only() {
             "/www",
         ])
         .expect_ok();
-    let ip_of = |name: &str| -> String {
-        podman
-            .ok(&[
-                "inspect",
-                name,
-                "--format",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            ])
-            .trim()
-            .to_string()
-    };
-    let web_ip = ip_of("web");
+    let web_ip = podman.ip_of("web");
     assert!(web_ip.starts_with("10.89.70."), "web's address {web_ip:?} is not from {SUBNET}");
     t.mark("podman run -d web");
 
@@ -389,20 +384,7 @@ fn podman_cni_backend_with_our_plugins_only() {
     podman.ok(&["rm", "--force", "--time", "0", "web", "web2"]);
     let ps = podman.ok(&["ps", "--all", "--quiet"]);
     assert!(ps.trim().is_empty(), "containers left: {ps}");
-    let mut left = Vec::new();
-    let clean = eventually(Duration::from_secs(5), || {
-        left = leftovers(&env, &["lo", "ext0"], &[holder.pid()]);
-        left.is_empty()
-    });
-    assert!(clean, "left behind after podman rm -f: {left:#?}");
-    // The plugins never fell back to their default paths (/run/cni-suite, /var/lib/cni):
-    // conmon's cleanup calls had the state dir too.
-    let fallback = holder.inside("/run/cni-suite");
-    assert!(
-        !fallback.exists(),
-        "a plugin used the default state dir: {:?}",
-        files_under(&fallback)
-    );
+    assert_nothing_left(&env, &holder, Duration::from_secs(5), "podman rm -f");
     let netns_left: Vec<_> = fs::read_dir(holder.inside("/run/netns"))
         .unwrap()
         .flatten()
@@ -411,6 +393,24 @@ fn podman_cni_backend_with_our_plugins_only() {
     assert!(netns_left.is_empty(), "podman left network namespaces: {netns_left:?}");
     t.mark("podman rm -f + leftover checks");
     t.total();
+}
+
+/// Nothing of ours is left once conmon's cleanup ran (waiting up to `wait` for it), and the
+/// plugins never fell back to their default state dir (/run/cni-suite): conmon's cleanup
+/// calls had the state dir too.
+fn assert_nothing_left(env: &TestEnv, holder: &Holder, wait: Duration, after: &str) {
+    let mut left = Vec::new();
+    let clean = eventually(wait, || {
+        left = leftovers(env, &["lo", "ext0"], &[holder.pid()]);
+        left.is_empty()
+    });
+    assert!(clean, "left behind after {after}: {left:#?}");
+    let fallback = holder.inside("/run/cni-suite");
+    assert!(
+        !fallback.exists(),
+        "a plugin used the default state dir: {:?}",
+        files_under(&fallback)
+    );
 }
 
 /// The conflist `podman network create` wrote for `name`.
@@ -498,15 +498,7 @@ fn podman_network_create_with_our_plugins_only() {
         args.extend_from_slice(extra);
         args.extend_from_slice(&[IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"]);
         podman.run_container(&args).expect_ok();
-        podman
-            .ok(&[
-                "inspect",
-                name,
-                "--format",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            ])
-            .trim()
-            .to_string()
+        podman.ip_of(name)
     };
     let probe = |net: &str, script: &str| -> Run {
         podman.run_container(&["--rm", "--network", net, IMAGE, "sh", "-c", script])
@@ -551,18 +543,7 @@ fn podman_network_create_with_our_plugins_only() {
     for n in [default_net.as_str(), "appnet", "closednet"] {
         podman.ok(&["network", "rm", n]);
     }
-    let mut left = Vec::new();
-    let clean = eventually(Duration::from_secs(10), || {
-        left = leftovers(&env, &["lo", "ext0"], &[holder.pid()]);
-        left.is_empty()
-    });
-    assert!(clean, "left behind after podman rm -f + network rm: {left:#?}");
-    let fallback = holder.inside("/run/cni-suite");
-    assert!(
-        !fallback.exists(),
-        "a plugin used the default state dir: {:?}",
-        files_under(&fallback)
-    );
+    assert_nothing_left(&env, &holder, Duration::from_secs(10), "podman rm -f + network rm");
     t.mark("rm -f + network rm + leftover checks");
     t.total();
 }
