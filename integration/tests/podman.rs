@@ -340,7 +340,7 @@ fn podman_cni_backend_with_our_plugins_only() {
     // --- docker restart web: DEL then ADD while conmon holds the published port; the new
     // attachment answers on the port and by name.
     podman.ok(&["restart", "--time", "0", "web"]);
-    let web_ip = ip_of("web");
+    let web_ip = podman.ip_of("web");
     let out = holder.wget("http://127.0.0.1:18080/");
     assert!(out.ok() && out.stdout.trim() == "hello from web", "after podman restart web:\n{out}");
     let out =
