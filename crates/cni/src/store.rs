@@ -196,6 +196,22 @@ pub fn attachment_key(container_id: &str, ifname: &str) -> String {
     format!("{container_id}_{ifname}")
 }
 
+/// GC's view of a lenient listing ([`Store::list_lenient`]): the records that could be read.
+/// Each one that could not is reported on stderr (`<plugin>: GC skips <file>: <error>`) and
+/// left alone: GC goes on, and DEL still finds what the stable names point at.
+pub fn readable_for_gc<T>(plugin: &str, listing: Vec<(PathBuf, Result<T, CniError>)>) -> Vec<T> {
+    listing
+        .into_iter()
+        .filter_map(|(path, rec)| match rec {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                eprintln!("{plugin}: GC skips {}: {e}", path.display());
+                None
+            }
+        })
+        .collect()
+}
+
 /// Maps an I/O error on `path` to code 5 naming what was being done.
 pub fn io_error(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))

@@ -265,14 +265,7 @@ impl Plugin for BridgePlugin {
         // Temp files of writers killed before their rename.
         state.sweep_temp_files();
         let mut host = Handle::new()?;
-        for (path, rec) in state.attachments() {
-            let att = match rec {
-                Ok(att) => att,
-                Err(e) => {
-                    eprintln!("bridge: GC skips {}: {e}", path.display());
-                    continue;
-                }
-            };
+        for att in cni::store::readable_for_gc("bridge", state.attachments()) {
             if cni::config::in_use(valid, &att.container_id, &att.ifname) {
                 continue;
             }

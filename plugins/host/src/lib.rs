@@ -218,14 +218,7 @@ impl Plugin for HostPlugin {
             let _lock = state.lock()?;
             state.sweep_temp_files();
             let mut host = Handle::new()?;
-            for (path, rec) in state.records(&req.conf.name) {
-                let rec = match rec {
-                    Ok(rec) => rec,
-                    Err(e) => {
-                        eprintln!("host: GC skips {}: {e}", path.display());
-                        continue;
-                    }
-                };
+            for rec in cni::store::readable_for_gc("host", state.records(&req.conf.name)) {
                 if cni::config::in_use(valid, &rec.container_id, &rec.ifname) {
                     continue;
                 }

@@ -196,14 +196,7 @@ impl Plugin for MacvlanPlugin {
         let _lock = state.lock()?;
         state.sweep_temp_files();
         let mut host = Handle::new()?;
-        for (path, rec) in state.attachments(&req.conf.name) {
-            let att = match rec {
-                Ok(att) => att,
-                Err(e) => {
-                    eprintln!("macvlan: GC skips {}: {e}", path.display());
-                    continue;
-                }
-            };
+        for att in cni::store::readable_for_gc("macvlan", state.attachments(&req.conf.name)) {
             if cni::config::in_use(valid, &att.container_id, &att.ifname) {
                 continue;
             }

@@ -304,6 +304,11 @@ mod tests {
         }
     }
 
+    /// The interface as ADD left it with `conf()`.
+    fn tuned_link() -> LinkNow {
+        LinkNow { mac: Some(NEW_MAC), mtu: 1400, promisc: true, allmulti: true, txqlen: 500 }
+    }
+
     fn observed() -> Observed {
         Observed {
             link: Some(link()),
@@ -358,13 +363,7 @@ mod tests {
         let steps = add_steps(&conf(), &observed());
         let saved = Originals::of(&steps);
         let after_add = Observed {
-            link: Some(LinkNow {
-                mac: Some(NEW_MAC),
-                mtu: 1400,
-                promisc: true,
-                allmulti: true,
-                txqlen: 500,
-            }),
+            link: Some(tuned_link()),
             sysctls: vec![("net/core/somaxconn".into(), "500".into())],
         };
         let restore = restore_steps(&saved, &after_add);
@@ -396,13 +395,7 @@ mod tests {
         let mut c2 = conf();
         c2.mtu = Some(1300);
         let now = Observed {
-            link: Some(LinkNow {
-                mac: Some(NEW_MAC),
-                mtu: 1400,
-                promisc: true,
-                allmulti: true,
-                txqlen: 500,
-            }),
+            link: Some(tuned_link()),
             sysctls: vec![
                 ("net/core/somaxconn".into(), "500".into()),
                 ("net/ipv4/ip_local_port_range".into(), "1024 65000".into()),
