@@ -212,6 +212,27 @@ pub fn readable_for_gc<T>(plugin: &str, listing: Vec<(PathBuf, Result<T, CniErro
         .collect()
 }
 
+/// Like [`readable_for_gc`], but a record that cannot be read is removed (reported on stderr
+/// as `<plugin>: GC drops unreadable state: <error>`): for plugins whose records only say
+/// what DEL would undo, where an unreadable one can never be acted on and would fail every
+/// later DEL.
+pub fn readable_or_dropped<T>(
+    plugin: &str,
+    listing: Vec<(PathBuf, Result<T, CniError>)>,
+) -> Result<Vec<T>, CniError> {
+    let mut out = Vec::new();
+    for (path, rec) in listing {
+        match rec {
+            Ok(rec) => out.push(rec),
+            Err(e) => {
+                eprintln!("{plugin}: GC drops unreadable state: {}", e.msg);
+                remove_if_exists(&path).map_err(|e| io_error("removing", &path, e))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Maps an I/O error on `path` to code 5 naming what was being done.
 pub fn io_error(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))

@@ -156,19 +156,12 @@ impl Plugin for Bandwidth {
         let store = store();
         let _lock = store.lock()?;
         let mut h = Handle::new()?;
-        for (path, rec) in store.list_lenient::<Record>(&[network]) {
-            match rec {
-                Ok(r) if cni::config::in_use(valid, &r.container_id, &r.ifname) => {}
-                Ok(r) => {
-                    let owner = cni::names::owner_tag(network, &r.container_id, &r.ifname);
-                    teardown(&mut h, &r, &owner)?;
-                    store.delete(&[network, &attachment_key(&r.container_id, &r.ifname)])?;
-                }
-                Err(e) => {
-                    eprintln!("bandwidth: GC drops unreadable state: {}", e.msg);
-                    cni::store::remove_if_exists(&path)
-                        .map_err(|e| cni::store::io_error("removing", &path, e))?;
-                }
+        let listing = store.list_lenient::<Record>(&[network]);
+        for r in cni::store::readable_or_dropped("bandwidth", listing)? {
+            if !cni::config::in_use(valid, &r.container_id, &r.ifname) {
+                let owner = cni::names::owner_tag(network, &r.container_id, &r.ifname);
+                teardown(&mut h, &r, &owner)?;
+                store.delete(&[network, &attachment_key(&r.container_id, &r.ifname)])?;
             }
         }
         cni::store::remove_dir_if_empty(&store.dir_path(&[network]));

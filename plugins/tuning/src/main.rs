@@ -148,18 +148,10 @@ impl Plugin for Tuning {
         let store = store(config::data_dir_for_del(req).as_deref());
         let _lock = store.lock()?;
         let network = req.conf.name.as_str();
-        for (path, rec) in store.list_lenient::<Record>(&[network]) {
-            match rec {
-                Ok(r) => {
-                    if !cni::config::in_use(valid, &r.container_id, &r.ifname) {
-                        store.delete(&[network, &attachment_key(&r.container_id, &r.ifname)])?;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("tuning: GC drops unreadable state: {}", e.msg);
-                    cni::store::remove_if_exists(&path)
-                        .map_err(|e| cni::store::io_error("removing", &path, e))?;
-                }
+        let listing = store.list_lenient::<Record>(&[network]);
+        for r in cni::store::readable_or_dropped("tuning", listing)? {
+            if !cni::config::in_use(valid, &r.container_id, &r.ifname) {
+                store.delete(&[network, &attachment_key(&r.container_id, &r.ifname)])?;
             }
         }
         cni::store::remove_dir_if_empty(&store.dir_path(&[network]));
