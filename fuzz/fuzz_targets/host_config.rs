@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(conf) = HostConf::from_request(&req) {
         match &conf.device {
             Some(Selector::Name(n)) => assert!(cni::names::ifname_problem(n).is_none()),
-            Some(Selector::Pci(id)) => assert_eq!(parse_pci_address(id).as_deref(), Some(id.as_str())),
+            Some(Selector::Pci(id)) => {
+                assert_eq!(parse_pci_address(id).as_deref(), Some(id.as_str()))
+            }
             Some(Selector::KernelPath(p)) => assert!(p.starts_with("/sys/devices/")),
             _ => {}
         }

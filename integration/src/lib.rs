@@ -772,7 +772,11 @@ impl TestEnv {
         env: &[(String, String)],
         stdin: Option<&str>,
     ) -> CniOutput {
-        const SCRIPT: &str = r#"mount --bind "$1" /var/lib/cni || { echo "harness: cannot bind-mount $1 on /var/lib/cni" >&2; exit 97; }; shift; exec "$@""#;
+        const SCRIPT: &str = concat!(
+            r#"mount --bind "$1" /var/lib/cni || "#,
+            r#"{ echo "harness: cannot bind-mount $1 on /var/lib/cni" >&2; exit 97; }; "#,
+            r#"shift; exec "$@""#
+        );
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.host.name, "sh", "-c", SCRIPT, "sh"])
             .arg(self.libcni_dir())

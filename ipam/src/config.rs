@@ -1,6 +1,7 @@
 //! The `ipam` section of a network config, for host-local and static, in every key form the
 //! reference plugins accept. Parsing is by hand from the JSON value so that every error is
-//! code 7 and names the key path and the value (`invalid ipam.ranges[0][0].subnet "10.0.0.0/33": ...`).
+//! code 7 and names the key path and the value
+//! (`invalid ipam.ranges[0][0].subnet "10.0.0.0/33": ...`).
 
 use crate::addr::{family_name, from_u128, same_family, subnet_bounds, to_u128};
 use cni::{CniError, Dns, IpConfig, Request, Route};
@@ -89,7 +90,8 @@ pub struct HostLocalConfig {
     pub routes: Vec<Route>,
     pub dns: Dns,
     pub data_dir: PathBuf,
-    /// Addresses the runtime asked for (runtimeConfig.ips, args.cni.ips, CNI_ARGS IP), deduplicated.
+    /// Addresses the runtime asked for (runtimeConfig.ips, args.cni.ips, CNI_ARGS IP),
+    /// deduplicated.
     pub requested: Vec<IpAddr>,
 }
 
@@ -268,7 +270,8 @@ pub fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<Range, CniErr
         None => last_usable,
     };
     if end < start {
-        // Only reachable when rangeStart is the last usable address and rangeEnd is defaulted lower.
+        // Only reachable when rangeStart is the last usable address and rangeEnd is defaulted
+        // lower.
         return Err(CniError::bad_value(
             &join(path, "rangeStart"),
             format!("{:?}", from_u128(start, v4).to_string()),
@@ -466,7 +469,8 @@ fn check_one_per_family(version: &str, v4: usize, v6: usize) -> Result<(), CniEr
         cni::version::Version::parse(version).is_some_and(|v| v < cni::version::Version::V0_3_0);
     if old && (v4 > 1 || v6 > 1) {
         return Err(CniError::incompatible(format!(
-            "cniVersion {version} results carry at most one IPv4 and one IPv6 address, but {v4} IPv4 and {v6} IPv6 are configured; use cniVersion 0.3.0 or later"
+            "cniVersion {version} results carry at most one IPv4 and one IPv6 address, but {v4} \
+            IPv4 and {v6} IPv6 are configured; use cniVersion 0.3.0 or later"
         )));
     }
     Ok(())
@@ -511,7 +515,8 @@ pub fn host_local(req: &Request) -> Result<HostLocalConfig, CniError> {
             for a in &ranges[i].ranges {
                 if let Some(b) = ranges[j].ranges.iter().find(|b| a.overlaps(b)) {
                     return Err(CniError::config(format!(
-                        "range set {i} ({}) overlaps range set {j} ({}); each address may belong to one range set only",
+                        "range set {i} ({}) overlaps range set {j} ({}); each address may belong \
+                        to one range set only",
                         a.describe(),
                         b.describe()
                     )));
@@ -602,7 +607,8 @@ pub fn static_config(req: &Request) -> Result<StaticConfig, CniError> {
     }
     if addresses.is_empty() {
         return Err(CniError::config(
-            "static: no addresses configured (set ipam.addresses, CNI_ARGS IP=, args.cni.ips or runtimeConfig.ips)",
+            "static: no addresses configured (set ipam.addresses, CNI_ARGS IP=, args.cni.ips or \
+            runtimeConfig.ips)",
         ));
     }
     let v4 = addresses.iter().filter(|a| a.address.addr().is_ipv4()).count();

@@ -54,7 +54,8 @@ pub fn add_tracked(req: &Request) -> Result<(CniResult, Vec<IpAddr>), CniError> 
         };
         if let Some(other) = wanted[i] {
             return Err(CniError::config(format!(
-                "requested addresses {other} and {ip} both fall in range set {i} ({}); one address is leased per range set",
+                "requested addresses {other} and {ip} both fall in range set {i} ({}); one \
+                address is leased per range set",
                 conf.ranges[i].describe()
             )));
         }
@@ -121,7 +122,11 @@ fn lease_one<'a>(
         if let Some(w) = wanted.filter(|w| *w != ip) {
             return Err(CniError::new(
                 code::ADDRESS_UNAVAILABLE,
-                format!("container {} interface {} already holds {ip} in range set {i}; it cannot also get the requested {w} (DEL first)", owner.id, owner.ifname),
+                format!(
+                    "container {} interface {} already holds {ip} in range set {i}; it cannot \
+                    also get the requested {w} (DEL first)",
+                    owner.id, owner.ifname
+                ),
             ));
         }
         return Ok((r, ip, false));
@@ -206,7 +211,8 @@ pub fn status(req: &Request) -> Result<(), CniError> {
         let capacity = set.usable();
         if used >= capacity {
             return Err(CniError::not_available(format!(
-                "network {name}: range set {i} ({}) has no free address: {used} of {capacity} leased",
+                "network {name}: range set {i} ({}) has no free address: {used} of {capacity} \
+                leased",
                 set.describe()
             )));
         }

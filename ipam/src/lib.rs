@@ -142,7 +142,8 @@ pub fn configured(req: &Request) -> Result<bool, CniError> {
             Ok(false)
         }
         None | Some(Value::Null) | Some(Value::String(_)) => Err(CniError::config(
-            "missing ipam.type in network config: the \"ipam\" section names no IPAM plugin (e.g. \"host-local\"); leave \"ipam\" out for an interface without addresses",
+            "missing ipam.type in network config: the \"ipam\" section names no IPAM plugin (e.g. \
+            \"host-local\"); leave \"ipam\" out for an interface without addresses",
         )),
         Some(other) => Err(CniError::bad_value("ipam.type", other, "must be a string")),
     }

@@ -3,7 +3,8 @@
 //! ```text
 //! <dataDir>/<network>/lock                    flock(LOCK_EX) held for every change
 //! <dataDir>/<network>/<ip>                    one lease: "<containerID>\r\n<ifname>"
-//! <dataDir>/<network>/last_reserved_ip.<N>    last address handed out from range set N (no newline)
+//! <dataDir>/<network>/last_reserved_ip.<N>    last address handed out from range set N
+//!                                             (no newline)
 //! <dataDir>/<network>/.by-container/<containerID>:<ifname>/<ip>
 //!                                             our index: a hard link to the lease file
 //! ```
@@ -409,7 +410,8 @@ impl Store {
     }
 
     /// Releases every lease whose holder `keep` rejects, then drops index entries that no longer
-    /// point at a lease of their owner, and temp files a crash left behind. Returns what was released.
+    /// point at a lease of their owner, and temp files a crash left behind. Returns what was
+    /// released.
     pub fn gc(&mut self, keep: &dyn Fn(&Holder) -> bool) -> io::Result<Vec<IpAddr>> {
         let mut released = Vec::new();
         for (ip, holder) in self.leases()? {

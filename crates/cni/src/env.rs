@@ -131,7 +131,13 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
     if ok {
         Ok(())
     } else {
-        Err(CniError::invalid_env("CNI_CONTAINERID", format!("invalid container id {id:?}: must start with a letter or digit, then letters, digits, '_', '.' or '-'")))
+        Err(CniError::invalid_env(
+            "CNI_CONTAINERID",
+            format!(
+                "invalid container id {id:?}: must start with a letter or digit, then letters, \
+                digits, '_', '.' or '-'"
+            ),
+        ))
     }
 }
 

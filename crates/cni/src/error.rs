@@ -15,7 +15,8 @@ pub mod code {
     pub const TRY_AGAIN: u32 = 11;
     pub const NOT_AVAILABLE: u32 = 50;
     pub const LIMITED_CONNECTIVITY: u32 = 51;
-    /// Suite-specific: a published host port is already taken (Docker's "port is already allocated").
+    /// Suite-specific: a published host port is already taken (Docker's "port is already
+    /// allocated").
     pub const PORT_ALLOCATED: u32 = 110;
     /// Suite-specific: an IPAM range has no free address, or a requested address is taken.
     pub const ADDRESS_UNAVAILABLE: u32 = 111;

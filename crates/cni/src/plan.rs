@@ -37,7 +37,8 @@ impl Attachment {
     /// The code-7 error of a repeated ADD.
     pub fn already_attached(&self) -> CniError {
         CniError::config(format!(
-            "container {} is already attached to network {} as {} (ADD already succeeded; DEL it before adding it again)",
+            "container {} is already attached to network {} as {} (ADD already succeeded; DEL it \
+            before adding it again)",
             self.container_id, self.network, self.ifname
         ))
     }

@@ -5,7 +5,8 @@
 //! - 0.1.0/0.2.0 carry `ip4`/`ip6` objects (address, gateway, routes) and no interfaces;
 //! - 0.3.x/0.4.0 carry `interfaces`, `ips` (with a "version" field), `routes`;
 //! - 1.0.0 drops the per-IP "version" field;
-//! - 1.1.0 adds interface `mtu`/`socketPath`/`pciID` and route `mtu`/`advmss`/`priority`/`table`/`scope`.
+//! - 1.1.0 adds interface `mtu`/`socketPath`/`pciID` and route
+//!   `mtu`/`advmss`/`priority`/`table`/`scope`.
 
 use crate::error::CniError;
 use crate::json;

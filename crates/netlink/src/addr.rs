@@ -93,7 +93,8 @@ impl Handle {
         self.add_address_with(index, addr, false)
     }
 
-    /// Adds an address without duplicate address detection (IFA_F_NODAD, for IPv6) so it is usable at once.
+    /// Adds an address without duplicate address detection (IFA_F_NODAD, for IPv6) so it is usable
+    /// at once.
     pub fn add_address_nodad(&mut self, index: u32, addr: IpNet) -> Result<()> {
         self.add_address_with(index, addr, true)
     }

@@ -63,7 +63,8 @@ fn vlan_spec(vid: u16, flags: BridgeVlanInfoFlags, self_: bool) -> Vec<AfSpecBri
 }
 
 impl Handle {
-    /// Bridge port flags (IFLA_PROTINFO on AF_BRIDGE): hairpin mode and isolation; None leaves a flag as is.
+    /// Bridge port flags (IFLA_PROTINFO on AF_BRIDGE): hairpin mode and isolation; None leaves a
+    /// flag as is.
     pub fn set_bridge_port(
         &mut self,
         index: u32,
@@ -92,7 +93,8 @@ impl Handle {
         self.set_link(msg, &ctx)
     }
 
-    /// Reads a link's bridge port settings; Ok(None) when it is not a bridge port (or does not exist).
+    /// Reads a link's bridge port settings; Ok(None) when it is not a bridge port (or does not
+    /// exist).
     pub fn bridge_port(&mut self, index: u32) -> Result<Option<BridgePort>> {
         let mut msg = link_message(index);
         msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));

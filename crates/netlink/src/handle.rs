@@ -4,7 +4,8 @@ use crate::error::Result;
 use crate::netns::{Netns, NetnsGuard};
 use crate::socket::RtSocket;
 
-/// An rtnetlink socket bound to the namespace that was current when it was opened (sockets keep their namespace).
+/// An rtnetlink socket bound to the namespace that was current when it was opened (sockets keep
+/// their namespace).
 pub struct Handle {
     pub(crate) sock: RtSocket,
 }

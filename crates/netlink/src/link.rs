@@ -32,7 +32,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// Administratively up (IFF_UP).
     pub up: bool,
-    /// IFLA_LINK: veth peer / macvlan parent ifindex (in the namespace named by `link_netnsid`, if set).
+    /// IFLA_LINK: veth peer / macvlan parent ifindex (in the namespace named by `link_netnsid`, if
+    /// set).
     pub link: Option<u32>,
     /// IFLA_LINK_NETNSID: set when the peer/parent lives in another namespace.
     pub link_netnsid: Option<i32>,
@@ -65,7 +66,8 @@ pub enum MacvlanMode {
 }
 
 impl MacvlanMode {
-    /// Parses the names used by `ip link` and CNI configs ("bridge", "private", "vepa", "passthru", "source").
+    /// Parses the names used by `ip link` and CNI configs ("bridge", "private", "vepa", "passthru",
+    /// "source").
     pub fn parse(s: &str) -> Option<MacvlanMode> {
         Some(match s {
             "private" => MacvlanMode::Private,
@@ -256,7 +258,8 @@ impl Handle {
         self.sock.request(RouteNetlinkMessage::SetLink(msg), 0, ctx)
     }
 
-    /// Creates a Linux bridge, optionally with an MTU and VLAN filtering; EEXIST surfaces as is_exists().
+    /// Creates a Linux bridge, optionally with an MTU and VLAN filtering; EEXIST surfaces as
+    /// is_exists().
     pub fn create_bridge(
         &mut self,
         name: &str,
@@ -279,8 +282,9 @@ impl Handle {
         self.created_link(name, &ctx)
     }
 
-    /// Creates a veth pair: `name` in this handle's namespace, `peer_name` created directly inside `peer_ns`
-    /// (IFLA_NET_NS_FD on the peer) with its final name, mtu on both ends, optional peer MAC. Returns the host-side Link.
+    /// Creates a veth pair: `name` in this handle's namespace, `peer_name` created directly
+    /// inside `peer_ns` (IFLA_NET_NS_FD on the peer) with its final name, mtu on both ends,
+    /// optional peer MAC. Returns the host-side Link.
     pub fn create_veth(
         &mut self,
         name: &str,
@@ -316,7 +320,8 @@ impl Handle {
         self.created_link(name, &ctx)
     }
 
-    /// Creates a macvlan on `parent` (ifindex in this namespace), placed directly in `target_ns` with final name.
+    /// Creates a macvlan on `parent` (ifindex in this namespace), placed directly in `target_ns`
+    /// with final name.
     pub fn create_macvlan(
         &mut self,
         name: &str,

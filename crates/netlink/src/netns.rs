@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 /// `NS_GET_NSTYPE` ioctl (`_IO(0xb7, 0x3)`): returns the CLONE_NEW* type of a namespace file.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
-/// A handle on a network namespace, opened from a path such as /var/run/netns/x or `/proc/<pid>/ns/net`.
+/// A handle on a network namespace, opened from a path such as /var/run/netns/x or
+/// `/proc/<pid>/ns/net`.
 #[derive(Debug)]
 pub struct Netns {
     file: File,
@@ -88,7 +89,8 @@ pub fn open_container_netns(path: Option<&Path>) -> std::result::Result<Netns, c
         let why = e.to_string();
         if e.is_not_found() {
             cni::CniError::unknown_container(format!(
-                "CNI_NETNS {}: no such network namespace (the container is gone or was never created)",
+                "CNI_NETNS {}: no such network namespace (the container is gone or was never \
+                created)",
                 path.display()
             ))
         } else {
@@ -106,7 +108,8 @@ fn set_thread_netns(ns: &Netns) -> Result<()> {
     Ok(())
 }
 
-/// Enters a namespace for the current thread (setns is per-thread) and returns to the original on drop.
+/// Enters a namespace for the current thread (setns is per-thread) and returns to the original on
+/// drop.
 #[derive(Debug)]
 pub struct NetnsGuard {
     original: Netns,

@@ -11,7 +11,8 @@ use std::fs;
 
 use crate::error::{Error, Result};
 
-/// Maps "net/ipv4/ip_forward" to /proc/sys/net/ipv4/ip_forward, refusing paths that escape /proc/sys.
+/// Maps "net/ipv4/ip_forward" to /proc/sys/net/ipv4/ip_forward, refusing paths that escape
+/// /proc/sys.
 fn sysctl_path(path: &str) -> Result<String> {
     let bad = path.is_empty()
         || path.starts_with('/')
@@ -22,7 +23,8 @@ fn sysctl_path(path: &str) -> Result<String> {
     Ok(format!("/proc/sys/{path}"))
 }
 
-/// Reads `/proc/sys/<path>` as seen by the current thread's namespace ("net/ipv4/ip_forward"), trimmed.
+/// Reads `/proc/sys/<path>` as seen by the current thread's namespace ("net/ipv4/ip_forward"),
+/// trimmed.
 pub fn sysctl_get(path: &str) -> Result<String> {
     let file = sysctl_path(path)?;
     let value = fs::read_to_string(&file)
@@ -30,7 +32,8 @@ pub fn sysctl_get(path: &str) -> Result<String> {
     Ok(value.trim().to_string())
 }
 
-/// Writes `/proc/sys/<path>` in the current thread's namespace; no write when the value already matches.
+/// Writes `/proc/sys/<path>` in the current thread's namespace; no write when the value already
+/// matches.
 pub fn sysctl_set(path: &str, value: &str) -> Result<()> {
     if sysctl_get(path)? == value.trim() {
         return Ok(());

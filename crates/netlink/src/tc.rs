@@ -48,7 +48,8 @@ const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RATE64: u16 = 4;
 /// TCA_OPTIONS.
 const TCA_OPTIONS: u16 = 2;
-/// `struct tc_ratespec`: cell_log u8, linklayer u8, overhead u16, cell_align i16, mpu u16, rate u32.
+/// `struct tc_ratespec`: cell_log u8, linklayer u8, overhead u16, cell_align i16, mpu u16, rate
+/// u32.
 const RATESPEC_LEN: usize = 12;
 /// `struct tc_tbf_qopt`: rate and peakrate ratespecs, then limit, buffer, mtu (u32 each).
 const TBF_QOPT_LEN: usize = 2 * RATESPEC_LEN + 12;

@@ -40,7 +40,8 @@ pub fn host_veth(
             Ok((h.name, h.index, h.mtu))
         }
         _ => Err(CniError::config(format!(
-            "the peer of the container's {ifname} is not a host interface of prevResult in this namespace; {chain_hint}"
+            "the peer of the container's {ifname} is not a host interface of prevResult in this \
+            namespace; {chain_hint}"
         ))),
     }
 }
@@ -128,7 +129,11 @@ pub fn apply(
         if e.is_exists() {
             CniError::new(
                 code::KERNEL,
-                format!("{} already has {what} that this plugin did not make (other traffic shaping on it?): {e}", rec.host_veth),
+                format!(
+                    "{} already has {what} that this plugin did not make (other traffic shaping \
+                    on it?): {e}",
+                    rec.host_veth
+                ),
             )
         } else {
             e.into()
@@ -148,7 +153,8 @@ pub fn apply(
                 return Err(CniError::new(
                     code::KERNEL,
                     format!(
-                        "an interface named {name} already exists (kind {}, owner {}); it is not this container's ifb",
+                        "an interface named {name} already exists (kind {}, owner {}); it is not \
+                        this container's ifb",
                         existing.kind.as_deref().unwrap_or("none"),
                         existing.alias.as_deref().unwrap_or("unknown")
                     ),

@@ -63,7 +63,8 @@ impl BandwidthConf {
         {
             if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
                 return Err(CniError::unsupported_field(key, v).with_details(
-                    "the reference bandwidth plugin had this key only in v1.5.x (removed in v1.6.0); shaping here applies to all of the container's traffic",
+                    "the reference bandwidth plugin had this key only in v1.5.x (removed in \
+                    v1.6.0); shaping here applies to all of the container's traffic",
                 ));
             }
         }

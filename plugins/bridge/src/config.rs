@@ -132,7 +132,10 @@ impl BridgeConf {
                     vlan_trunk.extend(lo..=hi);
                 }
                 _ => {
-                    return Err(CniError::config("invalid vlanTrunk entry: give either \"id\" or both \"minID\" and \"maxID\""));
+                    return Err(CniError::config(
+                        "invalid vlanTrunk entry: give either \"id\" or both \"minID\" and \
+                        \"maxID\"",
+                    ));
                 }
             }
         }

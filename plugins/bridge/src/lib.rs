@@ -293,7 +293,11 @@ impl Plugin for BridgePlugin {
                 if host.link_by_name(&rec.bridge)?.is_none() {
                     return Err(CniError::new(
                         code::LIMITED_CONNECTIVITY,
-                        format!("bridge {} of network {} is missing: its containers have no connectivity", rec.bridge, req.conf.name),
+                        format!(
+                            "bridge {} of network {} is missing: its containers have no \
+                            connectivity",
+                            rec.bridge, req.conf.name
+                        ),
                     ));
                 }
             }

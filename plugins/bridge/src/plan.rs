@@ -269,7 +269,8 @@ fn gateway_plan(
         for other in existing.iter().filter(|a| a.trunc() == want.trunc()) {
             if !conf.force_address {
                 return Err(CniError::config(format!(
-                    "bridge {} already has address {other} in subnet {}; set forceAddress to replace it with gateway {want}",
+                    "bridge {} already has address {other} in subnet {}; set forceAddress to \
+                    replace it with gateway {want}",
                     conf.bridge,
                     want.trunc()
                 )));

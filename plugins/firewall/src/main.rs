@@ -176,7 +176,8 @@ impl Plugin for FirewallPlugin {
         let conf = parse(req)?;
         let prev = req.prev.clone().ok_or_else(|| {
             CniError::config(
-                "prevResult is missing: firewall must be chained after a plugin that returns a result",
+                "prevResult is missing: firewall must be chained after a plugin that returns a \
+                result",
             )
         })?;
         let att = plan(req, &conf, &prev);

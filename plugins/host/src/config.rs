@@ -106,7 +106,8 @@ impl HostConf {
         if given.len() > 1 {
             let keys: Vec<String> = given.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             return Err(CniError::config(format!(
-                "invalid config: give only one of \"device\", \"hwaddr\", \"kernelpath\" or \"pciBusID\" (got {})",
+                "invalid config: give only one of \"device\", \"hwaddr\", \"kernelpath\" or \
+                \"pciBusID\" (got {})",
                 keys.join(", ")
             )));
         }
@@ -157,7 +158,8 @@ impl HostConf {
         let has_ipam = ipam::configured(req)?;
         if device.is_none() && has_ipam {
             return Err(CniError::config(
-                "invalid config: \"ipam\" needs a device (\"device\", \"hwaddr\", \"kernelpath\" or \"pciBusID\"): with host networking the container uses the host's own addresses",
+                "invalid config: \"ipam\" needs a device (\"device\", \"hwaddr\", \"kernelpath\" \
+                or \"pciBusID\"): with host networking the container uses the host's own addresses",
             ));
         }
         Ok(HostConf { device, has_ipam })
@@ -188,7 +190,8 @@ pub fn single_interface(device_dir: &Path, what: &str) -> Result<String, CniErro
     match names.len() {
         1 => Ok(names.into_iter().next().expect("one")),
         0 => Err(CniError::config(format!(
-            "{what} has no network interface in this namespace (bound to a non-network driver such as vfio-pci, or already handed to a container)"
+            "{what} has no network interface in this namespace (bound to a non-network driver \
+            such as vfio-pci, or already handed to a container)"
         ))),
         _ => Err(CniError::config(format!(
             "{what} has several network interfaces ({}): name one with \"device\"",

@@ -62,7 +62,14 @@ pub fn resolve(sel: &Selector, host: &mut Handle, sys: &Path) -> Result<Link, Cn
                 1 => matches.into_iter().next().expect("one"),
                 _ => {
                     let names: Vec<&str> = matches.iter().map(|l| l.name.as_str()).collect();
-                    return Err(not_found(sel, &format!("several interfaces have this MAC address ({}): name one with \"device\"", names.join(", "))));
+                    return Err(not_found(
+                        sel,
+                        &format!(
+                            "several interfaces have this MAC address ({}): name one with \
+                            \"device\"",
+                            names.join(", ")
+                        ),
+                    ));
                 }
             }
         }
@@ -134,7 +141,8 @@ fn add_addresses(h: &mut Handle, index: u32, addrs: &[IpNet]) -> Result<(), CniE
     Ok(())
 }
 
-/// Adds routes, tolerating ones already there; failures are reported, not fatal, when `best_effort`.
+/// Adds routes, tolerating ones already there; failures are reported, not fatal, when
+/// `best_effort`.
 fn add_routes(
     h: &mut Handle,
     routes: &[netlink::Route],
@@ -340,7 +348,14 @@ pub fn give_back(
             host.set_down(dev.index)?;
         }
         host.set_name(dev.index, &rec.original_name).map_err(|e| {
-            CniError::new(code::KERNEL, format!("giving device {} back to the host: {e} (is the name taken by another interface?)", rec.original_name))
+            CniError::new(
+                code::KERNEL,
+                format!(
+                    "giving device {} back to the host: {e} (is the name taken by another \
+                    interface?)",
+                    rec.original_name
+                ),
+            )
         })?;
     }
     if let Some(m) = &rec.master {

@@ -62,7 +62,8 @@ fn add_device(req: &Request, conf: &HostConf, sel: &Selector) -> Result<CniResul
     let here = Netns::current()?;
     if ns.same_as(&here) {
         return Err(CniError::config(format!(
-            "cannot hand {} to the container: CNI_NETNS {} is the host's own namespace (for host networking leave out \"device\", \"hwaddr\", \"kernelpath\" and \"pciBusID\")",
+            "cannot hand {} to the container: CNI_NETNS {} is the host's own namespace (for host \
+            networking leave out \"device\", \"hwaddr\", \"kernelpath\" and \"pciBusID\")",
             sel.describe(),
             netns_path.display()
         )));
@@ -149,7 +150,8 @@ impl Plugin for HostPlugin {
             let mut host = Handle::new()?;
             if device::give_back(&rec, ns.as_ref(), &mut host)? == Returned::Gone && ns.is_none() {
                 eprintln!(
-                    "host: device {} left with its namespace: a virtual device is destroyed with it, a physical one returns to the initial namespace",
+                    "host: device {} left with its namespace: a virtual device is destroyed with \
+                    it, a physical one returns to the initial namespace",
                     rec.original_name
                 );
             }

@@ -17,8 +17,9 @@ use std::path::Path;
 /// The explanation given when CNI_NETNS is not the plugin's own namespace.
 pub fn not_shared_message(netns: &Path) -> String {
     format!(
-        "host networking means the container shares the host's network namespace, but CNI_NETNS {} is a different namespace: \
-         run the container in the host's namespace (e.g. /proc/1/ns/net), or name a \"device\" to hand one host interface to it",
+        "host networking means the container shares the host's network namespace, but CNI_NETNS \
+        {} is a different namespace: run the container in the host's namespace (e.g. \
+        /proc/1/ns/net), or name a \"device\" to hand one host interface to it",
         netns.display()
     )
 }

@@ -75,7 +75,8 @@ pub fn parse_vlan_parent(name: &str) -> Option<VlanParent> {
 /// The message of a VLAN sub-interface creation the kernel refused for lack of 802.1q.
 pub fn no_8021q_message(vlan: &VlanParent) -> String {
     format!(
-        "cannot create VLAN sub-interface {} (VLAN {} on {}) for master: the kernel has no 802.1q support (modprobe 8021q)",
+        "cannot create VLAN sub-interface {} (VLAN {} on {}) for master: the kernel has no 802.1q \
+        support (modprobe 8021q)",
         vlan.name, vlan.id, vlan.link
     )
 }
@@ -157,7 +158,10 @@ impl MacvlanConf {
         let mac = requested_mac(req, raw.mac.as_deref())?;
         if mac.is_some() && mode == MacvlanMode::Passthru {
             // A passthru macvlan takes over the parent: its MAC is the parent's.
-            return Err(CniError::config("invalid config: a MAC address cannot be set in mode \"passthru\" (the macvlan uses the master's)"));
+            return Err(CniError::config(
+                "invalid config: a MAC address cannot be set in mode \"passthru\" (the macvlan \
+                uses the master's)",
+            ));
         }
         Ok(MacvlanConf {
             master,
@@ -178,7 +182,10 @@ pub fn check_mtu(mtu: Option<u32>, master: &str, master_mtu: u32) -> Result<(), 
         Some(m) if master_mtu > 0 && m > master_mtu => Err(CniError::bad_value(
             "mtu",
             m,
-            format!("larger than the MTU {master_mtu} of master {master} (must be at most the master's MTU)"),
+            format!(
+                "larger than the MTU {master_mtu} of master {master} (must be at most the \
+                master's MTU)"
+            ),
         )),
         _ => Ok(()),
     }

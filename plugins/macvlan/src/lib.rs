@@ -170,7 +170,8 @@ impl Plugin for MacvlanPlugin {
         };
         let name = name.ok_or_else(|| {
             CniError::config(
-                "no \"master\" given and no default route to pick one from: set \"master\" to the parent interface",
+                "no \"master\" given and no default route to pick one from: set \"master\" to the \
+                parent interface",
             )
         })?;
         let master = master_ns.link_by_name(&name)?.ok_or_else(|| {
@@ -214,11 +215,13 @@ impl Plugin for MacvlanPlugin {
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let conf = MacvlanConf::from_request(req)?;
         if !conf.link_in_container {
-            // With linkInContainer the master is only visible from a container: nothing to check here.
+            // With linkInContainer the master is only visible from a container: nothing to check
+            // here.
             let mut host = Handle::new()?;
             let name = apply::master_name(&conf, &mut host)?.ok_or_else(|| {
                 CniError::not_available(
-                    "no \"master\" given and the host namespace has no default route to pick one from",
+                    "no \"master\" given and the host namespace has no default route to pick one \
+                    from",
                 )
             })?;
             if host.link_by_name(&name)?.is_none() {
@@ -226,7 +229,8 @@ impl Plugin for MacvlanPlugin {
                     Some(vp) if host.link_by_name(&vp.link)?.is_some() => {
                         if !apply::kernel_has_8021q() {
                             return Err(CniError::not_available(format!(
-                                "master {name} does not exist and cannot be created: the kernel has no 802.1q support (modprobe 8021q)"
+                                "master {name} does not exist and cannot be created: the kernel \
+                                has no 802.1q support (modprobe 8021q)"
                             )));
                         }
                     }

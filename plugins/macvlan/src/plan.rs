@@ -91,7 +91,8 @@ pub fn preflight(conf: &MacvlanConf, att: &Attachment, snap: &Snapshot) -> Resul
     }
     let name = snap.master_name.as_deref().ok_or_else(|| {
         CniError::config(format!(
-            "no \"master\" given and {} has no default route to pick one from: set \"master\" to the parent interface",
+            "no \"master\" given and {} has no default route to pick one from: set \"master\" to \
+            the parent interface",
             where_(conf)
         ))
     })?;
@@ -103,7 +104,8 @@ pub fn preflight(conf: &MacvlanConf, att: &Attachment, snap: &Snapshot) -> Resul
                 "master",
                 format!("{name:?}"),
                 format!(
-                    "no such interface in {}, and its parent {} (for VLAN {}) does not exist either",
+                    "no such interface in {}, and its parent {} (for VLAN {}) does not exist \
+                    either",
                     where_(conf),
                     vp.link,
                     vp.id

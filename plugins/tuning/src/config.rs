@@ -245,14 +245,18 @@ pub fn sysctl_path(key: &str, ifname: &str) -> Result<String, CniError> {
         key.split('.').map(|p| p.replace('/', ".")).collect()
     };
     if parts.iter().any(|p| p.is_empty() || p == "." || p == "..") {
-        return Err(bad("empty, '.' and '..' components are not allowed (the key must stay under /proc/sys/net)"));
+        return Err(bad(
+            "empty, '.' and '..' components are not allowed (the key must stay under \
+            /proc/sys/net)",
+        ));
     }
     if let Some(p) = parts.iter_mut().find(|p| p.contains("IFNAME")) {
         *p = p.replacen("IFNAME", ifname, 1);
     }
     if parts[0] != "net" {
         return Err(bad(
-            "only net.* sysctls can be set: they belong to the container's network namespace, other sysctls would change the host",
+            "only net.* sysctls can be set: they belong to the container's network namespace, \
+            other sysctls would change the host",
         ));
     }
     if parts.len() < 2 {

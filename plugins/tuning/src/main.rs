@@ -37,7 +37,8 @@ impl Plugin for Tuning {
         let ns = netlink::open_container_netns(req.env.netns.as_deref())?;
         if netlink::Netns::current().is_ok_and(|here| here.same_as(&ns)) {
             return Err(CniError::config(
-                "tuning refuses to run in the host's own network namespace (the container shares it): its sysctls and interfaces are the host's",
+                "tuning refuses to run in the host's own network namespace (the container shares \
+                it): its sysctls and interfaces are the host's",
             ));
         }
         let paths: Vec<(&str, &str)> =
@@ -55,7 +56,8 @@ impl Plugin for Tuning {
             Some(i) => i,
             None if conf.changes_link() => {
                 return Err(CniError::config(format!(
-                    "tuning: the container has no interface {ifname:?} (CNI_IFNAME) to configure; chain tuning after the plugin that creates it"
+                    "tuning: the container has no interface {ifname:?} (CNI_IFNAME) to configure; \
+                    chain tuning after the plugin that creates it"
                 )))
             }
             None => 0,

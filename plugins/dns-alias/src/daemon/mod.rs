@@ -65,8 +65,11 @@ fn split_token(tok: u64) -> (u64, usize) {
 
 macro_rules! log {
     ($($t:tt)*) => {{
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        eprintln!("{}.{:03} dns-alias[{}]: {}", t.as_secs(), t.subsec_millis(), std::process::id(), format!($($t)*));
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (secs, ms, pid) = (t.as_secs(), t.subsec_millis(), std::process::id());
+        eprintln!("{secs}.{ms:03} dns-alias[{pid}]: {}", format!($($t)*));
     }};
 }
 pub(crate) use log;
