@@ -266,29 +266,14 @@ impl Netns {
     /// stdout/stderr to /dev/null. The returned guard kills it by PID on drop;
     /// dropping the namespace kills it too.
     pub fn spawn(&self, argv: &[&str]) -> Spawned {
-        self.spawn_with(argv, Stdio::null(), Stdio::null())
-    }
-
-    /// Like [`Netns::spawn`], with stdout and stderr appended to `log`.
-    pub fn spawn_logged(&self, argv: &[&str], log: &Path) -> Spawned {
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let f2 = f.try_clone().expect("dup log fd");
-        self.spawn_with(argv, Stdio::from(f), Stdio::from(f2))
-    }
-
-    fn spawn_with(&self, argv: &[&str], out: Stdio, err: Stdio) -> Spawned {
         // `ip netns exec` execs the command in place, so the child's PID is the
         // command's own PID.
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(argv)
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {argv:?} in {}: {e}", self.name));
         self.spawned.lock().unwrap().push(child.id());
@@ -342,11 +327,6 @@ impl Netns {
     /// Reads a sysctl inside the namespace, e.g. `net.ipv4.ip_forward`.
     pub fn sysctl(&self, key: &str) -> String {
         self.exec_ok(&["sysctl", "-n", key]).trim().to_string()
-    }
-
-    /// Sets a sysctl inside the namespace.
-    pub fn set_sysctl(&self, key: &str, value: &str) {
-        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
     }
 
     fn kill_everything(&self) {
@@ -1199,11 +1179,6 @@ pub fn ours_left(env: &TestEnv, own_links: &[&str]) -> Vec<String> {
 /// `iptables-save` in `ns` (this host's iptables uses the nf_tables backend).
 pub fn iptables_save(ns: &Netns) -> String {
     ns.exec_ok(&["iptables-save"])
-}
-
-/// `ip6tables-save` in `ns`.
-pub fn ip6tables_save(ns: &Netns) -> String {
-    ns.exec_ok(&["ip6tables-save"])
 }
 
 /// Every non-directory entry under `dir`, recursively, sorted (empty if `dir`
