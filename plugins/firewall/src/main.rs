@@ -11,140 +11,21 @@
 //!   to first; `firewalldZone` is accepted (there is no firewalld here to put it in).
 //!
 //! When our own `bridge` already isolates the network (`isolation`, `icc=false`), the same
-//! rules are not added twice. Flow: config -> plan (from prevResult and state) -> record
-//! (before the kernel is touched) -> apply.
+//! rules are not added twice. Flow: config (`config`) -> plan (`plan`, from prevResult and
+//! state) -> record (`state`, before the kernel is touched) -> apply (here, through
+//! `firewall::ingress`).
 
-use cni::store::Store;
+mod config;
+mod plan;
+mod state;
+
 use cni::{Attachment, CniError, CniResult, Plugin, Request};
+use config::{parse, Policy};
 use firewall::ingress::{self, Attachment as Ingress};
-use serde::{Deserialize, Serialize};
+use plan::plan;
+use state::{key, records, store, Record};
 
 struct FirewallPlugin;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Policy {
-    Open,
-    SameBridge,
-    Isolated,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawConf {
-    backend: Option<String>,
-    ingress_policy: Option<String>,
-    iptables_admin_chain_name: Option<String>,
-    firewalld_zone: Option<String>,
-}
-
-struct Conf {
-    policy: Policy,
-    admin_chain: String,
-    backend: firewall::BackendKind,
-    requested: String,
-}
-
-fn parse(req: &Request) -> Result<Conf, CniError> {
-    let raw: RawConf = req.plugin_config()?;
-    let requested = raw.backend.clone().unwrap_or_default();
-    match requested.as_str() {
-        "" | "iptables" | "firewalld" | "nftables" => {}
-        other => {
-            return Err(CniError::bad_value(
-                "backend",
-                format!("{other:?}"),
-                "expected \"iptables\", \"firewalld\" or \"\"",
-            ))
-        }
-    }
-    let policy = match raw.ingress_policy.as_deref().unwrap_or("") {
-        "" | "open" => Policy::Open,
-        "same-bridge" => Policy::SameBridge,
-        "isolated" => Policy::Isolated,
-        other => {
-            return Err(CniError::bad_value(
-                "ingressPolicy",
-                format!("{other:?}"),
-                "expected \"open\", \"same-bridge\" or \"isolated\"",
-            ))
-        }
-    };
-    let admin_chain = raw.iptables_admin_chain_name.unwrap_or_else(|| "CNI-ADMIN".to_string());
-    let chain_ok = !admin_chain.is_empty()
-        && admin_chain.len() <= 28
-        && admin_chain.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-    if !chain_ok {
-        return Err(CniError::bad_value(
-            "iptablesAdminChainName",
-            format!("{admin_chain:?}"),
-            "1-28 characters of letters, digits, '-' and '_'",
-        ));
-    }
-    // firewalld does not run here: the zone has nowhere to go, and is not an error.
-    let _ = raw.firewalld_zone;
-    // Whatever was asked for, the suite's own backend programs the rules.
-    let backend = firewall::backend(None)?.kind();
-    Ok(Conf { policy, admin_chain, backend, requested })
-}
-
-/// What we record per container interface, before touching the kernel.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
-    network: String,
-    policy: Policy,
-    backend: String,
-    admin_chain: String,
-    attachment: Ingress,
-}
-
-fn store() -> Store {
-    Store::for_plugin("firewall")
-}
-
-fn key(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}/{ifname}")
-}
-
-/// What our `bridge` plugin already enforces for this network (its record): (isolation
-/// between networks, no traffic between its containers).
-fn bridge_enforces(network: &str) -> (bool, bool) {
-    let rec: Option<serde_json::Value> =
-        Store::for_plugin("bridge").get(&[network, "network"]).ok().flatten();
-    // `rules`: what bridge programmed, as JSON (see the bridge plugin's rules.rs).
-    let applied: Option<serde_json::Value> = rec
-        .as_ref()
-        .and_then(|r| r.get("rules"))
-        .and_then(|v| v.as_str())
-        .and_then(|s| serde_json::from_str(s).ok());
-    let applied = applied.as_ref().filter(|a| a.is_object());
-    let flag = |k: &str| applied.and_then(|a| a.get(k)).and_then(|v| v.as_bool());
-    let isolates = flag("isolate") == Some(true) || flag("internal") == Some(true);
-    let icc_off = flag("icc") == Some(false);
-    (isolates, icc_off)
-}
-
-fn plan(req: &Request, conf: &Conf, prev: &CniResult) -> Ingress {
-    let ips = prev.container_ips(&req.env.ifname).iter().map(|i| i.address.addr()).collect();
-    // The bridge: the first host-side interface of the result (the bridge plugin lists the
-    // bridge first, then the host end of the veth).
-    let bridge = prev.interfaces.iter().find(|i| i.sandbox.is_none()).map(|i| i.name.clone());
-    let (bridge_isolates, bridge_icc_off) = bridge_enforces(&req.conf.name);
-    let iptables = conf.backend == firewall::BackendKind::Iptables;
-    Ingress {
-        container_id: req.env.container_id.clone(),
-        ifname: req.env.ifname.clone(),
-        isolate_bridge: conf.policy != Policy::Open && !bridge_isolates && bridge.is_some(),
-        isolate_container: conf.policy == Policy::Isolated && !bridge_icc_off,
-        bridge,
-        ips,
-        accept: iptables || ingress::foreign_forward_drop(),
-    }
-}
-
-fn records() -> Vec<Record> {
-    store().list_lenient(&["attachments"]).into_iter().filter_map(|(_, r)| r.ok()).collect()
-}
 
 /// Programs (or removes, when `rec` is not in `all`) the rules of one attachment, given
 /// every recorded one.
@@ -243,9 +124,9 @@ impl Plugin for FirewallPlugin {
         st.sweep_temp_files();
         for rec in records() {
             let a = &rec.attachment;
-            let keep =
-                valid.iter().any(|v| v.container_id == a.container_id && v.ifname == a.ifname);
-            if !keep && rec.network == req.conf.name {
+            if !cni::config::in_use(valid, &a.container_id, &a.ifname)
+                && rec.network == req.conf.name
+            {
                 st.delete(&["attachments", &key(&a.container_id, &a.ifname)])?;
             }
         }
