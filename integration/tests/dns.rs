@@ -97,6 +97,20 @@ fn kill(pid: i32) {
 /// Kills the test's daemon (by the PID in its pid file) when the test ends, however it ends.
 struct DaemonGuard(PathBuf);
 
+/// A test bed with one network, `net1` on `bridge` with subnet 10.89.`<n>`.0/24 and its
+/// gateway 10.89.`<n>`.1 as the upstream; the daemon is killed when the guard drops.
+fn one_network(label: &str, bridge: &str, n: u8) -> (TestEnv, DaemonGuard, Plugins) {
+    let env = TestEnv::new(label);
+    let guard = DaemonGuard(dns_dir(&env));
+    let p = plugin_dir(&env);
+    let (subnet, upstream) = (format!("10.89.{n}.0/24"), format!("10.89.{n}.1"));
+    env.write_conflist(
+        "net1",
+        &conflist(&env, "net1", bridge, &subnet, json!({ "upstreams": [upstream] })),
+    );
+    (env, guard, p)
+}
+
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
         if let Some(pid) = fs::read_to_string(self.0.join("daemon.pid"))
@@ -407,13 +421,7 @@ fn alias_round_robin() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsrr");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-rr", "10.89.2.0/24", json!({"upstreams": ["10.89.2.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsrr", "br-rr", 2);
     let asker = env.container("q");
     add(&env, &p, "net1", &asker, "asker", &[]);
     let ctrs: Vec<Netns> = (0..3).map(|i| env.container(&format!("t{i}"))).collect();
@@ -493,13 +501,7 @@ fn daemon_restarts_with_every_record() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsrestart");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-rs", "10.89.5.0/24", json!({"upstreams": ["10.89.5.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsrestart", "br-rs", 5);
     let a = env.container("a");
     let b = env.container("b");
     let (ip_a, _) = add(&env, &p, "net1", &a, "a1", &[]);
@@ -570,13 +572,7 @@ fn container_runs_its_own_dns_server() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsown");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-own", "10.89.6.0/24", json!({"upstreams": ["10.89.6.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsown", "br-own", 6);
     let a = env.container("a");
     let s = env.container("srv");
     let (ip_a, _) = add(&env, &p, "net1", &a, "client", &[]);
@@ -631,13 +627,7 @@ fn last_del_leaves_nothing() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsclean");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-cl", "10.89.7.0/24", json!({"upstreams": ["10.89.7.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsclean", "br-cl", 7);
     let a = env.container("a");
     let b = env.container("b");
     add(&env, &p, "net1", &a, "a1", &[]);
@@ -754,13 +744,7 @@ fn netns_gone_before_del() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsgone");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-gone", "10.89.8.0/24", json!({"upstreams": ["10.89.8.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsgone", "br-gone", 8);
     let a = env.container("a");
     let b = env.container("b");
     add(&env, &p, "net1", &a, "a1", &[]);
@@ -914,13 +898,7 @@ fn idle_tcp_connections_do_not_block_dns() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnstcp");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-tcp1", "10.89.23.0/24", json!({"upstreams": ["10.89.23.1"]})),
-    );
+    let (env, _g, p) = one_network("dnstcp", "br-tcp1", 23);
     env.write_conflist(
         "net2",
         &conflist(&env, "net2", "br-tcp2", "10.89.24.0/24", json!({"upstreams": ["10.89.24.1"]})),
@@ -965,13 +943,7 @@ fn client_keeping_its_port_survives_del_and_readd() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsct");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-ct", "10.89.25.0/24", json!({"upstreams": ["10.89.25.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsct", "br-ct", 25);
     let a = env.container("a");
     let b = env.container("b");
     add(&env, &p, "net1", &a, "a1", &[]);
@@ -1011,13 +983,7 @@ fn stopped_daemon_is_replaced() {
     if !require_root() {
         return;
     }
-    let env = TestEnv::new("dnsstop");
-    let _g = DaemonGuard(dns_dir(&env));
-    let p = plugin_dir(&env);
-    env.write_conflist(
-        "net1",
-        &conflist(&env, "net1", "br-stop", "10.89.26.0/24", json!({"upstreams": ["10.89.26.1"]})),
-    );
+    let (env, _g, p) = one_network("dnsstop", "br-stop", 26);
     let a = env.container("a");
     let b = env.container("b");
     let (ip_a, _) = add(&env, &p, "net1", &a, "a1", &[]);
