@@ -141,7 +141,7 @@ say "nerdctl wrote: $(ls "$TMP/net.d"/*/ "$TMP/net.d" 2>/dev/null | grep conflis
 
 bold "docker run -d --name web --network mynet -p 8080:80 localhost/web"
 run -d --name web --network mynet -p 8080:80 localhost/web:latest
-say "web's address: $(nerdctl inspect --format '{{.NetworkSettings.IPAddress}}' web 2>/dev/null)"
+say "web's address: $(nerdctl container inspect --format '{{.NetworkSettings.IPAddress}}' web 2>/dev/null)"
 printf '   $ wget -qO- http://127.0.0.1:8080/   (from the host)\n'
 in_host busybox wget -qO- http://127.0.0.1:8080/ 2>&1 | sed 's/^/     /'
 printf '   $ wget -qO- http://192.0.2.1:8080/   (the host'"'"'s own address)\n'
@@ -149,7 +149,7 @@ in_host busybox wget -qO- http://192.0.2.1:8080/ 2>&1 | sed 's/^/     /'
 
 bold "docker run --ip 10.0.0.150 --network mynet ..."
 run -d --name fixed --network mynet --ip 10.0.0.150 localhost/web:latest
-say "fixed's address: $(nerdctl inspect --format '{{.NetworkSettings.IPAddress}}' fixed 2>/dev/null)"
+say "fixed's address: $(nerdctl container inspect --format '{{.NetworkSettings.IPAddress}}' fixed 2>/dev/null)"
 
 bold "Name resolution: a dns-alias network dropped into nerdctl's config dir"
 cat > "$TMP/net.d/dnsnet.conflist" <<'EOF'
@@ -167,7 +167,7 @@ bold "docker run --name web2 -p 8080:80 ...: the port is taken"
 run -d --name web2 --network mynet -p 8080:80 localhost/web:latest
 
 bold "docker run --network othernet ...: another network cannot reach web"
-web_ip=$(nerdctl inspect --format '{{.NetworkSettings.IPAddress}}' web 2>/dev/null)
+web_ip=$(nerdctl container inspect --format '{{.NetworkSettings.IPAddress}}' web 2>/dev/null)
 if nerdctl run --rm --cgroup-parent "/$CGROUP" --network othernet localhost/web:latest \
         sh -c "timeout 3 wget -qO- http://$web_ip/; exit \$?" >/dev/null 2>&1; then
     say "UNEXPECTED: othernet reached web"

@@ -1252,6 +1252,7 @@ fn podman_network_create_with_dnsname() {
     ])
     .expect_ok();
     let web_ip = podman(&[
+        "container",
         "inspect",
         "web",
         "--format",

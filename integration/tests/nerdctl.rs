@@ -107,7 +107,10 @@ impl Bed {
     }
 
     fn ip_of(&self, name: &str) -> String {
-        let v = parse_json(&self.ok(&["inspect", "--format", "{{json .NetworkSettings}}", name]));
+        // `container inspect`, not `inspect`: a bare name like "db" also matches an
+        // image whose ID starts with those hex digits, and nerdctl then shows the image.
+        let format = "{{json .NetworkSettings}}";
+        let v = parse_json(&self.ok(&["container", "inspect", "--format", format, name]));
         v["IPAddress"].as_str().unwrap_or_default().to_string()
     }
 
@@ -318,7 +321,7 @@ fn nerdctl_dns_alias_conflist() {
     assert!(nets.lines().any(|l| l == "dnsnet"), "nerdctl does not list dnsnet: {nets}");
 
     let db = bed.web("db", "dnsnet", &["--hostname", "db"]);
-    let id = bed.ok(&["inspect", "--format", "{{.ID}}", "db"]);
+    let id = bed.ok(&["container", "inspect", "--format", "{{.ID}}", "db"]);
     let short = &id[..12];
     for name in ["db", short] {
         let out = bed.run(&[

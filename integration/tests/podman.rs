@@ -149,7 +149,7 @@ cni_plugin_dirs = ["{plugins}"]
     /// The address of container `name` on its network (`podman inspect`).
     fn ip_of(&self, name: &str) -> String {
         let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
-        self.ok(&["inspect", name, "--format", format]).trim().to_string()
+        self.ok(&["container", "inspect", name, "--format", format]).trim().to_string()
     }
 
     /// `podman run` with the test's cgroup parent and no pulling.
