@@ -62,7 +62,7 @@ impl Plugin for FirewallPlugin {
                 result",
             )
         })?;
-        let att = plan(req, &conf, &prev);
+        let att = plan(req, &conf, &prev)?;
         if conf.policy == Policy::Open && !att.accept {
             // Nothing to enforce or open for this container.
             return Ok(prev);
