@@ -72,7 +72,8 @@ bench: deps build
 ## fuzz: each cargo-fuzz target for FUZZ_SECONDS (default 60); needs a nightly toolchain
 ## and cargo-fuzz (`cargo install cargo-fuzz`). Crashes land in fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := dns_wire dns_config bridge_config macvlan_config host_config ipam_config
+FUZZ_TARGETS := dns_wire dns_config bridge_config macvlan_config host_config ipam_config \
+                portmap_config tuning_config bandwidth_config firewall_config
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz: needs a nightly toolchain (rustup toolchain install nightly)"; exit 1; }
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
