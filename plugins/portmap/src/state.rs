@@ -72,6 +72,12 @@ struct Localnet {
     interfaces: Vec<String>,
 }
 
+impl Default for PortmapState {
+    fn default() -> PortmapState {
+        PortmapState::new()
+    }
+}
+
 impl PortmapState {
     pub fn new() -> PortmapState {
         Self::at(Store::for_plugin("portmap"))
