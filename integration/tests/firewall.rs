@@ -244,6 +244,15 @@ fn keys_version_and_bad_input() {
     let bad = run(json!({"iptablesAdminChainName": "has space"}));
     assert_eq!(bad.error_code(), Some(7), "{}", bad.stdout);
     assert!(bad.stdout.contains("iptablesAdminChainName"), "{}", bad.stdout);
+    // A bridge to isolate must be an interface name (found by the firewall_config fuzz
+    // target): refused before anything is recorded or programmed.
+    let mut bad_prev = prev.clone();
+    bad_prev["interfaces"][0]["name"] = json!("br0\n-A FORWARD -j ACCEPT");
+    let bad = run(json!({"ingressPolicy": "same-bridge", "prevResult": bad_prev}));
+    assert_eq!(bad.error_code(), Some(7), "{}", bad.stdout);
+    assert!(bad.stdout.contains("prevResult.interfaces"), "{}", bad.stdout);
+    let left = firewall_left(&env);
+    assert!(left.is_empty(), "{left:?}");
     let del = env.exec_plugin(
         "firewall",
         &[
