@@ -1112,7 +1112,10 @@ fn podman_dnsname_config() {
 /// built, else the reference ones.
 #[test]
 fn podman_network_create_with_dnsname() {
-    use runtime::{busybox_rootfs, require_runtime, runtime_usable, tar_dir, CgroupGuard, Holder};
+    use runtime::{
+        busybox_rootfs, require_runtime, runtime_usable, tar_dir, CgroupGuard, Holder, Podman,
+        PodmanRemoveAll,
+    };
     if !require_runtime("podman", &["podman", "runc", "conmon", "unshare", "nsenter", "tar"]) {
         return;
     }
@@ -1133,80 +1136,9 @@ fn podman_network_create_with_dnsname() {
     let var_lib_containers = env.dir().join("var-lib-containers");
     fs::create_dir_all(&var_lib_containers).unwrap();
     let holder = Holder::start(&env, &[(&var_lib_containers, "/var/lib/containers")]);
-    let d = env.dir().join("podman");
-    for s in ["root", "runroot", "tmp", "vartmp", "volumes", "libpod", "net.d", "home"] {
-        fs::create_dir_all(d.join(s)).unwrap();
-    }
-    let state = env.state_dir().display().to_string();
-    let conf = d.join("containers.conf");
-    let storage = d.join("storage.conf");
-    let conmon_env: Vec<String> = [
-        format!("PATH={}", runtime::PATH),
-        format!("CNI_SUITE_STATE_DIR={state}"),
-        format!("CONTAINERS_CONF={}", conf.display()),
-        format!("CONTAINERS_STORAGE_CONF={}", storage.display()),
-        format!("TMPDIR={}", d.join("vartmp").display()),
-    ]
-    .iter()
-    .map(|s| format!("{s:?}"))
-    .collect();
-    fs::write(
-        &conf,
-        format!(
-            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\n\
-             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
-             events_logfile_path = \"{}\"\ntmp_dir = \"{}\"\nvolume_path = \"{}\"\nstatic_dir = \"{}\"\n\
-             conmon_env_vars = [{}]\n\n\
-             [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n",
-            d.join("events.log").display(),
-            d.join("tmp").display(),
-            d.join("volumes").display(),
-            d.join("libpod").display(),
-            conmon_env.join(", "),
-            d.join("net.d").display(),
-            bin.display(),
-        ),
-    )
-    .unwrap();
-    fs::write(
-        &storage,
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-            d.join("root").display(),
-            d.join("runroot").display()
-        ),
-    )
-    .unwrap();
-    let envs = vec![
-        ("CNI_SUITE_STATE_DIR".to_string(), state),
-        ("CONTAINERS_CONF".to_string(), conf.display().to_string()),
-        ("CONTAINERS_STORAGE_CONF".to_string(), storage.display().to_string()),
-        ("TMPDIR".to_string(), d.join("vartmp").display().to_string()),
-        ("HOME".to_string(), d.join("home").display().to_string()),
-    ];
-    let global = [
-        format!("--root={}", d.join("root").display()),
-        format!("--runroot={}", d.join("runroot").display()),
-        format!("--tmpdir={}", d.join("tmp").display()),
-        format!("--network-config-dir={}", d.join("net.d").display()),
-        "--storage-driver=vfs".to_string(),
-        "--cgroup-manager=cgroupfs".to_string(),
-        "--runtime=runc".to_string(),
-        "--events-backend=file".to_string(),
-    ];
-    let podman = |args: &[&str]| {
-        let mut argv: Vec<&str> = vec!["podman"];
-        argv.extend(global.iter().map(String::as_str));
-        argv.extend_from_slice(args);
-        holder.run(&argv, &envs, Duration::from_secs(90))
-    };
-    struct RemoveAll<'a>(&'a dyn Fn(&[&str]) -> runtime::Run);
-    impl Drop for RemoveAll<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)(&["rm", "--all", "--force", "--time", "0"]);
-        }
-    }
-    let _remove_all = RemoveAll(&podman);
+    let pm = Podman::new(&env, &holder, &bin, &cg);
+    let podman = |args: &[&str]| pm.run(args);
+    let _remove_all = PodmanRemoveAll(&pm);
     let info = podman(&["info", "--format", "{{.Host.NetworkBackend}}"]);
     if !runtime_usable("podman", &info) {
         return;
@@ -1215,7 +1147,7 @@ fn podman_network_create_with_dnsname() {
 
     // docker network create podnet
     podman(&["network", "create", "--subnet", "10.89.28.0/24", "podnet"]).expect_ok();
-    let written = fs::read_to_string(d.join("net.d/podnet.conflist")).unwrap();
+    let written = fs::read_to_string(Podman::net_dir(&env).join("podnet.conflist")).unwrap();
     let written: Value = serde_json::from_str(&written).unwrap();
     let dnsname: Vec<&Value> = written["plugins"]
         .as_array()
@@ -1232,12 +1164,7 @@ fn podman_network_create_with_dnsname() {
     tar_dir(&rootfs, &tarball);
     let image = "localhost/cni-suite-busybox:latest";
     podman(&["import", tarball.to_str().unwrap(), image]).expect_ok();
-    let parent = format!("--cgroup-parent={}", cg.parent());
-    let run = |args: &[&str]| {
-        let mut full = vec!["run", "--pull=never", parent.as_str()];
-        full.extend_from_slice(args);
-        podman(&full)
-    };
+    let run = |args: &[&str]| pm.run_container(args);
     run(&[
         "-d",
         "--name",
@@ -1251,16 +1178,7 @@ fn podman_network_create_with_dnsname() {
         "3600",
     ])
     .expect_ok();
-    let web_ip = podman(&[
-        "container",
-        "inspect",
-        "web",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-    ])
-    .expect_ok()
-    .trim()
-    .to_string();
+    let web_ip = pm.ip_of("web");
     assert!(web_ip.starts_with("10.89.28."), "{web_ip}");
     for name in ["web", "webalias", "web.dns.podman", "webalias.dns.podman"] {
         let out = run(&["--rm", "--network", "podnet", image, "nslookup", name, "127.0.0.11"]);

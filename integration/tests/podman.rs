@@ -27,7 +27,6 @@
 mod runtime;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use integration::*;
@@ -40,139 +39,6 @@ const SUBNET: &str = "10.89.70.0/24";
 const HOST_CIDR: &str = "198.51.100.1/24";
 const HOST_ADDR: &str = "198.51.100.1";
 const OUTSIDE_CIDR: &str = "198.51.100.2/24";
-/// Budget for one podman command.
-const PODMAN_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// podman with every path redirected into the test's temp dir.
-struct Podman<'a> {
-    holder: &'a Holder,
-    env: Vec<(String, String)>,
-    global: Vec<String>,
-    cgroup_parent: String,
-}
-
-impl<'a> Podman<'a> {
-    fn new(env: &TestEnv, holder: &'a Holder, plugins: &Path, cg: &CgroupGuard) -> Podman<'a> {
-        let d = env.dir().join("podman");
-        let p = |s: &str| -> PathBuf { d.join(s) };
-        for s in ["root", "runroot", "tmp", "vartmp", "volumes", "libpod", "net.d", "home"] {
-            fs::create_dir_all(p(s)).unwrap();
-        }
-        let state = env.state_dir().display().to_string();
-        let conf = p("containers.conf");
-        let storage = p("storage.conf");
-        // conmon starts `podman container cleanup` (network teardown) with only
-        // conmon_env_vars: the plugins' state dir and our config must be among them.
-        let conmon_env = [
-            format!("PATH={PATH}"),
-            format!("CNI_SUITE_STATE_DIR={state}"),
-            format!("CONTAINERS_CONF={}", conf.display()),
-            format!("CONTAINERS_STORAGE_CONF={}", storage.display()),
-            format!("TMPDIR={}", p("vartmp").display()),
-        ];
-        let conmon_env: Vec<String> = conmon_env.iter().map(|s| format!("{s:?}")).collect();
-        fs::write(
-            &conf,
-            format!(
-                r#"[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{events}"
-tmp_dir = "{tmp}"
-volume_path = "{volumes}"
-static_dir = "{libpod}"
-conmon_env_vars = [{conmon_env}]
-
-[network]
-network_backend = "cni"
-network_config_dir = "{netd}"
-cni_plugin_dirs = ["{plugins}"]
-"#,
-                events = p("events.log").display(),
-                tmp = p("tmp").display(),
-                volumes = p("volumes").display(),
-                libpod = p("libpod").display(),
-                conmon_env = conmon_env.join(", "),
-                netd = p("net.d").display(),
-                plugins = plugins.display(),
-            ),
-        )
-        .unwrap();
-        fs::write(
-            &storage,
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                p("root").display(),
-                p("runroot").display()
-            ),
-        )
-        .unwrap();
-        let env_vars = vec![
-            ("CNI_SUITE_STATE_DIR".to_string(), state),
-            ("CONTAINERS_CONF".to_string(), conf.display().to_string()),
-            ("CONTAINERS_STORAGE_CONF".to_string(), storage.display().to_string()),
-            ("TMPDIR".to_string(), p("vartmp").display().to_string()),
-            ("HOME".to_string(), p("home").display().to_string()),
-        ];
-        let global = vec![
-            format!("--root={}", p("root").display()),
-            format!("--runroot={}", p("runroot").display()),
-            format!("--tmpdir={}", p("tmp").display()),
-            format!("--network-config-dir={}", p("net.d").display()),
-            "--storage-driver=vfs".to_string(),
-            "--cgroup-manager=cgroupfs".to_string(),
-            "--runtime=runc".to_string(),
-            "--events-backend=file".to_string(),
-        ];
-        Podman { holder, env: env_vars, global, cgroup_parent: cg.parent() }
-    }
-
-    fn net_dir(env: &TestEnv) -> PathBuf {
-        env.dir().join("podman/net.d")
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let mut argv: Vec<&str> = vec!["podman"];
-        argv.extend(self.global.iter().map(String::as_str));
-        argv.extend_from_slice(args);
-        self.holder.run(&argv, &self.env, PODMAN_TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.run(args).expect_ok().to_string()
-    }
-
-    /// The address of container `name` on its network (`podman inspect`).
-    fn ip_of(&self, name: &str) -> String {
-        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
-        self.ok(&["container", "inspect", name, "--format", format]).trim().to_string()
-    }
-
-    /// `podman run` with the test's cgroup parent and no pulling.
-    fn run_container(&self, args: &[&str]) -> Run {
-        let parent = format!("--cgroup-parent={}", self.cgroup_parent);
-        let mut full = vec!["run", "--pull=never", parent.as_str()];
-        full.extend_from_slice(args);
-        self.run(&full)
-    }
-}
-
-/// Removes every container on drop (also when the test panics).
-struct RemoveAll<'a>(&'a Podman<'a>);
-
-impl Drop for RemoveAll<'_> {
-    fn drop(&mut self) {
-        let out = self.0.run(&["rm", "--all", "--force", "--time", "0"]);
-        if !out.ok() {
-            eprintln!("cleanup: podman rm -af failed:\n{out}");
-        }
-    }
-}
-
 fn conflist() -> serde_json::Value {
     json!({
         "cniVersion": "1.0.0",
@@ -219,7 +85,7 @@ fn podman_cni_backend_with_our_plugins_only() {
     let holder = Holder::start(&env, &[(&var_lib_containers, "/var/lib/containers")]);
     let outside = outside_world(&env, HOST_CIDR, OUTSIDE_CIDR);
     let podman = Podman::new(&env, &holder, &plugins, &cg);
-    let _remove_all = RemoveAll(&podman);
+    let _remove_all = PodmanRemoveAll(&podman);
     fs::write(
         Podman::net_dir(&env).join(format!("{NET}.conflist")),
         serde_json::to_vec_pretty(&conflist()).unwrap(),
@@ -466,7 +332,7 @@ fn podman_network_create_with_our_plugins_only() {
         www.to_str().unwrap(),
     ]);
     let podman = Podman::new(&env, &holder, &plugins, &cg);
-    let _remove_all = RemoveAll(&podman);
+    let _remove_all = PodmanRemoveAll(&podman);
     let info = podman.run(&["info", "--format", "{{.Host.NetworkBackend}}"]);
     if !runtime_usable("podman", &info) {
         return;

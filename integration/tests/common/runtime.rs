@@ -879,3 +879,140 @@ impl Phases {
 pub fn parse_json(s: &str) -> Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
+
+/// Budget for one podman command.
+pub const PODMAN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// podman with every path redirected into the test's temp dir.
+pub struct Podman<'a> {
+    holder: &'a Holder,
+    env: Vec<(String, String)>,
+    global: Vec<String>,
+    cgroup_parent: String,
+}
+
+impl<'a> Podman<'a> {
+    pub fn new(env: &TestEnv, holder: &'a Holder, plugins: &Path, cg: &CgroupGuard) -> Podman<'a> {
+        let d = env.dir().join("podman");
+        let p = |s: &str| -> PathBuf { d.join(s) };
+        // The runroot is in the holder's private /run (a tmpfs that goes with it): podman
+        // 4.3 refuses a runroot longer than 50 characters, which a path under the test's
+        // temp dir exceeds once the test runner's PID and counter have enough digits.
+        let runroot = "/run/containers/storage";
+        for s in ["root", "tmp", "vartmp", "volumes", "libpod", "net.d", "home"] {
+            fs::create_dir_all(p(s)).unwrap();
+        }
+        let state = env.state_dir().display().to_string();
+        let conf = p("containers.conf");
+        let storage = p("storage.conf");
+        // conmon starts `podman container cleanup` (network teardown) with only
+        // conmon_env_vars: the plugins' state dir and our config must be among them.
+        let conmon_env = [
+            format!("PATH={PATH}"),
+            format!("CNI_SUITE_STATE_DIR={state}"),
+            format!("CONTAINERS_CONF={}", conf.display()),
+            format!("CONTAINERS_STORAGE_CONF={}", storage.display()),
+            format!("TMPDIR={}", p("vartmp").display()),
+        ];
+        let conmon_env: Vec<String> = conmon_env.iter().map(|s| format!("{s:?}")).collect();
+        fs::write(
+            &conf,
+            format!(
+                r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{events}"
+tmp_dir = "{tmp}"
+volume_path = "{volumes}"
+static_dir = "{libpod}"
+conmon_env_vars = [{conmon_env}]
+
+[network]
+network_backend = "cni"
+network_config_dir = "{netd}"
+cni_plugin_dirs = ["{plugins}"]
+"#,
+                events = p("events.log").display(),
+                tmp = p("tmp").display(),
+                volumes = p("volumes").display(),
+                libpod = p("libpod").display(),
+                conmon_env = conmon_env.join(", "),
+                netd = p("net.d").display(),
+                plugins = plugins.display(),
+            ),
+        )
+        .unwrap();
+        fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                p("root").display(),
+                runroot
+            ),
+        )
+        .unwrap();
+        let env_vars = vec![
+            ("CNI_SUITE_STATE_DIR".to_string(), state),
+            ("CONTAINERS_CONF".to_string(), conf.display().to_string()),
+            ("CONTAINERS_STORAGE_CONF".to_string(), storage.display().to_string()),
+            ("TMPDIR".to_string(), p("vartmp").display().to_string()),
+            ("HOME".to_string(), p("home").display().to_string()),
+        ];
+        let global = vec![
+            format!("--root={}", p("root").display()),
+            format!("--runroot={runroot}"),
+            format!("--tmpdir={}", p("tmp").display()),
+            format!("--network-config-dir={}", p("net.d").display()),
+            "--storage-driver=vfs".to_string(),
+            "--cgroup-manager=cgroupfs".to_string(),
+            "--runtime=runc".to_string(),
+            "--events-backend=file".to_string(),
+        ];
+        Podman { holder, env: env_vars, global, cgroup_parent: cg.parent() }
+    }
+
+    pub fn net_dir(env: &TestEnv) -> PathBuf {
+        env.dir().join("podman/net.d")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut argv: Vec<&str> = vec!["podman"];
+        argv.extend(self.global.iter().map(String::as_str));
+        argv.extend_from_slice(args);
+        self.holder.run(&argv, &self.env, PODMAN_TIMEOUT)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.run(args).expect_ok().to_string()
+    }
+
+    /// The address of container `name` on its network (`podman inspect`).
+    pub fn ip_of(&self, name: &str) -> String {
+        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
+        self.ok(&["container", "inspect", name, "--format", format]).trim().to_string()
+    }
+
+    /// `podman run` with the test's cgroup parent and no pulling.
+    pub fn run_container(&self, args: &[&str]) -> Run {
+        let parent = format!("--cgroup-parent={}", self.cgroup_parent);
+        let mut full = vec!["run", "--pull=never", parent.as_str()];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+}
+
+/// Removes every container on drop (also when the test panics).
+pub struct PodmanRemoveAll<'a>(pub &'a Podman<'a>);
+
+impl Drop for PodmanRemoveAll<'_> {
+    fn drop(&mut self) {
+        let out = self.0.run(&["rm", "--all", "--force", "--time", "0"]);
+        if !out.ok() {
+            eprintln!("cleanup: podman rm -af failed:\n{out}");
+        }
+    }
+}
