@@ -44,10 +44,13 @@ deps:
 demo-deps:
 	scripts/install-deps.sh $(DEMO_DEPS)
 
-## lint: formatting and clippy, warnings are errors (the first step of `make test`)
+## lint: formatting and clippy, warnings are errors (the first step of `make test`); the
+## fuzz targets (their own crate, built by `make fuzz` with nightly) are type-checked on
+## stable so that a change to a parser's API cannot leave them broken unnoticed
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 
 ## test: everything: lint, unit tests, then integration tests against the real kernel
 test: lint deps
