@@ -183,6 +183,66 @@ fn iptables_published_port_answers_everywhere() {
     published_port_answers_everywhere("iptables");
 }
 
+/// A UDP client that was already sending to a host port before it was published keeps its
+/// conntrack entry, which was made without DNAT; every later datagram would follow that
+/// entry and never reach the container. portmap deletes such flows (in a detached child,
+/// right after its ADD returns), so the same client socket reaches the container shortly
+/// after the ADD. After DEL no flow to the port is left.
+fn udp_flow_from_before_the_port_was_published_reaches_the_container(backend: &str, subnet: &str) {
+    if !require_root() {
+        return;
+    }
+    let env = TestEnv::new(&format!("pu{}", &backend[..3]));
+    let out = setup(&env, backend, subnet);
+    let (web, other) = (env.container("web"), env.container("oth"));
+    // A host with containers already tracks connections (the masquerade of this network
+    // needs conntrack); a bare namespace would make no flow for the early datagram.
+    env.cnitool("add", "web", &other, &CniOpts::ours()).expect_ok();
+    let client = out
+        .in_ns(|| std::net::UdpSocket::bind(SocketAddr::new(ip(OUTSIDE), 40100)))
+        .expect("client socket in the outside namespace");
+    client.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let ask = |msg: &str| -> Option<String> {
+        client.send_to(msg.as_bytes(), SocketAddr::new(ip(HOST), 5310)).ok()?;
+        let mut buf = [0u8; 256];
+        let (n, _) = client.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    assert_eq!(ask("early"), None, "nothing is published yet");
+    let flows = || env.host().sh("conntrack -L -p udp --orig-port-dst 5310 2>/dev/null");
+    let listed = String::from_utf8_lossy(&flows().stdout).into_owned();
+    assert!(listed.contains("dport=5310"), "the early datagram made no flow: {listed}");
+
+    let mappings = json!([{"hostPort": 5310, "containerPort": 53, "protocol": "udp"}]);
+    let web_ip =
+        first_ip(env.cnitool("add", "web", &web, &ports(mappings.clone())).expect_ok().result());
+    let _udp = EchoServer::udp(&web, SocketAddr::new(web_ip, 53));
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || ask("late").as_deref() == Some("late")),
+        "the client's old flow still bypasses the DNAT to {web_ip}:53"
+    );
+
+    env.cnitool("del", "web", &web, &ports(mappings)).expect_ok();
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || {
+            !String::from_utf8_lossy(&flows().stdout).contains("dport=5310")
+        }),
+        "a flow to the removed port is left"
+    );
+    env.cnitool("del", "web", &other, &CniOpts::ours()).expect_ok();
+    nothing_left(&env);
+}
+
+#[test]
+fn nftables_udp_flow_from_before_the_port_was_published_reaches_the_container() {
+    udp_flow_from_before_the_port_was_published_reaches_the_container("nftables", "10.20.10.0/24");
+}
+
+#[test]
+fn iptables_udp_flow_from_before_the_port_was_published_reaches_the_container() {
+    udp_flow_from_before_the_port_was_published_reaches_the_container("iptables", "10.20.11.0/24");
+}
+
 #[test]
 fn nftables_conflicts_are_refused() {
     conflicts_are_refused("nftables");

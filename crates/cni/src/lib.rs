@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod delegate;
+pub mod detach;
 pub mod dispatch;
 pub mod env;
 pub mod error;

@@ -500,13 +500,11 @@ pub trait Firewall: Send + Sync {
         nftables::Nftables.check_mac(port, mac)
     }
 
-    /// Deletes conntrack entries of UDP mappings (never fails: nothing to delete, or no
-    /// conntrack support, is not an error). Returns how many mappings had flows deleted.
-    fn flush_udp_flows(&self, mappings: &[PortMapping], which: Flows) -> usize {
-        match which {
-            Flows::ToNewPorts => conntrack::flush_new_udp(mappings),
-            Flows::ToRemovedMappings => conntrack::flush_removed_udp(mappings),
-        }
+    /// Deletes conntrack entries of UDP mappings, in a detached child after the plugin has
+    /// returned ([`conntrack::flush_detached`]; never fails: nothing to delete, or no
+    /// conntrack support, is not an error).
+    fn flush_udp_flows(&self, mappings: &[PortMapping], which: Flows) {
+        conntrack::flush_detached(mappings, which)
     }
 
     /// STATUS: the backend can program the kernel here (an `Unavailable` error if not),

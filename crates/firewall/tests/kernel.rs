@@ -745,9 +745,9 @@ fn udp_flows_of_removed_mappings_are_deleted() {
     assert_eq!(got.unwrap(), b"hi");
     let before = t.host.sh_any("conntrack -L -p udp --orig-port-dst 5353 2>/dev/null");
     assert!(before.contains("dport=5353"), "no flow to delete: {before}");
-    let n = t.host.run(move || {
-        Nftables::new().flush_udp_flows(&p3.mappings, firewall::Flows::ToRemovedMappings)
-    });
+    let n = t
+        .host
+        .run(move || firewall::conntrack::flush(&p3.mappings, firewall::Flows::ToRemovedMappings));
     assert_eq!(n, 1, "one mapping had flows");
     let after = t.host.sh_any("conntrack -L -p udp --orig-port-dst 5353 2>/dev/null");
     assert!(!after.contains("dport=5353"), "flow left: {after}");

@@ -6,42 +6,18 @@
 //! that returns only after that ACK makes the runtime wait for a grace period that
 //! changes nothing it could observe.
 //!
-//! [`delete_link_detached`] subscribes to link notifications, starts this same binary as a
-//! detached helper (its own session, stdin/stdout/stderr on /dev/null, no fd of the
-//! runtime, so the runtime never waits for it) that sends the delete, and returns as soon
-//! as the kernel reports the link gone. The helper finishes the wait on its own and exits.
-//! [`run_helper_if_asked`] is the helper's entry point, called first thing in `main`.
-//! If no notification comes in time, the caller deletes the link itself.
+//! [`delete_link_detached`] subscribes to link notifications, forks a detached child
+//! ([`cni::detach::run_detached`]: its own session, no fd of the runtime, so the runtime
+//! never waits for it) that sends the delete, and returns as soon as the kernel reports the
+//! link gone. The child finishes the wait on its own and exits. If no notification comes in
+//! time, the caller deletes the link itself.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::Handle;
-
-/// The hidden first argument that makes a plugin binary the delete helper.
-pub const HELPER_ARG: &str = "__cni-suite-delete-link";
-
-/// In a plugin's `main`, before anything else: when started as the helper, deletes the
-/// link and exits; otherwise returns.
-pub fn run_helper_if_asked() {
-    let mut args = std::env::args();
-    if args.nth(1).as_deref() != Some(HELPER_ARG) {
-        return;
-    }
-    let code = match args.next().and_then(|a| a.parse::<u32>().ok()) {
-        Some(index) => match Handle::new().and_then(|mut h| h.delete_link(index)) {
-            Ok(()) => 0,
-            Err(e) if e.is_not_found() => 0,
-            Err(_) => 1,
-        },
-        None => 2,
-    };
-    std::process::exit(code);
-}
 
 /// A NETLINK_ROUTE socket subscribed to link notifications (RTMGRP_LINK).
 fn link_events() -> io::Result<OwnedFd> {
@@ -130,25 +106,16 @@ pub fn delete_link_detached(index: u32) -> Result<()> {
         _ => Ok(()),
     };
     let Ok(events) = link_events() else { return sync() };
-    let Ok(exe) = std::env::current_exe() else { return sync() };
-    let mut cmd = Command::new(exe);
-    cmd.arg(HELPER_ARG)
-        .arg(index.to_string())
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; it detaches the helper from the runtime's
-    // session and process group.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
+    // Subscribed first, so a delete by someone else from here on is reported too; gone
+    // already means no notification will come.
+    if Handle::new()?.link_by_index(index)?.is_none() {
+        return Ok(());
     }
-    if cmd.spawn().is_err() {
-        return sync();
-    }
+    cni::detach::run_detached(|| {
+        // Gone already (someone else deleted it) is fine; any other failure is caught
+        // below, when no notification comes.
+        let _ = Handle::new().and_then(|mut h| h.delete_link(index));
+    });
     if wait_gone(&events, index, Duration::from_secs(5)) {
         return Ok(());
     }

@@ -26,7 +26,7 @@ mod sysctl;
 mod tc;
 
 pub use bridge::{BridgePort, BridgeVlan};
-pub use detach::{delete_link_detached, run_helper_if_asked, HELPER_ARG};
+pub use detach::delete_link_detached;
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use link::{check_ifname, Link, MacvlanMode, MAX_IFNAME_LEN};

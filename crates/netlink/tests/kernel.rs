@@ -284,6 +284,21 @@ fn rename_move_and_delete() {
     assert!(c.link_by_index(moved.index).unwrap().is_none());
 }
 
+/// The detached delete returns once the link is gone (both ends of the pair), from the
+/// calling thread's namespace, and a link already gone is not an error.
+#[test]
+fn detached_delete_returns_with_the_pair_gone() {
+    require_root!();
+    let host = TestNs::new("nltest");
+    let cont = TestNs::new("nltest");
+    let mut h = host.handle();
+    let a = h.create_veth("vdetach0", "eth0", Some(&cont.ns), None, None).unwrap();
+    with_netns(&host.ns, || netlink::delete_link_detached(a.index)).unwrap().unwrap();
+    assert!(h.link_by_index(a.index).unwrap().is_none(), "host end still there");
+    assert!(cont.handle().link_by_name("eth0").unwrap().is_none(), "peer still there");
+    with_netns(&host.ns, || netlink::delete_link_detached(a.index)).unwrap().unwrap();
+}
+
 #[test]
 fn errors_are_clean() {
     require_root!();
