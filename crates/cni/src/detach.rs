@@ -87,18 +87,17 @@ mod tests {
         // The test harness runs tests on threads; fork copies only this one, which is fine
         // for a child that sleeps and writes a file.
         run_detached(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(1000));
             let _ = std::fs::write(&m, b"done");
         });
         // SAFETY: our write end; the child's copy is closed by leave_caller.
         unsafe { libc::close(write_end) };
-        let start = Instant::now();
         // SAFETY: the read end is ours alone from here on.
         let mut reader = unsafe { std::fs::File::from_raw_fd(read_end) };
         let mut buf = Vec::new();
         reader.read_to_end(&mut buf).unwrap();
-        assert!(start.elapsed() < Duration::from_millis(250), "EOF waited for the work");
-        assert!(!marker.exists(), "work finished before the caller got EOF");
+        // What matters is the order, not a time: EOF came while the work was still asleep.
+        assert!(!marker.exists(), "the caller got EOF only after the work had finished");
         let deadline = Instant::now() + Duration::from_secs(5);
         while !marker.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
