@@ -593,15 +593,6 @@ pub(crate) struct Run {
     pub stderr: String,
 }
 
-/// A tool on PATH, else in the usual sbin directories (runtimes may pass a PATH without them).
-pub(crate) fn tool_binary(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(std::path::PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// Runs `program args...` in the caller's namespace, with `stdin` fed when given.
 pub(crate) fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Result<Run, Error> {
     let mut cmd = Command::new(program);

@@ -753,3 +753,152 @@ fn udp_flows_of_removed_mappings_are_deleted() {
     assert!(!after.contains("dport=5353"), "flow left: {after}");
     t.host.run(move || Nftables::new().remove_ports(&p, true).unwrap());
 }
+
+// ------------------------------------------------------------------------------------
+// The DNS redirect (dns_redirect): programmed over nfnetlink, read back from the kernel.
+
+use firewall::dns_redirect::{self, Redirect};
+
+/// What `nft list ruleset` printed for the `nft -f` script the redirect used to be.
+fn dns_listing(r: Redirect) -> String {
+    format!(
+        "table ip cni_dns {{\n\tchain output {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{}\n\
+         \t\tip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:{}\n\t}}\n}}\n",
+        r.udp_port, r.tcp_port
+    )
+}
+
+fn dns_table_handle(ns: &Netns) -> Option<u64> {
+    ns.run(|| {
+        let mut s = nfnetlink::Socket::open().unwrap();
+        dns_redirect::read(&mut s).unwrap().table.map(|t| t.handle)
+    })
+}
+
+#[test]
+fn dns_redirect_install_replace_remove() {
+    if !can_run(&["nft"]) {
+        return;
+    }
+    let ns = Netns::new();
+    assert_eq!(ns.run(dns_redirect::available).map_err(|e| e.to_string()), Ok(()));
+    assert_eq!(ns.run(dns_redirect::installed), None);
+    // A UDP server where the redirect will lead; the client asks 127.0.0.11:53.
+    let (server, port) = ns.run(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.11:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        (s, p)
+    });
+    let r1 = Redirect { udp_port: port, tcp_port: 40001 };
+    ns.run(move || dns_redirect::install(r1)).unwrap();
+    assert_eq!(ns.run(dns_redirect::installed), Some(r1));
+    assert_eq!(nft_ruleset(&ns), dns_listing(r1));
+    let client = ns.run(|| {
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(b"q", "127.0.0.11:53").unwrap();
+        c
+    });
+    server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 8];
+    let (n, from) = server.recv_from(&mut buf).expect("redirected query");
+    assert_eq!(&buf[..n], b"q");
+    assert_eq!(from, client.local_addr().unwrap());
+
+    // The same redirect again: nothing sent (the table is the same object).
+    let handle = dns_table_handle(&ns);
+    ns.run(move || dns_redirect::install(r1)).unwrap();
+    assert_eq!(dns_table_handle(&ns), handle);
+
+    // Another redirect replaces it in one transaction.
+    let r2 = Redirect { udp_port: 40002, tcp_port: 40003 };
+    ns.run(move || dns_redirect::install(r2)).unwrap();
+    assert_eq!(ns.run(dns_redirect::installed), Some(r2));
+    assert_eq!(nft_ruleset(&ns), dns_listing(r2));
+    assert_ne!(dns_table_handle(&ns), handle);
+
+    // Anything added to our table makes it not ours: it reads as no redirect and is replaced.
+    ns.sh("nft add rule ip cni_dns output counter");
+    assert_eq!(ns.run(dns_redirect::installed), None);
+    ns.run(move || dns_redirect::install(r2)).unwrap();
+    assert_eq!(nft_ruleset(&ns), dns_listing(r2));
+    ns.sh("nft add chain ip cni_dns extra");
+    assert_eq!(ns.run(dns_redirect::installed), None);
+    ns.run(move || dns_redirect::install(r2)).unwrap();
+    assert_eq!(nft_ruleset(&ns), dns_listing(r2));
+
+    ns.run(dns_redirect::remove).unwrap();
+    assert_eq!(nft_ruleset(&ns).trim(), "", "left after remove");
+    assert_eq!(ns.run(dns_redirect::installed), None);
+    // A missing table is not an error.
+    ns.run(dns_redirect::remove).unwrap();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The cost of the redirect on ADD, in a fresh namespace each run: the `nft -f` child it
+/// used to be against the nfnetlink install, both with and without the conntrack flush
+/// every first install does. Run: `cargo test -p firewall --test kernel --release --
+/// --ignored dns_redirect_install_time --nocapture`.
+#[test]
+#[ignore = "timing run"]
+fn dns_redirect_install_time() {
+    if !can_run(&["nft"]) {
+        return;
+    }
+    let r = Redirect { udp_port: 40000, tcp_port: 40001 };
+    let script = format!(
+        "table ip cni_dns\ndelete table ip cni_dns\ntable ip cni_dns {{\n\tchain output {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{}\n\
+         \t\tip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:{}\n\t}}\n}}\n",
+        r.udp_port, r.tcp_port
+    );
+    let runs = 25;
+    let (mut nft_child, mut nft_flush, mut ours, mut ours_flush) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        for (i, out) in
+            [&mut nft_child, &mut nft_flush, &mut ours, &mut ours_flush].into_iter().enumerate()
+        {
+            let ns = Netns::new();
+            let script = script.clone();
+            let took = ns.run(move || {
+                let t = Instant::now();
+                if i < 2 {
+                    let mut c = Command::new("nft")
+                        .args(["-f", "-"])
+                        .stdin(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+                    assert!(c.wait().unwrap().success());
+                    if i == 1 {
+                        firewall::conntrack::flush_dns_redirect();
+                    }
+                } else if i == 2 {
+                    let mut s = nfnetlink::Socket::open().unwrap();
+                    let state = dns_redirect::read(&mut s).unwrap();
+                    let ops = dns_redirect::install_ops(state.table.is_some(), r);
+                    nfnetlink::commit(&mut s, &ops).unwrap();
+                } else {
+                    dns_redirect::install(r).unwrap();
+                }
+                t.elapsed()
+            });
+            assert_eq!(nft_ruleset(&ns), dns_listing(r));
+            out.push(took);
+        }
+    }
+    println!(
+        "dns redirect install in a fresh netns, median of {runs}: nft -f child {:?} \
+         (+ conntrack flush {:?}); nfnetlink {:?} (+ conntrack flush, = install() {:?})",
+        median(nft_child),
+        median(nft_flush),
+        median(ours),
+        median(ours_flush)
+    );
+}

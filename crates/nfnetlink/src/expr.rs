@@ -6,11 +6,12 @@
 
 use std::net::IpAddr;
 
-use crate::attr::Attrs;
+use crate::attr::{self, Attrs};
 
 // Registers: the verdict register, 16-byte registers 1..4 and 4-byte registers 8..23.
 pub const REG_VERDICT: u32 = 0;
 pub const REG_1: u32 = 1;
+pub const REG_2: u32 = 2;
 const REG32_00: u32 = 8;
 
 /// The register of the `idx`-th 4-byte word, named the way nft names it (a 16-byte
@@ -40,6 +41,12 @@ pub const PAYLOAD_NETWORK: u32 = 1;
 pub const PAYLOAD_TRANSPORT: u32 = 2;
 /// `ct status` bit of a destination-NATed connection (IPS_DST_NAT).
 pub const CT_STATUS_DNAT: u32 = 0x20;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// `nat` flags: MAP_IPS goes with an address register (the kernel adds it),
+/// PROTO_SPECIFIED with a port register (nft sends it, and so do we; kernels add it too).
+pub const NAT_RANGE_MAP_IPS: u32 = 0x1;
+pub const NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
 
 /// A verdict: the data of an immediate or of a verdict map element.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,11 +116,18 @@ pub enum Expr {
         invert: bool,
     },
     Immediate(Verdict),
+    /// A value loaded into a data register.
+    ImmediateData {
+        dreg: u32,
+        data: Vec<u8>,
+    },
     Nat {
         dnat: bool,
         family: u8,
         addr: u32,
         proto: u32,
+        /// NF_NAT_RANGE_* flags beyond the ones the registers imply (0 for all we build).
+        flags: u32,
     },
     Masq,
     /// `fib daddr type`: the address type of the destination.
@@ -123,6 +137,9 @@ pub enum Expr {
     CtStatus {
         dreg: u32,
     },
+    /// Read back from the kernel: an expression (or a form of one) we never build, by name.
+    /// It equals nothing we build, so a rule holding one never matches a wanted rule.
+    Foreign(String),
 }
 
 fn data_value(a: &mut Attrs, kind: u16, v: &[u8]) {
@@ -139,11 +156,12 @@ impl Expr {
             Expr::Payload { .. } => "payload",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Lookup { .. } => "lookup",
-            Expr::Immediate(_) => "immediate",
+            Expr::Immediate(_) | Expr::ImmediateData { .. } => "immediate",
             Expr::Nat { .. } => "nat",
             Expr::Masq => "masq",
             Expr::FibDaddrType { .. } => "fib",
             Expr::CtStatus { .. } => "ct",
+            Expr::Foreign(_) => "foreign",
         }
     }
 
@@ -181,11 +199,16 @@ impl Expr {
                 a.put_be32(1, REG_VERDICT);
                 a.nested(2, |d| v.encode(d));
             }
-            Expr::Nat { dnat, family, addr, proto } => {
+            Expr::ImmediateData { dreg, data } => {
+                a.put_be32(1, *dreg);
+                data_value(a, 2, data);
+            }
+            Expr::Nat { dnat, family, addr, proto, flags } => {
                 a.put_be32(1, *dnat as u32)
                     .put_be32(2, *family as u32)
                     .put_be32(3, *addr)
-                    .put_be32(5, *proto);
+                    .put_be32(5, *proto)
+                    .put_be32(7, flags | NAT_RANGE_PROTO_SPECIFIED);
             }
             Expr::Masq => {}
             Expr::FibDaddrType { dreg } => {
@@ -196,9 +219,108 @@ impl Expr {
                 // NFTA_CT_DREG, NFTA_CT_KEY = NFT_CT_STATUS.
                 a.put_be32(1, *dreg).put_be32(2, 2);
             }
+            Expr::Foreign(name) => debug_assert!(false, "encoding a foreign expression {name}"),
         }
         a.end();
         a.end();
+    }
+
+    /// Decodes the expressions of a rule as the kernel dumps them (the payload of
+    /// NFTA_RULE_EXPRESSIONS). The kernel's own derivations are undone (a NAT range whose
+    /// max equals its min, the MAP_IPS flag it sets for an address register), so a rule we
+    /// built reads back equal to [`Rule::exprs`]; anything else becomes [`Expr::Foreign`].
+    pub fn decode_list(list: &[u8]) -> Vec<Expr> {
+        attr::parse(list)
+            .into_iter()
+            .filter(|(k, _)| *k == 1)
+            .map(|(_, elem)| {
+                let name = attr::find(elem, 1).map(attr::string).unwrap_or_default();
+                let data = attr::find(elem, 2).unwrap_or(&[]);
+                Expr::decode(&name, data).unwrap_or(Expr::Foreign(name))
+            })
+            .collect()
+    }
+
+    fn decode(name: &str, data: &[u8]) -> Option<Expr> {
+        let attrs = attr::parse(data);
+        let u32_of = |k: u16| attrs.iter().find(|(t, _)| *t == k).and_then(|(_, v)| attr::be32(v));
+        let value_of = |k: u16| {
+            attrs
+                .iter()
+                .find(|(t, _)| *t == k)
+                .and_then(|(_, v)| attr::find(v, 1))
+                .map(<[u8]>::to_vec)
+        };
+        // Every attribute present must be one this form of the expression knows.
+        let only = |known: &[u16]| attrs.iter().all(|(t, _)| known.contains(t));
+        match name {
+            "meta" if only(&[1, 2]) => Some(Expr::Meta { key: u32_of(2)?, dreg: u32_of(1)? }),
+            "cmp" if only(&[1, 2, 3]) => {
+                Some(Expr::Cmp { sreg: u32_of(1)?, op: u32_of(2)?, data: value_of(3)? })
+            }
+            "payload" if only(&[1, 2, 3, 4]) => Some(Expr::Payload {
+                dreg: u32_of(1)?,
+                base: u32_of(2)?,
+                offset: u32_of(3)?,
+                len: u32_of(4)?,
+            }),
+            // NFTA_BITWISE_OP (6) is dumped as 0 (a mask-and-xor) by newer kernels.
+            "bitwise" if only(&[1, 2, 3, 4, 5, 6]) => {
+                let (reg, mask) = (u32_of(1)?, value_of(4)?);
+                let plain = u32_of(2)? == reg
+                    && u32_of(3)? as usize == mask.len()
+                    && value_of(5)?.iter().all(|b| *b == 0)
+                    && u32_of(6).unwrap_or(0) == 0;
+                plain.then_some(Expr::Bitwise { reg, mask })
+            }
+            "lookup" if only(&[1, 2, 3, 5]) => {
+                let flags = u32_of(5).unwrap_or(0);
+                (flags & !1 == 0).then_some(())?;
+                Some(Expr::Lookup {
+                    set: attr::string(attrs.iter().find(|(t, _)| *t == 1)?.1),
+                    sreg: u32_of(2)?,
+                    dreg: u32_of(3),
+                    invert: flags & 1 != 0,
+                })
+            }
+            "immediate" if only(&[1, 2]) => {
+                let dreg = u32_of(1)?;
+                let d = attrs.iter().find(|(t, _)| *t == 2)?.1;
+                if dreg != REG_VERDICT {
+                    return Some(Expr::ImmediateData { dreg, data: attr::find(d, 1)?.to_vec() });
+                }
+                let v = attr::find(d, 2)?;
+                let chain = attr::find(v, 2).map(attr::string);
+                let verdict = match (attr::find(v, 1).and_then(attr::be32)? as i32, chain) {
+                    (0, None) => Verdict::Drop,
+                    (1, None) => Verdict::Accept,
+                    (-5, None) => Verdict::Return,
+                    (-3, Some(c)) => Verdict::Jump(c),
+                    _ => return None,
+                };
+                Some(Expr::Immediate(verdict))
+            }
+            "nat" if only(&[1, 2, 3, 4, 5, 6, 7]) => {
+                let (addr, proto) = (u32_of(3)?, u32_of(5)?);
+                // The kernel dumps max = min when no range was given.
+                (u32_of(4).unwrap_or(addr) == addr && u32_of(6).unwrap_or(proto) == proto)
+                    .then_some(())?;
+                Some(Expr::Nat {
+                    dnat: u32_of(1)? == 1,
+                    family: u8::try_from(u32_of(2)?).ok()?,
+                    addr,
+                    proto,
+                    flags: u32_of(7).unwrap_or(0)
+                        & !(NAT_RANGE_MAP_IPS | NAT_RANGE_PROTO_SPECIFIED),
+                })
+            }
+            "masq" if attrs.is_empty() => Some(Expr::Masq),
+            "fib" if only(&[1, 2, 3]) && u32_of(2)? == 3 && u32_of(3)? == 2 => {
+                Some(Expr::FibDaddrType { dreg: u32_of(1)? })
+            }
+            "ct" if only(&[1, 2]) && u32_of(2)? == 2 => Some(Expr::CtStatus { dreg: u32_of(1)? }),
+            _ => None,
+        }
     }
 }
 
@@ -215,8 +337,19 @@ pub struct Rule {
     pub exprs: Vec<Expr>,
     words: Vec<String>,
     pub comment: Option<String>,
-    /// A rule of a `bridge` family table: the L3 protocol is the frame's ethertype.
-    bridge: bool,
+    table: TableKind,
+}
+
+/// The family of the table a rule is for, as far as the rule's expressions depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum TableKind {
+    /// `inet`: an address match checks the family first (`meta nfproto`).
+    #[default]
+    Inet,
+    /// `bridge`: the L3 protocol is the frame's ethertype (`meta protocol`).
+    Bridge,
+    /// `ip`: IPv4 is implied, no family check.
+    Ip,
 }
 
 impl Rule {
@@ -226,7 +359,12 @@ impl Rule {
 
     /// A rule for a `bridge` family table.
     pub fn bridge() -> Rule {
-        Rule { bridge: true, ..Rule::default() }
+        Rule { table: TableKind::Bridge, ..Rule::default() }
+    }
+
+    /// A rule for an `ip` family table (IPv4 only).
+    pub fn ip() -> Rule {
+        Rule { table: TableKind::Ip, ..Rule::default() }
     }
 
     /// The rule as `nft list` prints it.
@@ -301,7 +439,11 @@ impl Rule {
     }
 
     fn nfproto(&self, v6: bool) -> Vec<Expr> {
-        if self.bridge {
+        if self.table == TableKind::Ip {
+            debug_assert!(!v6, "an IPv6 match in an ip table");
+            return vec![];
+        }
+        if self.table == TableKind::Bridge {
             // `meta protocol` (the ethertype, network byte order).
             let et: u16 = if v6 { 0x86dd } else { 0x0800 };
             return vec![
@@ -468,8 +610,50 @@ impl Rule {
             family: if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 },
             addr: REG_1,
             proto: reg_at(if v6 { 4 } else { 1 }),
+            flags: 0,
         });
         self.push(format!("dnat {w} to {} map @{map}", key.join(" . ")), exprs)
+    }
+
+    /// `udp dport 53` / `tcp dport 53` (`proto` is IPPROTO_UDP or IPPROTO_TCP).
+    pub fn dport_eq(self, proto: u8, port: u16) -> Rule {
+        let name = if proto == IPPROTO_TCP { "tcp" } else { "udp" };
+        debug_assert!(proto == IPPROTO_TCP || proto == IPPROTO_UDP);
+        self.push(
+            format!("{name} dport {port}"),
+            vec![
+                Expr::Meta { key: meta::L4PROTO, dreg: REG_1 },
+                Expr::Cmp { sreg: REG_1, op: CMP_EQ, data: vec![proto] },
+                Expr::Payload { base: PAYLOAD_TRANSPORT, offset: 2, len: 2, dreg: REG_1 },
+                Expr::Cmp { sreg: REG_1, op: CMP_EQ, data: port.to_be_bytes().to_vec() },
+            ],
+        )
+    }
+
+    /// `dnat to 127.0.0.11:5353` (`dnat ip to ...` / `dnat ip6 to [::1]:5353` in an inet
+    /// table): a fixed address and port.
+    pub fn dnat_to(self, addr: IpAddr, port: u16) -> Rule {
+        let v6 = addr.is_ipv6();
+        let to = if v6 { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") };
+        let text = match (self.table, v6) {
+            (TableKind::Ip, _) => format!("dnat to {to}"),
+            (_, false) => format!("dnat ip to {to}"),
+            (_, true) => format!("dnat ip6 to {to}"),
+        };
+        self.push(
+            text,
+            vec![
+                Expr::ImmediateData { dreg: REG_1, data: ip_bytes(addr) },
+                Expr::ImmediateData { dreg: REG_2, data: port.to_be_bytes().to_vec() },
+                Expr::Nat {
+                    dnat: true,
+                    family: if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 },
+                    addr: REG_1,
+                    proto: REG_2,
+                    flags: 0,
+                },
+            ],
+        )
     }
 
     pub fn masquerade(self) -> Rule {
@@ -543,5 +727,81 @@ mod tests {
         assert_eq!(reg_at(1), 9);
         assert_eq!(reg_at(4), 2);
         assert_eq!(reg_at(5), 13);
+    }
+
+    fn encoded(r: &Rule) -> Vec<u8> {
+        let mut a = Attrs::new();
+        r.encode_exprs(&mut a);
+        // the payload of NFTA_RULE_EXPRESSIONS
+        crate::attr::find(a.bytes(), 4).unwrap().to_vec()
+    }
+
+    #[test]
+    fn dnat_to_and_dport() {
+        let dns: IpAddr = "127.0.0.11".parse().unwrap();
+        let r =
+            Rule::ip().addr_in_net(true, (dns, 32)).dport_eq(IPPROTO_UDP, 53).dnat_to(dns, 5353);
+        assert_eq!(r.text(), "ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:5353");
+        assert!(!r.exprs.iter().any(|e| matches!(e, Expr::Meta { key: meta::NFPROTO, .. })));
+        let r = Rule::new().addr_in_net(true, (dns, 32)).dport_eq(IPPROTO_TCP, 53).dnat_to(dns, 1);
+        assert_eq!(r.text(), "ip daddr 127.0.0.11 tcp dport 53 dnat ip to 127.0.0.11:1");
+        let r = Rule::new().dnat_to("::1".parse().unwrap(), 53);
+        assert_eq!(r.text(), "dnat ip6 to [::1]:53");
+    }
+
+    #[test]
+    fn decode_inverts_encode() {
+        let dns: IpAddr = "127.0.0.11".parse().unwrap();
+        let rules = [
+            Rule::ip().addr_in_net(true, (dns, 32)).dport_eq(IPPROTO_TCP, 53).dnat_to(dns, 40001),
+            Rule::new().oifname_ne("br0").ifname_in(true, "bridges").verdict(Verdict::Drop),
+            Rule::new()
+                .addr_in_net(false, ("10.88.0.0".parse().unwrap(), 16))
+                .verdict(Verdict::Jump("c".into())),
+            Rule::new().daddr_saddr_net_in_set(true, 64, "s").masquerade(),
+            Rule::new().daddr_is_local().dnat_map(false, true, "m"),
+            Rule::new().ct_dnat(false).ifname_vmap(false, "v").verdict(Verdict::Return),
+            Rule::bridge().port_mac_not_in("p").verdict(Verdict::Accept),
+        ];
+        for r in rules {
+            assert_eq!(Expr::decode_list(&encoded(&r)), r.exprs, "{}", r.text());
+        }
+    }
+
+    #[test]
+    fn decode_undoes_the_kernels_derivations_only() {
+        // How the kernel dumps `dnat to 127.0.0.11:40000`: max registers = min, MAP_IPS.
+        let nat = |max_reg: u32, flags: u32| {
+            let mut a = Attrs::new();
+            a.nested(1, |e| {
+                e.put_str(1, "nat").nested(2, |d| {
+                    d.put_be32(1, 1).put_be32(2, 2).put_be32(3, 1).put_be32(4, max_reg);
+                    d.put_be32(5, 2).put_be32(6, 2).put_be32(7, flags);
+                });
+            });
+            Expr::decode_list(a.bytes())
+        };
+        let want =
+            Expr::Nat { dnat: true, family: NFPROTO_IPV4, addr: REG_1, proto: REG_2, flags: 0 };
+        assert_eq!(nat(1, 3), vec![want.clone()]);
+        // an address range, or a flag we never set, is not ours
+        assert_eq!(nat(3, 3), vec![Expr::Foreign("nat".into())]);
+        assert_ne!(nat(1, 3 | 0x4), vec![want]);
+        // an expression we never build, or a form of one we build (payload set), is foreign
+        let mut a = Attrs::new();
+        a.nested(1, |e| {
+            e.put_str(1, "counter").nested(2, |d| {
+                d.put_be64(1, 0);
+            });
+        });
+        a.nested(1, |e| {
+            e.put_str(1, "payload").nested(2, |d| {
+                d.put_be32(5, 1).put_be32(2, 1).put_be32(3, 0).put_be32(4, 4);
+            });
+        });
+        assert_eq!(
+            Expr::decode_list(a.bytes()),
+            vec![Expr::Foreign("counter".into()), Expr::Foreign("payload".into())]
+        );
     }
 }

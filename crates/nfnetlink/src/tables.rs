@@ -3,7 +3,7 @@
 //! same, so a whole transaction can be read (and golden-tested) as text.
 
 use crate::attr::{self, Attrs};
-use crate::expr::{Rule, Verdict};
+use crate::expr::{Expr, Rule, Verdict};
 use crate::socket::{self, Error, Socket, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST};
 
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -18,6 +18,7 @@ pub mod msg {
     pub const GETCHAIN: u16 = 4;
     pub const DELCHAIN: u16 = 5;
     pub const NEWRULE: u16 = 6;
+    pub const GETRULE: u16 = 7;
     pub const DELRULE: u16 = 8;
     pub const NEWSET: u16 = 9;
     pub const NEWSETELEM: u16 = 12;
@@ -692,6 +693,155 @@ pub fn chain_policy(
     let what = format!("looking up chain {} {table} {name}", family.name());
     let reply = get(sock, msg::GETCHAIN, family, a.bytes(), &what)?;
     Ok(reply.and_then(|b| attr::find(&b, 5).and_then(attr::be32)))
+}
+
+/// A table as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableInfo {
+    pub handle: u64,
+    /// How many objects (chains, sets, ...) it holds.
+    pub objects: u32,
+}
+
+/// A table's handle and object count, `None` when it does not exist. One request.
+pub fn table_info(
+    sock: &mut Socket,
+    family: Family,
+    name: &str,
+) -> Result<Option<TableInfo>, Error> {
+    let mut a = Attrs::new();
+    a.put_str(1, name);
+    let what = format!("looking up table {} {name}", family.name());
+    let reply = get(sock, msg::GETTABLE, family, a.bytes(), &what)?;
+    Ok(reply.and_then(|b| {
+        Some(TableInfo {
+            handle: attr::find(&b, 4).and_then(attr::be64)?,
+            objects: attr::find(&b, 3).and_then(attr::be32)?,
+        })
+    }))
+}
+
+/// A chain as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub handle: u64,
+    /// A base chain's hook (its kind is "?" for a type we never create).
+    pub hook: Option<Hook>,
+    /// A base chain's policy (0 = drop, 1 = accept).
+    pub policy: Option<u32>,
+}
+
+/// A chain's handle, hook and policy, `None` when it (or its table) does not
+/// exist. One request.
+pub fn chain_info(
+    sock: &mut Socket,
+    family: Family,
+    table: &str,
+    name: &str,
+) -> Result<Option<ChainInfo>, Error> {
+    let mut a = Attrs::new();
+    a.put_str(1, table).put_str(3, name);
+    let what = format!("looking up chain {} {table} {name}", family.name());
+    let Some(b) = get(sock, msg::GETCHAIN, family, a.bytes(), &what)? else {
+        return Ok(None);
+    };
+    let hook = attr::find(&b, 4).map(|h| Hook {
+        kind: match attr::find(&b, 7).map(attr::string).as_deref() {
+            Some("filter") => "filter",
+            Some("nat") => "nat",
+            Some("route") => "route",
+            _ => "?",
+        },
+        num: attr::find(h, 1).and_then(attr::be32).unwrap_or(u32::MAX),
+        priority: attr::find(h, 2).and_then(attr::be32).map_or(i32::MIN, |p| p as i32),
+    });
+    Ok(attr::find(&b, 2).and_then(attr::be64).map(|handle| ChainInfo {
+        handle,
+        hook,
+        policy: attr::find(&b, 5).and_then(attr::be32),
+    }))
+}
+
+/// A rule as the kernel reports it: its handle and its expressions
+/// ([`Expr::decode_list`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub handle: u64,
+    pub exprs: Vec<Expr>,
+}
+
+/// The rules of one chain in order (a GETRULE dump the kernel filters by table and chain);
+/// empty when the chain or its table does not exist.
+pub fn chain_rules(
+    sock: &mut Socket,
+    family: Family,
+    table: &str,
+    chain: &str,
+) -> Result<Vec<RuleInfo>, Error> {
+    let mut a = Attrs::new();
+    a.put_str(1, table).put_str(2, chain);
+    let what = format!("listing the rules of chain {} {table} {chain}", family.name());
+    let bodies = dump(sock, msg::GETRULE, family, a.bytes(), &what)?;
+    Ok(bodies
+        .iter()
+        .map(|b| RuleInfo {
+            handle: attr::find(b, 3).and_then(attr::be64).unwrap_or(0),
+            exprs: attr::find(b, 4).map(Expr::decode_list).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// One dump request: the attributes of every object in the reply. A dump the kernel
+/// marks interrupted (the rule set changed while it was being read) is an error, EINTR.
+fn dump(
+    sock: &mut Socket,
+    m: u16,
+    family: Family,
+    attrs: &[u8],
+    what: &str,
+) -> Result<Vec<Vec<u8>>, Error> {
+    const NLM_F_DUMP_INTR: u16 = 0x10;
+    let seq = sock.take_seq(1);
+    let mut body = socket::nfgen(family.code(), 0).to_vec();
+    body.extend_from_slice(attrs);
+    let mut buf = Vec::new();
+    socket::put_msg(
+        &mut buf,
+        (NFNL_SUBSYS_NFTABLES << 8) | m,
+        NLM_F_REQUEST | socket::NLM_F_DUMP,
+        seq,
+        &body,
+    );
+    sock.send(&buf, what)?;
+    let mut found = Vec::new();
+    let mut interrupted = false;
+    loop {
+        for r in sock.recv(what)? {
+            if r.seq != seq {
+                continue;
+            }
+            interrupted |= r.flags & NLM_F_DUMP_INTR != 0;
+            match r.kind {
+                socket::NLMSG_DONE if interrupted => {
+                    return Err(Error {
+                        errno: libc::EINTR,
+                        what: what.to_string(),
+                        detail: Some("the rule set changed during the dump".into()),
+                    })
+                }
+                socket::NLMSG_DONE => return Ok(found),
+                socket::NLMSG_ERROR => {
+                    let (errno, detail) = socket::parse_error(r.flags, &r.body);
+                    if errno == libc::ENOENT {
+                        return Ok(Vec::new());
+                    }
+                    return Err(Error { errno, what: what.to_string(), detail });
+                }
+                _ if r.body.len() >= 4 => found.push(r.body[4..].to_vec()),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// One GET request: the object's attributes, or `None` for ENOENT.

@@ -129,6 +129,7 @@ fn what_we_send_is_what_nft_lists() {
             ],
         },
     ];
+    let sent = ops.clone();
     let r = in_netns(&ns.0, move || {
         let mut s = Socket::open().unwrap();
         commit(&mut s, &ops).map_err(|e| e.to_string())
@@ -164,4 +165,35 @@ fn what_we_send_is_what_nft_lists() {
         )
     });
     assert!(h.0.is_some() && h.1.is_none(), "{h:?}");
+    // Every rule reads back from the kernel (a GETRULE dump) as the expressions we sent.
+    for chain in ["c", "d", "post"] {
+        let want: Vec<_> = sent
+            .iter()
+            .filter_map(|o| match o {
+                Op::AddRule { chain: c, rule, .. } if c == chain => Some(rule.exprs.clone()),
+                _ => None,
+            })
+            .collect();
+        let got = in_netns(&ns.0, move || {
+            let mut s = Socket::open().unwrap();
+            nfnetlink::tables::chain_rules(&mut s, Family::Inet, "t", chain).unwrap()
+        });
+        assert_eq!(got.iter().map(|r| r.exprs.clone()).collect::<Vec<_>>(), want, "chain {chain}");
+        assert!(got.iter().all(|r| r.handle > 0));
+    }
+    let absent = in_netns(&ns.0, || {
+        let mut s = Socket::open().unwrap();
+        (
+            nfnetlink::tables::chain_rules(&mut s, Family::Inet, "t", "absent").unwrap(),
+            nfnetlink::tables::chain_rules(&mut s, Family::Ip, "absent", "c").unwrap(),
+            nfnetlink::tables::chain_info(&mut s, Family::Inet, "t", "post").unwrap(),
+            nfnetlink::tables::table_info(&mut s, Family::Inet, "t").unwrap(),
+        )
+    });
+    assert!(absent.0.is_empty() && absent.1.is_empty(), "{absent:?}");
+    let post = absent.2.expect("chain post");
+    assert_eq!(post.hook, Some(Hook { kind: "nat", num: 4, priority: 100 }));
+    assert_eq!(post.policy, Some(1));
+    // chains c, d, post and sets m4, bridges, hp4
+    assert_eq!(absent.3.map(|t| t.objects), Some(6));
 }

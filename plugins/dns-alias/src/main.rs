@@ -205,9 +205,7 @@ impl Plugin for DnsAlias {
                 sock.display()
             )));
         }
-        if firewall::dns_redirect::nft_binary().is_none() {
-            return Err(unavailable("nft not found (install nftables)".into()));
-        }
+        firewall::dns_redirect::available().map_err(|e| unavailable(e.to_string()))?;
         std::env::current_exe().map_err(|e| unavailable(format!("cannot find own binary: {e}")))?;
         Ok(())
     }

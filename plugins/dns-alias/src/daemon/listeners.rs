@@ -87,7 +87,7 @@ fn open_sockets(
             TcpListener::bind((DNS_ADDR, old_tcp)).or_else(|_| TcpListener::bind((DNS_ADDR, 0)))?;
         let now =
             Redirect { udp_port: udp.local_addr()?.port(), tcp_port: tcp.local_addr()?.port() };
-        dns_redirect::install(now, previous).map_err(io::Error::other)?;
+        dns_redirect::install(now).map_err(io::Error::other)?;
         Ok((udp, tcp))
     })?;
     udp.set_nonblocking(true)?;
