@@ -29,7 +29,7 @@ pub use bridge::{BridgePort, BridgeVlan};
 pub use detach::delete_link_detached;
 pub use error::{Error, Result};
 pub use handle::Handle;
-pub use link::{check_ifname, Link, MacvlanMode, MAX_IFNAME_LEN};
+pub use link::{check_ifname, Link, LinkUpdate, MacvlanMode, MAX_IFNAME_LEN};
 pub use mac::{format_mac, parse_mac, random_mac};
 pub use netns::{open_container_netns, with_netns, Netns, NetnsGuard};
 pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};

@@ -2,8 +2,8 @@
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoMacVlan,
+    InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -138,6 +138,20 @@ pub(crate) fn check_alias(alias: &str, ctx: &str) -> Result<()> {
     Ok(())
 }
 
+/// Settings of an existing link changed together in one RTM_SETLINK ([`Handle::update_link`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkUpdate<'a> {
+    /// IFLA_IFALIAS (at most 255 bytes); None leaves it.
+    pub alias: Option<&'a str>,
+    /// Set IFF_UP; false leaves the flag as it is.
+    pub up: bool,
+    /// IFLA_INET6_ADDR_GEN_MODE none: the link gets no IPv6 link-local address, so no
+    /// duplicate address detection, solicited-node group or router solicitations for it
+    /// either. The kernel takes this only for an existing link (RTM_NEWLINK refuses
+    /// IFLA_AF_SPEC with EAFNOSUPPORT). Ignored where IPv6 is off (no inet6 on the link).
+    pub no_ipv6_link_local: bool,
+}
+
 impl Link {
     fn from_message(msg: LinkMessage) -> Link {
         let mut link = Link {
@@ -266,12 +280,29 @@ impl Handle {
         mtu: Option<u32>,
         vlan_filtering: bool,
     ) -> Result<Link> {
+        self.create_bridge_with_mac(name, mtu, vlan_filtering, None)
+    }
+
+    /// `create_bridge` with the bridge's own MAC given at creation. A bridge whose MAC was set
+    /// keeps it (the kernel marks it NET_ADDR_SET); one left to the kernel takes the lowest
+    /// MAC of its ports, recomputed over every port on each port added or removed, and
+    /// changes whenever the port with the lowest MAC comes or goes.
+    pub fn create_bridge_with_mac(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Link> {
         let ctx = format!("creating bridge {name}");
         check_ifname(name)?;
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
         if vlan_filtering {
@@ -293,7 +324,25 @@ impl Handle {
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
     ) -> Result<Link> {
-        let ctx = format!("creating veth {name} (peer {peer_name})");
+        self.create_veth_port(name, peer_name, peer_ns, mtu, peer_mac, None)
+    }
+
+    /// `create_veth` with the host end enslaved to `master` (a bridge's ifindex) in the same
+    /// RTM_NEWLINK (IFLA_MASTER): the kernel adds the port before it acknowledges, and
+    /// unregisters the pair again if that fails, so no half-made pair is left behind.
+    pub fn create_veth_port(
+        &mut self,
+        name: &str,
+        peer_name: &str,
+        peer_ns: Option<&Netns>,
+        mtu: Option<u32>,
+        peer_mac: Option<[u8; 6]>,
+        master: Option<u32>,
+    ) -> Result<Link> {
+        let ctx = match master {
+            Some(m) => format!("creating veth {name} (peer {peer_name}) on master #{m}"),
+            None => format!("creating veth {name} (peer {peer_name})"),
+        };
         check_ifname(name)?;
         check_ifname(peer_name)?;
         let mut peer = LinkMessage::default();
@@ -311,6 +360,9 @@ impl Handle {
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(master) = master {
+            msg.attributes.push(LinkAttribute::Controller(master));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
@@ -493,6 +545,43 @@ impl Handle {
         let mut msg = link_message(index);
         msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
         self.set_link(msg, &format!("setting alias {alias:?} on link #{index}"))
+    }
+
+    /// Changes the settings in `update` with one RTM_SETLINK (nothing to change: no request).
+    /// An alias or the IPv6 setting sends a change notification (NETDEV_CHANGE); on a link
+    /// that is up without carrier IPv6 answers it by walking the whole IPv6 routing table
+    /// twice, so set them while the link is down where the routing table may be large.
+    pub fn update_link(&mut self, index: u32, update: &LinkUpdate<'_>) -> Result<()> {
+        let ctx = format!("updating link #{index} ({update:?})");
+        if let Some(alias) = update.alias {
+            check_alias(alias, &ctx)?;
+        }
+        let build = |with_af_spec: bool| {
+            let mut msg = link_message(index);
+            if let Some(alias) = update.alias {
+                msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+            }
+            if update.up {
+                msg.header.change_mask = LinkFlags::Up;
+                msg.header.flags = LinkFlags::Up;
+            }
+            if with_af_spec {
+                msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                    AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+                ])]));
+            }
+            msg
+        };
+        if update.alias.is_none() && !update.up && !update.no_ipv6_link_local {
+            return Ok(());
+        }
+        match self.set_link(build(update.no_ipv6_link_local), &ctx) {
+            // No IPv6 on this link (ipv6.disable=1): it gets no link-local address anyway.
+            Err(e) if update.no_ipv6_link_local && e.errno() == Some(libc::EAFNOSUPPORT) => {
+                self.set_link(build(false), &ctx)
+            }
+            r => r,
+        }
     }
 
     /// Sets the transmit queue length.

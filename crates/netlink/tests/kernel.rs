@@ -145,6 +145,75 @@ fn bridge_master_up_and_addresses() {
 }
 
 #[test]
+fn veth_created_as_a_bridge_port_and_updated_in_one_request() {
+    require_root!();
+    let ns = TestNs::new("nltest");
+    let mut h = ns.handle();
+    let br = h.create_bridge("brp", None, false).unwrap();
+    h.set_up(br.index).unwrap();
+    let port = h.create_veth_port("pp0", "pp1", None, Some(1400), None, Some(br.index)).unwrap();
+    assert_eq!(port.master, Some(br.index), "enslaved by the creating request");
+    assert_eq!(port.mtu, 1400);
+    assert!(!port.up);
+    assert!(h.bridge_port(port.index).unwrap().is_some());
+
+    // A master that does not exist: refused, and no half-made pair is left behind.
+    let err = h.create_veth_port("pq0", "pq1", None, None, None, Some(999_999)).unwrap_err();
+    assert!(err.errno().is_some(), "{err}");
+    assert!(h.link_by_name("pq0").unwrap().is_none() && h.link_by_name("pq1").unwrap().is_none());
+
+    // Nothing to change: no request, no error.
+    h.update_link(port.index, &netlink::LinkUpdate::default()).unwrap();
+    let tag = "cni-suite:net/ctr/eth0";
+    let update = netlink::LinkUpdate { alias: Some(tag), up: true, no_ipv6_link_local: true };
+    h.update_link(port.index, &update).unwrap();
+    let got = h.link_by_index(port.index).unwrap().unwrap();
+    assert!(got.up && got.alias.as_deref() == Some(tag), "{got:?}");
+    assert!(ns.ip(&["-d", "link", "show", "pp0"]).contains("addrgenmode none"));
+    // With carrier (peer up) the port gets no IPv6 link-local; the peer, left alone, does.
+    let peer = h.link_by_name("pp1").unwrap().unwrap();
+    h.set_up(peer.index).unwrap();
+    let has_link_local = |h: &mut Handle, index: u32| {
+        h.addresses(Some(index)).unwrap().iter().any(|(_, a)| a.to_string().starts_with("fe80:"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !has_link_local(&mut h, peer.index) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(has_link_local(&mut h, peer.index), "the peer keeps its link-local");
+    assert!(!has_link_local(&mut h, port.index), "{}", ns.ip(&["-6", "addr", "show", "pp0"]));
+    assert!(h
+        .update_link(
+            port.index,
+            &netlink::LinkUpdate { alias: Some(&"x".repeat(256)), ..Default::default() }
+        )
+        .is_err());
+}
+
+#[test]
+fn a_bridge_created_with_a_mac_keeps_it_when_ports_come_and_go() {
+    require_root!();
+    let ns = TestNs::new("nltest");
+    let mut h = ns.handle();
+    let mac = [0x02, 0xee, 0xee, 0xee, 0xee, 0xee];
+    let br = h.create_bridge_with_mac("brm", None, false, Some(mac)).unwrap();
+    assert_eq!(br.mac, Some(mac));
+    // A port with a lower MAC would become the MAC of a bridge whose MAC was not set.
+    let low = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+    let port = h.create_veth("pm0", "pm1", None, None, None).unwrap();
+    h.set_mac(port.index, low).unwrap();
+    h.set_master(port.index, Some(br.index)).unwrap();
+    assert_eq!(h.link_by_index(br.index).unwrap().unwrap().mac, Some(mac));
+    h.delete_link(port.index).unwrap();
+    assert_eq!(h.link_by_index(br.index).unwrap().unwrap().mac, Some(mac));
+
+    let free = h.create_bridge("brf", None, false).unwrap();
+    let port = h.create_veth_port("pf0", "pf1", None, None, None, Some(free.index)).unwrap();
+    h.set_mac(port.index, low).unwrap();
+    assert_eq!(h.link_by_index(free.index).unwrap().unwrap().mac, Some(low), "the kernel's rule");
+}
+
+#[test]
 fn routes_add_list_delete() {
     require_root!();
     let ns = TestNs::new("nltest");

@@ -97,7 +97,7 @@ fn plan_apply_record(
     allocated: &CniResult,
 ) -> Result<CniResult, CniError> {
     let att = plan::Attachment::of(req)?;
-    let p = plan::plan(conf, &att, allocated, snap, netlink::random_mac())?;
+    let p = plan::plan(conf, &att, allocated, snap, netlink::random_mac(), netlink::random_mac())?;
     let want = rules::plan(&req.conf.name, conf, &p.subnets);
     let previous = state.network()?;
     let intent = network_intent(req, conf, previous.as_ref(), &p, &want)?;
