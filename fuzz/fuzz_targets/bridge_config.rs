@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
         }],
         ..Default::default()
     };
-    if let Ok(p) = plan(&conf, &att, &allocated, &Snapshot::default(), [2, 0, 0, 0, 0, 1]) {
+    if let Ok(p) =
+        plan(&conf, &att, &allocated, &Snapshot::default(), [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+    {
         assert!(cni::names::ifname_problem(&p.veth.host).is_none(), "{:?}", p.veth.host);
         let _ = p.result(&Default::default());
     }
