@@ -15,7 +15,9 @@
 # per-answer latencies (dnsperf -v) give p50/p99.
 # Bounded: ROUNDS x 3 x (DUR + LAT_DUR) seconds plus a few seconds of setup. Only processes
 # this script started are stopped, by PID. Needs root, dnsperf, dnsmasq-base, aardvark-dns,
-# dnsutils, nftables, iproute2 (apt-get install -y dnsperf dnsmasq-base aardvark-dns).
+# dnsutils, nftables, iproute2 (apt-get install -y dnsperf dnsmasq-base aardvark-dns;
+# scripts/bench.sh installs them). Without dnsmasq or aardvark-dns the others still run and
+# the missing one is named in a "- left out: ..." line under the table.
 #
 #   bench/dns.sh                     # build release, run, print a markdown table
 #   ROUNDS=1 DUR=10 bench/dns.sh     # one 10 s turn each
@@ -35,8 +37,10 @@ DNSMASQ="${DNSMASQ:-$(command -v dnsmasq || echo /usr/sbin/dnsmasq)}"
 die() { echo "bench/dns.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
 for t in dnsperf dig ip nft; do command -v "$t" >/dev/null || die "$t not found (apt-get install -y dnsperf dnsutils iproute2 nftables)"; done
-[ -x "$DNSMASQ" ] || die "dnsmasq not found (apt-get install -y dnsmasq-base)"
-[ -x "$AARDVARK" ] || die "aardvark-dns not found at $AARDVARK (apt-get install -y aardvark-dns)"
+LEFT_OUT=()
+HAVE_DNSMASQ=1 HAVE_AARDVARK=1
+[ -x "$DNSMASQ" ] || { HAVE_DNSMASQ=0; LEFT_OUT+=("DNS dnsmasq: not found at $DNSMASQ (apt-get install -y dnsmasq-base)"); }
+[ -x "$AARDVARK" ] || { HAVE_AARDVARK=0; LEFT_OUT+=("DNS aardvark-dns: not found at $AARDVARK (apt-get install -y aardvark-dns)"); }
 
 if [ -z "${DNS_ALIAS:-}" ]; then
     (cd "$REPO" && cargo build --release -q -p cni-dns-alias) || die "cargo build failed"
@@ -117,11 +121,15 @@ done
 t2=$(date +%s%N)
 echo "dns-alias ADD: first (starts the daemon) $(( (t1 - t0) / 1000000 )) ms, then $(( (t2 - t1) / N / 1000 )) us each (incl. ip netns exec)" >&2
 
-ip netns exec "$H" "$DNSMASQ" --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
-    --listen-address=10.90.0.1 --user=root --addn-hosts="$TMP/hosts" --local-ttl=0 2>"$TMP/dnsmasq.log" &
-PIDS+=($!)
-ip netns exec "$H" "$AARDVARK" --config "$TMP/aardvark" -p 53 run >"$TMP/aardvark.log" 2>&1 \
-    || die "aardvark-dns did not start: $(cat "$TMP/aardvark.log")"
+if [ "$HAVE_DNSMASQ" = 1 ]; then
+    ip netns exec "$H" "$DNSMASQ" --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+        --listen-address=10.90.0.1 --user=root --addn-hosts="$TMP/hosts" --local-ttl=0 2>"$TMP/dnsmasq.log" &
+    PIDS+=($!)
+fi
+if [ "$HAVE_AARDVARK" = 1 ]; then
+    ip netns exec "$H" "$AARDVARK" --config "$TMP/aardvark" -p 53 run >"$TMP/aardvark.log" 2>&1 \
+        || die "aardvark-dns did not start: $(cat "$TMP/aardvark.log")"
+fi
 
 check_answer() { # ns server
     local got="" _
@@ -133,8 +141,8 @@ check_answer() { # ns server
     die "server $2 does not answer ctr42 correctly in $1 (got '$got')"
 }
 check_answer "$C1" 127.0.0.11
-check_answer "$C2" 10.90.0.1
-check_answer "$C2" 10.90.0.3
+[ "$HAVE_DNSMASQ" = 0 ] || check_answer "$C2" 10.90.0.1
+[ "$HAVE_AARDVARK" = 0 ] || check_answer "$C2" 10.90.0.3
 
 # --- measuring --------------------------------------------------------------------------
 # One turn: prints "qps lost p50_us p99_us".
@@ -154,12 +162,17 @@ turn() { # ns server
         printf "%s %s %.0f %.0f\n", q, l, v[i50] * 1e6, v[i99] * 1e6 }' "$TMP/lat"
 }
 
-LABELS=("dns-alias (ours)" "dnsmasq $("$DNSMASQ" --version | awk 'NR==1 {print $3}')" "aardvark-dns $("$AARDVARK" --version 2>/dev/null | awk '{print $2}')")
+LABELS=("dns-alias (ours)" "dnsmasq" "aardvark-dns")
+[ "$HAVE_DNSMASQ" = 0 ] || LABELS[1]="dnsmasq $("$DNSMASQ" --version | awk 'NR==1 {print $3}')"
+[ "$HAVE_AARDVARK" = 0 ] || LABELS[2]="aardvark-dns $("$AARDVARK" --version 2>/dev/null | awk '{print $2}')"
 NSS=("$C1" "$C2" "$C2")
 SERVERS=(127.0.0.11 10.90.0.1 10.90.0.3)
+LANES=(0)
+[ "$HAVE_DNSMASQ" = 0 ] || LANES+=(1)
+[ "$HAVE_AARDVARK" = 0 ] || LANES+=(2)
 echo "dns bench: $N names, $ROUNDS rounds; per turn ${DUR}s of $CLIENTS dnsperf sockets x $OUTSTANDING in flight, then ${LAT_DUR}s at $RATE q/s" >&2
 for r in $(seq 1 "$ROUNDS"); do
-    for k in 0 1 2; do
+    for k in "${LANES[@]}"; do
         res=$(turn "${NSS[$k]}" "${SERVERS[$k]}")
         echo "$k $res" >> "$TMP/results"
         echo "  round $r ${LABELS[$k]}: $res (q/s lost p50us p99us)" >&2
@@ -170,8 +183,12 @@ median() { sort -g | awk '{v[NR]=$1} END {print (NR ? v[int((NR + 1) / 2)] : "n/
 echo
 echo "| server | queries/s (median of $ROUNDS) | lost | p50 µs @ ${RATE} q/s | p99 µs @ ${RATE} q/s |"
 echo "|---|---:|---:|---:|---:|"
-for k in 0 1 2; do
+for k in "${LANES[@]}"; do
     col() { awk -v k="$k" -v c="$1" '$1 == k {print $c}' "$TMP/results" | median; }
     lost=$(awk -v k="$k" '$1 == k {s += $3} END {print s + 0}' "$TMP/results")
     echo "| ${LABELS[$k]} | $(col 2) | $lost | $(col 4) | $(col 5) |"
 done
+if [ "${#LEFT_OUT[@]}" -gt 0 ]; then
+    echo
+    printf -- '- left out: %s\n' "${LEFT_OUT[@]}"
+fi

@@ -13,7 +13,8 @@
 # cnitool only, `make demo RUNTIME=nerdctl` for cnitool, containerd and nerdctl).
 #
 # Idempotent: packages already installed are not touched, `apt-get update` runs at most
-# once and only when something is missing, and a component is built only when its
+# once and only when something is missing and the install needs it (scripts/apt.sh, shared
+# with scripts/bench.sh), and a component is built only when its
 # binaries or its version stamp (.cache/stamps/<component>) do not match the pin below.
 # A second run builds nothing. Non-interactive (safe for CI=true with no stdin). Needs
 # root only when it has to install packages. Needs Go >= 1.26.8 (go.mod of the pins).
@@ -49,8 +50,6 @@ PACKAGES=(
 
 ALL_COMPONENTS=(cnitool reference containerd cri nerdctl)
 
-export DEBIAN_FRONTEND=noninteractive
-APT_OPTS=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3 -q)
 LOG="$(mktemp /tmp/install-deps.XXXXXX.log)"
 WORK=""
 
@@ -67,14 +66,13 @@ quiet() {
 cleanup() { rm -f "$LOG"; [ -z "$WORK" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# apt_install_missing and friends, shared with scripts/bench.sh.
+APT_WHO=install-deps APT_LOG="$LOG"
+# shellcheck source=scripts/apt.sh
+. "$REPO/scripts/apt.sh"
+
 need_root() {
     [ "$(id -u)" -eq 0 ] || die "$1 needs root (re-run as root or with sudo)"
-}
-
-# (No `cmd | grep -q` here: with pipefail, grep exiting early makes the
-# writer die of SIGPIPE and the whole test look false.)
-is_installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == *"install ok installed"* ]]
 }
 
 # --- 0. which components --------------------------------------------------
@@ -90,18 +88,10 @@ done
 # --- 1. Debian packages ----------------------------------------------------
 command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 only"
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
+apt_missing "${PACKAGES[@]}"
+if [ "${#APT_MISSING[@]}" -gt 0 ]; then
     need_root "installing packages"
-    say "apt-get update"
-    quiet "apt-get update failed" apt-get "${APT_OPTS[@]}" update
-    say "installing: ${missing[*]}"
-    quiet "apt-get install failed for: ${missing[*]}" \
-        apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "${missing[@]}"
+    apt_install_missing "${PACKAGES[@]}" || die "apt-get install failed for: ${APT_MISSING[*]}"
 else
     say "all ${#PACKAGES[@]} packages already installed"
 fi

@@ -9,7 +9,9 @@
 //!    and a `hyperfine -N` cross-check when hyperfine is installed.
 //! 2. `bridge`: bridge + host-local ADD and DEL latency with N containers already on the bridge.
 //! 3. `portmap`: bridge then portmap (bridge's result as `prevResult`, one unique host port per
-//!    container) ADD, and DEL in reverse order, with N such containers already there.
+//!    container) ADD, and DEL in reverse order, with N such containers already there. Besides
+//!    the TCP mapping every lane publishes, an `ours-udp` lane runs our plugins with a UDP
+//!    mapping instead, to show whether a UDP mapping costs what a TCP one does.
 //!
 //! For 2 and 3 each implementation gets its own private "host" network namespace (so the
 //! reference's iptables rules never slow our calls down, nor the other way round), filled to N
@@ -28,12 +30,13 @@
 //! ```text
 //! cni-bench --out docs/benchmarks --work /tmp/cb [--ours DIR] [--reference DIR]
 //!           [--levels 0,100,500,1000] [--samples 20[,20,15,10]] [--startup-runs 300]
-//!           [--scenarios startup,bridge,portmap] [--no-ours-iptables] [--hyperfine PATH|none]
-//!           [--tag NAME]
+//!           [--scenarios startup,bridge,portmap] [--no-ours-iptables] [--no-ours-udp]
+//!           [--no-reference-nft] [--netavark PATH|none] [--hyperfine PATH|none] [--tag NAME]
 //! ```
 //! Writes `<out>/raw.csv` (every sample), `<out>/summary.csv` (per cell: count, median, p90,
 //! min, max, failures; the plot is drawn from it) and `<work>/tables.md` (markdown for
-//! results.md).
+//! results.md). Every lane that did not run, or was dropped, is named with the reason in a
+//! `- left out: ...` line of tables.md (scripts/bench.sh gathers those lines into results.md).
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -90,6 +93,7 @@ fn check_stop() -> Res<()> {
 // ---------------------------------------------------------------------------
 // options
 
+#[derive(Debug)]
 struct Opts {
     ours: PathBuf,
     reference: PathBuf,
@@ -109,6 +113,8 @@ struct Opts {
     startup_runs: usize,
     scenarios: Vec<String>,
     ours_iptables: bool,
+    /// The `ours-udp` lane of the portmap scenario (our plugins, a UDP mapping).
+    ours_udp: bool,
     hyperfine: Option<PathBuf>,
 }
 
@@ -117,16 +123,15 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: cni-bench --out DIR --work DIR [--ours DIR] [--reference DIR] [--levels 0,100,500,1000]\n\
          \x20                [--samples 20[,..per level]] [--startup-runs 300] [--scenarios startup,bridge,portmap]\n\
-         \x20                [--no-ours-iptables] [--hyperfine PATH|none] [--tag NAME]"
+         \x20                [--no-ours-iptables] [--no-ours-udp] [--no-reference-nft] [--no-trace]\n\
+         \x20                [--netavark PATH|none] [--hyperfine PATH|none] [--tag NAME]"
     );
     std::process::exit(2)
 }
 
-fn parse_list(s: &str, what: &str) -> Vec<usize> {
+fn parse_list(s: &str, what: &str) -> Res<Vec<usize>> {
     s.split(',')
-        .map(|x| {
-            x.trim().parse().unwrap_or_else(|_| usage(&format!("{what}: {x:?} is not a number")))
-        })
+        .map(|x| x.trim().parse().map_err(|_| format!("{what}: {x:?} is not a number")))
         .collect()
 }
 
@@ -152,64 +157,78 @@ fn parse_opts() -> Opts {
         startup_runs: 300,
         scenarios: vec!["startup".into(), "bridge".into(), "portmap".into()],
         ours_iptables: true,
+        ours_udp: true,
         hyperfine: which("hyperfine"),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
-        match a.as_str() {
-            "--ours" => o.ours = PathBuf::from(val()),
-            "--reference" => o.reference = PathBuf::from(val()),
-            "--out" => o.out = PathBuf::from(val()),
-            "--work" => o.work = PathBuf::from(val()),
-            "--tag" => o.tag = val(),
-            "--levels" => o.levels = parse_list(&val(), "--levels"),
-            "--samples" => o.samples = parse_list(&val(), "--samples"),
-            "--startup-runs" => o.startup_runs = parse_list(&val(), "--startup-runs")[0],
-            "--scenarios" => o.scenarios = val().split(',').map(|s| s.trim().to_string()).collect(),
-            "--no-ours-iptables" => o.ours_iptables = false,
-            "--no-reference-nft" => o.reference_nft = false,
-            "--no-trace" => o.trace = false,
-            "--netavark" => {
-                let v = val();
-                o.netavark = if v == "none" { None } else { Some(PathBuf::from(v)) };
-            }
-            "--hyperfine" => {
-                let v = val();
-                o.hyperfine = if v == "none" { None } else { Some(PathBuf::from(v)) };
-            }
-            "-h" | "--help" => usage("help"),
-            other => usage(&format!("unknown argument {other:?}")),
-        }
-    }
-    for s in &o.scenarios {
-        if !matches!(s.as_str(), "startup" | "bridge" | "portmap") {
-            usage(&format!("unknown scenario {s:?} (startup, bridge, portmap)"));
-        }
-    }
-    if o.samples.is_empty() || o.samples.contains(&0) {
-        usage("--samples must be positive");
-    }
-    if o.samples.len() != 1 && o.samples.len() != o.levels.len() {
-        usage("--samples takes one number or one per level");
-    }
-    if o.tag.is_empty() || o.tag.len() > 20 || !o.tag.chars().all(|c| c.is_ascii_alphanumeric()) {
-        usage("--tag: 1-20 letters or digits");
-    }
+    o = parse_args(std::env::args().skip(1), o).unwrap_or_else(|e| usage(&e));
     o.reference_version = reference_version(&o.reference);
-    // The nftables backends of the reference appeared in v1.6.
-    let v: Vec<u32> = o
-        .reference_version
+    o
+}
+
+/// `CNI bridge plugin v1.10.0` is at least `min` (major, minor); an unknown version is not.
+fn version_at_least(version: &str, min: (u32, u32)) -> bool {
+    let v: Vec<u32> = version
         .rsplit('v')
         .next()
         .unwrap_or("")
         .split('.')
         .map(|x| x.parse().unwrap_or(0))
         .collect();
-    if v.len() < 2 || (v[0], v[1]) < (1, 6) {
-        o.reference_nft = false;
+    v.len() >= 2 && (v[0], v[1]) >= min
+}
+
+/// The command line over `o` (the defaults); pure, so that it is unit-tested.
+fn parse_args(args: impl IntoIterator<Item = String>, mut o: Opts) -> Res<Opts> {
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--ours" => o.ours = PathBuf::from(val()?),
+            "--reference" => o.reference = PathBuf::from(val()?),
+            "--out" => o.out = PathBuf::from(val()?),
+            "--work" => o.work = PathBuf::from(val()?),
+            "--tag" => o.tag = val()?,
+            "--levels" => o.levels = parse_list(&val()?, "--levels")?,
+            "--samples" => o.samples = parse_list(&val()?, "--samples")?,
+            "--startup-runs" => {
+                o.startup_runs = *parse_list(&val()?, "--startup-runs")?
+                    .first()
+                    .ok_or("--startup-runs: no number")?
+            }
+            "--scenarios" => {
+                o.scenarios = val()?.split(',').map(|s| s.trim().to_string()).collect()
+            }
+            "--no-ours-iptables" => o.ours_iptables = false,
+            "--no-ours-udp" => o.ours_udp = false,
+            "--no-reference-nft" => o.reference_nft = false,
+            "--no-trace" => o.trace = false,
+            "--netavark" => {
+                let v = val()?;
+                o.netavark = if v == "none" { None } else { Some(PathBuf::from(v)) };
+            }
+            "--hyperfine" => {
+                let v = val()?;
+                o.hyperfine = if v == "none" { None } else { Some(PathBuf::from(v)) };
+            }
+            "-h" | "--help" => return Err("help".into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
     }
-    o
+    for s in &o.scenarios {
+        if !matches!(s.as_str(), "startup" | "bridge" | "portmap") {
+            return Err(format!("unknown scenario {s:?} (startup, bridge, portmap)"));
+        }
+    }
+    if o.samples.is_empty() || o.samples.contains(&0) {
+        return Err("--samples must be positive".into());
+    }
+    if o.samples.len() != 1 && o.samples.len() != o.levels.len() {
+        return Err("--samples takes one number or one per level".into());
+    }
+    if o.tag.is_empty() || o.tag.len() > 20 || !o.tag.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err("--tag: 1-20 letters or digits".into());
+    }
+    Ok(o)
 }
 
 /// What the reference bridge says it is when run without CNI_COMMAND.
@@ -342,12 +361,12 @@ impl Recorder {
     }
 
     /// Markdown: where our ADD and DEL time goes, per component, median ms per level.
-    fn trace_table(&self, scenario: &str, levels: &[usize], md: &mut String) {
+    fn trace_table(&self, scenario: &str, who: &str, levels: &[usize], md: &mut String) {
         for op in ["ADD", "DEL"] {
             let Some(order) = self.mark_order.get(&(scenario.to_string(), op.to_string())) else {
                 continue;
             };
-            let _ = writeln!(md, "Where ours spends an {op} (CNI_SUITE_TRACE=1 marks; median ms per step; `spawn` = fork/exec to `main`, `reap` = last mark to the parent's wait returning):\n");
+            let _ = writeln!(md, "Where {who} spends an {op} (CNI_SUITE_TRACE=1 marks; median ms per step; `spawn` = fork/exec to `main`, `reap` = last mark to the parent's wait returning):\n");
             let _ = write!(md, "| step |");
             for n in levels {
                 let _ = write!(md, " N={n} |");
@@ -766,6 +785,8 @@ fn exec_args(bin: &Path, args: &[&str], env: &[(String, String)], stdin: &str) -
 enum Impl {
     Ours,
     OursIpt,
+    /// Ours with the published port on UDP (portmap scenario only).
+    OursUdp,
     Ref,
     RefNft,
     Netavark,
@@ -776,6 +797,7 @@ impl Impl {
         match self {
             Impl::Ours => "ours",
             Impl::OursIpt => "ours-iptables",
+            Impl::OursUdp => "ours-udp",
             Impl::Ref => "reference",
             Impl::RefNft => "reference-nft",
             Impl::Netavark => "netavark",
@@ -785,15 +807,29 @@ impl Impl {
         match self {
             Impl::Ours => "o",
             Impl::OursIpt => "i",
+            Impl::OursUdp => "u",
             Impl::Ref => "r",
             Impl::RefNft => "n",
             Impl::Netavark => "v",
+        }
+    }
+    /// Our lanes whose plugins are asked for timing marks.
+    fn traced(self) -> bool {
+        matches!(self, Impl::Ours | Impl::OursUdp)
+    }
+    /// The protocol of the published port (portmap scenario).
+    fn protocol(self) -> &'static str {
+        if self == Impl::OursUdp {
+            "udp"
+        } else {
+            "tcp"
         }
     }
     fn label(self) -> &'static str {
         match self {
             Impl::Ours => "ours",
             Impl::OursIpt => "ours (iptables)",
+            Impl::OursUdp => "ours (UDP port)",
             Impl::Ref => "reference (iptables)",
             Impl::RefNft => "reference (nftables)",
             Impl::Netavark => "netavark",
@@ -908,7 +944,7 @@ impl Setup {
             c["hairpinMode"] = json!(true);
         }
         match self.imp {
-            Impl::Ours => c["firewallBackend"] = json!("nftables"),
+            Impl::Ours | Impl::OursUdp => c["firewallBackend"] = json!("nftables"),
             Impl::OursIpt => c["firewallBackend"] = json!("iptables"),
             Impl::RefNft => c["ipMasqBackend"] = json!("nftables"),
             Impl::Ref | Impl::Netavark => {}
@@ -920,10 +956,10 @@ impl Setup {
         let mut c = json!({
             "cniVersion": "1.0.0", "name": NETWORK, "type": "portmap",
             "capabilities": {"portMappings": true},
-            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": self.imp.protocol()}]}
         });
         match self.imp {
-            Impl::Ours => c["backend"] = json!("nftables"),
+            Impl::Ours | Impl::OursUdp => c["backend"] = json!("nftables"),
             Impl::OursIpt => c["backend"] = json!("iptables"),
             Impl::RefNft => c["backend"] = json!("nftables"),
             Impl::Ref | Impl::Netavark => {}
@@ -1061,12 +1097,14 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
         ("dns-alias", None),
     ];
     let mut st = Startup { rows: Vec::new() };
+    let mut startup_left_out = Vec::new();
     // (label used in records, impl key, path)
     let mut bins: Vec<(String, &'static str, PathBuf)> = Vec::new();
     for (ours, reference) in pairs {
         let p = o.ours.join(ours);
         if !p.is_file() {
             eprintln!("  startup: our {ours} not found in {}, skipped", o.ours.display());
+            startup_left_out.push(format!("startup {ours}: not found in {}", o.ours.display()));
             continue;
         }
         bins.push((ours.to_string(), "ours", p));
@@ -1121,6 +1159,8 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
 
     // hyperfine -N cross-check (stdin is empty there; every plugin answers VERSION anyway).
     let mut hf_ok = false;
+    let mut hf_left_out =
+        o.hyperfine.is_none().then(|| "hyperfine not found (or --hyperfine none)".to_string());
     if let Some(hf) = &o.hyperfine {
         eprintln!("startup: hyperfine -N cross-check");
         let json_path = o.work.join("hyperfine.json");
@@ -1171,9 +1211,14 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
                 hf_ok = true;
             }
             Ok(out) => {
-                eprintln!("  hyperfine failed: {}", String::from_utf8_lossy(&out.stderr).trim())
+                let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                eprintln!("  hyperfine failed: {why}");
+                hf_left_out = Some(format!("failed: {}", why.lines().next().unwrap_or("")));
             }
-            Err(e) => eprintln!("  cannot run hyperfine: {e}"),
+            Err(e) => {
+                eprintln!("  cannot run hyperfine: {e}");
+                hf_left_out = Some(format!("cannot run {}: {e}", hf.display()));
+            }
         }
     }
     drop(host);
@@ -1222,6 +1267,15 @@ fn startup(o: &Opts, rec: &mut Recorder, md: &mut String) -> Res<()> {
         let _ = writeln!(md);
     }
     let _ = writeln!(md);
+    if let Some(why) = hf_left_out {
+        startup_left_out.push(format!("startup hyperfine cross-check: {why}"));
+    }
+    for l in &startup_left_out {
+        let _ = writeln!(md, "{LEFT_OUT}{l}");
+    }
+    if !startup_left_out.is_empty() {
+        let _ = writeln!(md);
+    }
     Ok(())
 }
 
@@ -1242,35 +1296,88 @@ struct FillTime {
     secs: f64,
 }
 
+/// The lanes a latency scenario runs, in table order, and those it leaves out with why.
+#[derive(Debug, PartialEq)]
+struct LanePlan {
+    run: Vec<Impl>,
+    left_out: Vec<(Impl, String)>,
+}
+
+/// Which lanes run in `scenario`, from the options alone (no file system access).
+fn plan_lanes(o: &Opts, scenario: Scenario) -> LanePlan {
+    let mut run = vec![Impl::Ours];
+    let mut left_out = Vec::new();
+    let mut choose = |imp: Impl, why_not: Option<String>| match why_not {
+        None => run.push(imp),
+        Some(why) => left_out.push((imp, why)),
+    };
+    choose(
+        Impl::OursIpt,
+        (!o.ours_iptables).then(|| "not asked for (--no-ours-iptables)".to_string()),
+    );
+    // A UDP mapping only exists where a port is published.
+    if scenario == Scenario::Portmap {
+        choose(Impl::OursUdp, (!o.ours_udp).then(|| "not asked for (--no-ours-udp)".to_string()));
+    }
+    choose(Impl::Ref, None);
+    // The nftables backends of the reference appeared in v1.6.
+    let ref_nft = if !o.reference_nft {
+        Some("not asked for (--no-reference-nft)".to_string())
+    } else if !version_at_least(&o.reference_version, (1, 6)) {
+        Some(format!("{} has no nftables backend (v1.6 or newer has)", o.reference_version))
+    } else {
+        None
+    };
+    choose(Impl::RefNft, ref_nft);
+    choose(
+        Impl::Netavark,
+        o.netavark.is_none().then(|| "no netavark binary given (--netavark none)".to_string()),
+    );
+    LanePlan { run, left_out }
+}
+
+/// Where the plugins of a (non-netavark) lane are.
+fn plugin_dir(o: &Opts, imp: Impl) -> &Path {
+    if matches!(imp, Impl::Ref | Impl::RefNft) {
+        &o.reference
+    } else {
+        &o.ours
+    }
+}
+
 fn latency(o: &Opts, scenario: Scenario, rec: &mut Recorder, md: &mut String) -> Res<()> {
     let sc = scenario.key();
     let baseline = netns_in_kernel();
-    let mut impls = vec![Impl::Ours];
-    if o.ours_iptables {
-        impls.push(Impl::OursIpt);
-    }
-    impls.push(Impl::Ref);
-    if o.reference_nft {
-        impls.push(Impl::RefNft);
-    }
-    if o.netavark.is_some() {
-        impls.push(Impl::Netavark);
-    }
-    for imp in &impls {
-        if *imp == Impl::Netavark {
-            continue;
+    let plan = plan_lanes(o, scenario);
+    let mut impls = Vec::new();
+    let mut left_out: Vec<String> =
+        plan.left_out.iter().map(|(imp, why)| format!("{sc} {}: {why}", imp.key())).collect();
+    for imp in plan.run {
+        let missing: Vec<&str> = match imp {
+            Impl::Netavark => Vec::new(),
+            _ => ["bridge", "host-local", "portmap"]
+                .into_iter()
+                .filter(|p| !plugin_dir(o, imp).join(p).is_file())
+                .collect(),
+        };
+        if missing.is_empty() {
+            impls.push(imp);
+        } else {
+            left_out.push(format!(
+                "{sc} {}: {} not found in {}",
+                imp.key(),
+                missing.join(", "),
+                plugin_dir(o, imp).display()
+            ));
         }
-        let dir = if matches!(imp, Impl::Ref | Impl::RefNft) { &o.reference } else { &o.ours };
-        for p in ["bridge", "host-local", "portmap"] {
-            if !dir.join(p).is_file() {
-                return Err(format!("{}: {} not found in {}", imp.key(), p, dir.display()));
-            }
-        }
+    }
+    if !impls.contains(&Impl::Ours) {
+        return Err(format!("our plugins are missing in {}", o.ours.display()));
     }
     // Cleanup order: container namespaces first, then the hosts (and their worker threads).
     let mut lanes: Vec<Lane> = Vec::new();
     let mut ctrs = Containers::default();
-    let r = latency_inner(o, scenario, &impls, &mut lanes, &mut ctrs, rec, md);
+    let r = latency_inner(o, scenario, &impls, &left_out, &mut lanes, &mut ctrs, rec, md);
     eprintln!(
         "{sc}: cleaning up ({} container namespaces, {} host namespaces)",
         ctrs.paths.len(),
@@ -1287,6 +1394,7 @@ fn latency_inner(
     o: &Opts,
     scenario: Scenario,
     impls: &[Impl],
+    left_out: &[String],
     lanes: &mut Vec<Lane>,
     ctrs: &mut Containers,
     rec: &mut Recorder,
@@ -1302,11 +1410,7 @@ fn latency_inner(
         let setup = Setup {
             scenario,
             imp: *imp,
-            plugin_dir: if matches!(imp, Impl::Ref | Impl::RefNft) {
-                o.reference.clone()
-            } else {
-                o.ours.clone()
-            },
+            plugin_dir: plugin_dir(o, *imp).to_path_buf(),
             state_dir: run_state,
             ipam_dir: base.join("ipam"),
             netavark: o.netavark.clone(),
@@ -1418,7 +1522,7 @@ fn latency_inner(
                 let j = (s + k) % live.len();
                 let lane = &lanes[live[j]];
                 let mut setup = lane.setup.clone();
-                setup.trace = o.trace && setup.imp == Impl::Ours;
+                setup.trace = o.trace && setup.imp.traced();
                 let id = format!("bench-n{level}-s{s}");
                 let port = SAMPLE_PORT + (li as u32) * 100 + s as u32;
                 let p = paths[j].clone();
@@ -1428,7 +1532,7 @@ fn latency_inner(
                 match r {
                     Ok((ms, detail, result, marks)) => {
                         rec.add(sc, key, plugin, level, "ADD", s, ms, &detail);
-                        rec.add_marks(sc, level, "ADD", &marks);
+                        rec.add_marks(&trace_key(sc, lane.setup.imp), level, "ADD", &marks);
                         added.push(Sample {
                             lane: live[j],
                             sample: s,
@@ -1460,7 +1564,7 @@ fn latency_inner(
             check_stop()?;
             let lane = &lanes[smp.lane];
             let mut setup = lane.setup.clone();
-            setup.trace = o.trace && setup.imp == Impl::Ours;
+            setup.trace = o.trace && setup.imp.traced();
             let key = setup_key(&lane.setup);
             let (id, p, port) = (smp.id.clone(), smp.netns.clone(), smp.port);
             let prev = smp.result.clone().unwrap_or_else(|| json!({"cniVersion": "1.0.0"}));
@@ -1471,7 +1575,7 @@ fn latency_inner(
                 (Ok((ms, detail, marks)), true) => {
                     rec.add(sc, key, plugin, level, "DEL", sample_no, ms, &detail);
                     rec.add(sc, key, plugin, level, "ADD+DEL", sample_no, smp.add_ms + ms, "");
-                    rec.add_marks(sc, level, "DEL", &marks);
+                    rec.add_marks(&trace_key(sc, lane.setup.imp), level, "DEL", &marks);
                 }
                 (Ok(_), false) => {}
                 (Err(e), _) => {
@@ -1513,9 +1617,14 @@ fn latency_inner(
                               one `hostPort -> 80/tcp` per container; ADD = bridge ADD + portmap ADD, DEL = portmap DEL + \
                               bridge DEL (each given the cached result as prevResult, as libcni does).",
     };
+    let udp = if impls.contains(&Impl::OursUdp) {
+        " `ours (UDP port)` is ours with `hostPort -> 80/udp` instead, in every container of its lane."
+    } else {
+        ""
+    };
     let _ = writeln!(
         md,
-        "{what} N containers of the same kind already exist on the bridge (each implementation in its own \
+        "{what}{udp} N containers of the same kind already exist on the bridge (each implementation in its own \
          private host namespace, filled by running the plugins). Per level, each sample adds one new container \
          per implementation (implementations rotated), then those are deleted. Times are wall time of the plugin \
          processes in ms, median / p90 over the samples; ADD+DEL is the sum per container. `ours` = our nftables \
@@ -1537,6 +1646,7 @@ fn latency_inner(
     }
     let _ = writeln!(md);
     let mut notes = Vec::new();
+    let mut lanes_left_out = left_out.to_vec();
     for op in ["ADD", "DEL", "ADD+DEL"] {
         for &level in o.levels.iter() {
             let so = rec.get(sc, "ours", plugin, level, op);
@@ -1550,7 +1660,12 @@ fn latency_inner(
             let _ = writeln!(md);
             for imp in impls {
                 let f = rec.failures(sc, imp.key(), plugin, level, op);
-                if f > 0 {
+                if f > 0 && rec.get(sc, imp.key(), plugin, level, op).is_none() {
+                    lanes_left_out.push(format!(
+                        "{sc} {} {op} at N={level}: all {f} samples failed",
+                        imp.key()
+                    ));
+                } else if f > 0 {
                     notes.push(format!(
                         "{} {op} at N={level}: {f} failed sample(s), left out",
                         imp.key()
@@ -1560,12 +1675,21 @@ fn latency_inner(
         }
     }
     let _ = writeln!(md);
-    rec.trace_table(sc, &o.levels, md);
+    if impls.contains(&Impl::OursUdp) {
+        let median = |imp: Impl, op: &str, n: usize| {
+            rec.get(sc, imp.key(), plugin, n, op).map(|st| st.median)
+        };
+        let _ = writeln!(md, "{}\n", udp_vs_tcp_line(&o.levels, median));
+    }
+    rec.trace_table(sc, "ours", &o.levels, md);
+    if impls.contains(&Impl::OursUdp) {
+        rec.trace_table(&trace_key(sc, Impl::OursUdp), "ours (UDP port)", &o.levels, md);
+    }
     let _ = writeln!(md);
     for lane in lanes.iter() {
         if let Some(e) = &lane.broken {
-            notes.push(format!(
-                "{} failed while filling and was dropped: {}",
+            lanes_left_out.push(format!(
+                "{sc} {}: failed while filling and was dropped: {}",
                 lane.setup.imp.key(),
                 e.lines().next().unwrap_or("")
             ));
@@ -1588,9 +1712,49 @@ fn latency_inner(
     for n in notes {
         let _ = writeln!(md, "- note: {n}");
     }
+    for l in lanes_left_out {
+        let _ = writeln!(md, "{LEFT_OUT}{l}");
+    }
     let _ = writeln!(md);
 
     Ok(())
+}
+
+/// The start of a markdown line naming a lane that did not run and why; scripts/bench.sh
+/// gathers every such line of every bench into the "Left out" section of results.md.
+const LEFT_OUT: &str = "- left out: ";
+
+/// One line comparing our UDP mapping with our TCP one: ours-udp median / ours median per
+/// level and op (above 1× = the UDP mapping costs more).
+fn udp_vs_tcp_line(levels: &[usize], median: impl Fn(Impl, &str, usize) -> Option<f64>) -> String {
+    let mut per_level = Vec::new();
+    for &n in levels {
+        let ops: Vec<String> = ["ADD", "DEL", "ADD+DEL"]
+            .iter()
+            .map(|op| {
+                let r = match (median(Impl::OursUdp, op, n), median(Impl::Ours, op, n)) {
+                    (Some(u), Some(t)) if t > 0.0 => format!("{:.2}×", u / t),
+                    _ => "—".into(),
+                };
+                format!("{op} {r}")
+            })
+            .collect();
+        per_level.push(format!("N={n}: {}", ops.join(", ")));
+    }
+    format!(
+        "UDP vs TCP mapping, ours (UDP port) / ours median (above 1× = the UDP mapping costs more): {}.",
+        per_level.join("; ")
+    )
+}
+
+/// The trace of ours is kept under the scenario's name, that of ours-udp apart from it
+/// (`portmap-udp` in trace.csv), so the two can be told apart step by step.
+fn trace_key(scenario: &str, imp: Impl) -> String {
+    if imp == Impl::OursUdp {
+        format!("{scenario}-udp")
+    } else {
+        scenario.to_string()
+    }
 }
 
 fn setup_key(s: &Setup) -> &'static str {
@@ -1639,12 +1803,24 @@ fn main() {
         );
         if let Err(e) = r {
             eprintln!("cni-bench: {sc}: {e}");
-            let _ = writeln!(md, "**{sc}: not completed: {}**\n", e.lines().next().unwrap_or(""));
+            let first = e.lines().next().unwrap_or("");
+            let _ = writeln!(md, "**{sc}: not completed: {first}**\n");
+            let _ = writeln!(md, "{LEFT_OUT}{sc}: every lane (not completed: {first})\n");
             failed.push(sc.clone());
             if STOP.load(Ordering::SeqCst) {
                 break;
             }
         }
+    }
+    let not_asked: Vec<&str> = ["startup", "bridge", "portmap"]
+        .into_iter()
+        .filter(|sc| !o.scenarios.iter().any(|s| s == sc))
+        .collect();
+    for sc in &not_asked {
+        let _ = writeln!(md, "{LEFT_OUT}{sc}: every lane (not asked for: --scenarios)");
+    }
+    if !not_asked.is_empty() {
+        let _ = writeln!(md);
     }
     let _ = rec.csv.flush();
     let mut exit = 0;
@@ -1667,4 +1843,166 @@ fn main() {
     let _ = fs::remove_dir_all(Path::new("/run").join(&o.tag));
     eprintln!("cni-bench: done in {:.0} s", start.elapsed().as_secs_f64());
     std::process::exit(exit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Opts {
+        Opts {
+            ours: "target/release".into(),
+            reference: "/usr/lib/cni".into(),
+            reference_version: "CNI bridge plugin v1.10.0".into(),
+            reference_nft: true,
+            netavark: Some("/bin/netavark".into()),
+            trace: true,
+            out: "out".into(),
+            work: "work".into(),
+            tag: "cb1".into(),
+            levels: vec![0, 100],
+            samples: vec![20],
+            startup_runs: 300,
+            scenarios: vec!["startup".into(), "bridge".into(), "portmap".into()],
+            ours_iptables: true,
+            ours_udp: true,
+            hyperfine: None,
+        }
+    }
+
+    fn parse(args: &[&str]) -> Res<Opts> {
+        parse_args(args.iter().map(|s| s.to_string()), defaults())
+    }
+
+    #[test]
+    fn no_ours_udp_turns_the_udp_lane_off_and_nothing_else() {
+        let o = parse(&[]).unwrap();
+        assert!(o.ours_udp && o.ours_iptables);
+        let o = parse(&["--no-ours-udp"]).unwrap();
+        assert!(!o.ours_udp);
+        assert!(o.ours_iptables && o.reference_nft && o.netavark.is_some());
+    }
+
+    #[test]
+    fn options_with_values_parse() {
+        let o = parse(&[
+            "--levels",
+            "0,100,500",
+            "--samples",
+            "5,5,3",
+            "--netavark",
+            "none",
+            "--scenarios",
+            "portmap",
+            "--tag",
+            "cb42",
+            "--no-ours-iptables",
+        ])
+        .unwrap();
+        assert_eq!(o.levels, vec![0, 100, 500]);
+        assert_eq!(o.samples, vec![5, 5, 3]);
+        assert_eq!(o.netavark, None);
+        assert_eq!(o.scenarios, vec!["portmap".to_string()]);
+        assert_eq!(o.tag, "cb42");
+        assert!(!o.ours_iptables);
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        assert!(parse(&["--levels"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["--levels", "0,x"]).unwrap_err().contains("not a number"));
+        assert!(parse(&["--samples", "0"]).is_err());
+        assert!(parse(&["--samples", "5,5,5"]).unwrap_err().contains("one per level"));
+        assert!(parse(&["--scenarios", "udp"]).unwrap_err().contains("unknown scenario"));
+        assert!(parse(&["--tag", "cb-1"]).is_err());
+        assert!(parse(&["--no-ours-tcp"]).unwrap_err().contains("unknown argument"));
+    }
+
+    #[test]
+    fn reference_versions_compare() {
+        assert!(version_at_least("CNI bridge plugin v1.10.0", (1, 6)));
+        assert!(version_at_least("CNI bridge plugin v1.6.0", (1, 6)));
+        assert!(!version_at_least("CNI bridge plugin v1.1.1", (1, 6)));
+        assert!(!version_at_least("CNI bridge plugin (unknown version)", (1, 6)));
+    }
+
+    #[test]
+    fn the_udp_lane_runs_in_the_portmap_scenario_only() {
+        let o = defaults();
+        let all = [Impl::Ours, Impl::OursIpt, Impl::Ref, Impl::RefNft, Impl::Netavark];
+        let p = plan_lanes(&o, Scenario::Bridge);
+        assert_eq!(p, LanePlan { run: all.to_vec(), left_out: vec![] });
+        let p = plan_lanes(&o, Scenario::Portmap);
+        assert_eq!(
+            p.run,
+            vec![Impl::Ours, Impl::OursIpt, Impl::OursUdp, Impl::Ref, Impl::RefNft, Impl::Netavark]
+        );
+        assert!(p.left_out.is_empty());
+    }
+
+    #[test]
+    fn every_lane_not_run_is_named_with_its_reason() {
+        let mut o = parse(&["--no-ours-udp", "--no-ours-iptables", "--netavark", "none"]).unwrap();
+        o.reference_version = "CNI bridge plugin v1.1.1".into();
+        let p = plan_lanes(&o, Scenario::Portmap);
+        assert_eq!(p.run, vec![Impl::Ours, Impl::Ref]);
+        let why: BTreeMap<&str, &str> =
+            p.left_out.iter().map(|(i, w)| (i.key(), w.as_str())).collect();
+        assert_eq!(why.len(), 4);
+        assert!(why["ours-iptables"].contains("--no-ours-iptables"));
+        assert!(why["ours-udp"].contains("--no-ours-udp"));
+        assert!(why["reference-nft"].contains("v1.1.1"));
+        assert!(why["netavark"].contains("--netavark none"));
+        // --no-ours-udp says nothing about a scenario without ports.
+        assert!(!plan_lanes(&o, Scenario::Bridge)
+            .left_out
+            .iter()
+            .any(|(i, _)| *i == Impl::OursUdp));
+    }
+
+    #[test]
+    fn udp_line_is_the_median_ratio_per_level_and_op() {
+        let median = |imp: Impl, op: &str, n: usize| match (imp, op, n) {
+            (Impl::Ours, "ADD", 0) => Some(4.0),
+            (Impl::OursUdp, "ADD", 0) => Some(5.0),
+            (Impl::Ours, "DEL", 0) => Some(2.0),
+            (Impl::OursUdp, "DEL", 0) => Some(2.0),
+            (Impl::Ours, "ADD+DEL", 0) => Some(6.0),
+            (Impl::OursUdp, "ADD+DEL", 0) => Some(7.0),
+            (Impl::Ours, _, 100) => Some(3.0),
+            _ => None,
+        };
+        let line = udp_vs_tcp_line(&[0, 100], median);
+        assert!(line.contains("N=0: ADD 1.25×, DEL 1.00×, ADD+DEL 1.17×"), "{line}");
+        assert!(line.contains("N=100: ADD —, DEL —, ADD+DEL —"), "{line}");
+        assert!(line.starts_with("UDP vs TCP mapping"), "{line}");
+    }
+
+    #[test]
+    fn the_udp_lane_is_traced_apart_from_ours() {
+        assert!(Impl::Ours.traced() && Impl::OursUdp.traced());
+        assert!(!Impl::Ref.traced() && !Impl::OursIpt.traced());
+        assert_eq!(trace_key("portmap", Impl::Ours), "portmap");
+        assert_eq!(trace_key("portmap", Impl::OursUdp), "portmap-udp");
+    }
+
+    #[test]
+    fn udp_lane_publishes_a_udp_port_and_the_others_tcp() {
+        let setup = |imp| Setup {
+            scenario: Scenario::Portmap,
+            imp,
+            plugin_dir: "p".into(),
+            state_dir: "s".into(),
+            ipam_dir: "i".into(),
+            netavark: None,
+            trace: false,
+        };
+        let proto = |imp| {
+            setup(imp).portmap_conf(40000)["runtimeConfig"]["portMappings"][0]["protocol"].clone()
+        };
+        assert_eq!(proto(Impl::OursUdp), json!("udp"));
+        assert_eq!(proto(Impl::Ours), json!("tcp"));
+        assert_eq!(setup(Impl::OursUdp).portmap_conf(40000)["backend"], json!("nftables"));
+        assert_eq!(setup(Impl::OursUdp).bridge_conf()["firewallBackend"], json!("nftables"));
+    }
 }
