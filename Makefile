@@ -55,7 +55,7 @@ lint:
 ## test: everything: lint, unit tests, then integration tests against the real kernel
 test: lint deps
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	CNI_SUITE_REQUIRE_ROOT=1 $(CARGO) test --workspace --no-fail-fast
 
 unit:
 	$(CARGO) test --workspace --lib --bins

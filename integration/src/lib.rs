@@ -102,20 +102,14 @@ fn kill_pid(pid: u32) {
     }
 }
 
-/// Returns true when running as root. Otherwise prints `skipped: needs root`
-/// and returns false, so a test starts with `if !require_root() { return; }`.
-/// With `CNI_SUITE_REQUIRE_ROOT` set in the environment it panics instead of
-/// skipping, so CI cannot silently skip every test.
+/// Returns true when running as root. Otherwise skips (returns false, so a test starts
+/// with `if !require_root() { return; }`), or fails under CI ([`cni::prereq::skip`]).
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    if std::env::var_os("CNI_SUITE_REQUIRE_ROOT").is_some() {
-        panic!("integration tests need root and CNI_SUITE_REQUIRE_ROOT is set");
-    }
-    eprintln!("skipped: needs root");
-    false
+    cni::prereq::skip("integration tests need root")
 }
 
 /// Polls `f` every 50 ms until it returns true or `timeout` passes; returns

@@ -13,6 +13,7 @@ pub mod error;
 pub mod json;
 pub mod names;
 pub mod plan;
+pub mod prereq;
 pub mod result;
 pub mod store;
 pub mod trace;

@@ -47,28 +47,25 @@ pub fn removed_mapping_filter(m: &PortMapping) -> Filter {
     }
 }
 
-/// Deletes the UDP flows `which` names for these mappings, now; returns how many mappings
-/// had some.
-pub fn flush(mappings: &[PortMapping], which: Flows) -> usize {
+/// Deletes the UDP flows `which` names for these mappings, now.
+pub fn flush(mappings: &[PortMapping], which: Flows) {
     let filter = match which {
         Flows::ToNewPorts => new_mapping_filter,
         Flows::ToRemovedMappings => removed_mapping_filter,
     };
-    mappings
-        .iter()
-        .filter(|m| m.protocol == Protocol::Udp)
-        .filter(|m| ctnetlink::delete_matching(&filter(m)).is_ok_and(|n| n > 0))
-        .count()
+    for m in mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
+        // Never fails the plugin: a flow left behind only delays one client.
+        let _ = ctnetlink::delete_matching(&filter(m));
+    }
 }
 
 /// [`flush`] in a detached child, so the plugin returns without waiting for it.
 ///
-/// A ctnetlink dump walks every bucket of the kernel's conntrack hash, which is global
-/// (262,144 buckets here): 3.3 ms per dump even when this namespace holds one entry, which
-/// made a UDP mapping's ADD and DEL 1.5x a TCP one's. Nothing the runtime does next depends
-/// on the flush: a stale flow only matters to a client that keeps sending, and it is gone
-/// a few milliseconds later. Skipped outright when no mapping is UDP or the namespace has
-/// no conntrack entry at all.
+/// Whatever the kernel does, it walks every bucket of its conntrack hash, which is global
+/// (262,144 buckets here) even when this namespace holds one entry: a few ms of CPU that
+/// the runtime need not wait for. Nothing it does next depends on the flush: a stale flow
+/// only matters to a client that keeps sending, and it is gone a few milliseconds later.
+/// Skipped outright when no mapping is UDP or the namespace has no conntrack entry at all.
 pub fn flush_detached(mappings: &[PortMapping], which: Flows) {
     if !mappings.iter().any(|m| m.protocol == Protocol::Udp) {
         return;
@@ -83,21 +80,18 @@ pub fn flush_detached(mappings: &[PortMapping], which: Flows) {
 
 /// Deletes the flows addressed to Docker's embedded DNS address (127.0.0.11) in the caller's
 /// namespace, both protocols: only the DNS redirect ([`crate::dns_redirect`]) creates such
-/// flows there. Returns true when something was deleted.
-pub fn flush_dns_redirect() -> bool {
+/// flows there.
+pub fn flush_dns_redirect() {
     let dns = std::net::IpAddr::from(crate::dns_redirect::DNS_ADDR);
-    [IPPROTO_UDP, 6]
-        .iter()
-        .map(|proto| Filter {
+    for proto in [IPPROTO_UDP, 6] {
+        let _ = ctnetlink::delete_matching(&Filter {
             v6: false,
-            proto: *proto,
+            proto,
             orig: TupleMatch { dst: Some(dns), ..Default::default() },
             reply: TupleMatch::default(),
             status_clear: 0,
-        })
-        .map(|f| ctnetlink::delete_matching(&f).unwrap_or(0))
-        .sum::<usize>()
-        > 0
+        });
+    }
 }
 
 #[cfg(test)]

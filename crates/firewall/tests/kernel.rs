@@ -85,14 +85,13 @@ fn have(tool: &str) -> bool {
 }
 
 fn can_run(tools: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: kernel tests need root");
-        return false;
+        return cni::prereq::skip("kernel tests need root");
     }
     for t in ["ip"].iter().chain(tools) {
         if !have(t) {
-            eprintln!("skipped: {t} not found");
-            return false;
+            return cni::prereq::skip(&format!("kernel tests need {t}"));
         }
     }
     true
@@ -745,12 +744,25 @@ fn udp_flows_of_removed_mappings_are_deleted() {
     assert_eq!(got.unwrap(), b"hi");
     let before = t.host.sh_any("conntrack -L -p udp --orig-port-dst 5353 2>/dev/null");
     assert!(before.contains("dport=5353"), "no flow to delete: {before}");
-    let n = t
-        .host
+    // A flow of someone else's (another port) that the filter must leave alone.
+    t.host.sh("conntrack -I -p udp -s 10.80.0.2 -d 10.80.0.1 --sport 40001 --dport 5354 \
+         --timeout 120 >/dev/null");
+    let p4 = p3.clone();
+    t.host
         .run(move || firewall::conntrack::flush(&p3.mappings, firewall::Flows::ToRemovedMappings));
-    assert_eq!(n, 1, "one mapping had flows");
-    let after = t.host.sh_any("conntrack -L -p udp --orig-port-dst 5353 2>/dev/null");
+    let after = t.host.sh_any("conntrack -L -p udp 2>/dev/null");
     assert!(!after.contains("dport=5353"), "flow left: {after}");
+    assert!(after.contains("dport=5354"), "an unrelated flow was deleted: {after}");
+    // On this kernel the flush is the kernel's own filtered one, not the dump fallback.
+    let direct = t.host.run(move || {
+        let mut sock = nfnetlink::Socket::open().unwrap();
+        let removed = firewall::conntrack::removed_mapping_filter(&p4.mappings[0]);
+        // ADD's filter also carries a status mask (flows that were not DNATed).
+        let new = firewall::conntrack::new_mapping_filter(&p4.mappings[0]);
+        nfnetlink::ctnetlink::flush_by_filter(&mut sock, &removed)
+            .and_then(|_| nfnetlink::ctnetlink::flush_by_filter(&mut sock, &new))
+    });
+    assert!(direct.is_ok(), "the kernel refused a flush by filter: {direct:?}");
     t.host.run(move || Nftables::new().remove_ports(&p, true).unwrap());
 }
 

@@ -1,9 +1,9 @@
 //! Deleting conntrack entries over ctnetlink (no `conntrack` child process).
 //!
-//! A [`Filter`] names the flows to delete by fields of their original and reply tuples.
-//! The kernel filters the dump (CTA_FILTER), and each match is deleted by its exact
-//! original tuple (a hash lookup). A namespace with no conntrack entry at all is answered
-//! from `nf_conntrack_count` without asking the kernel for anything.
+//! A [`Filter`] names the flows to delete by fields of their original and reply tuples and
+//! their status; the kernel deletes what matches in one request (see [`delete_matching`]).
+//! A namespace with no conntrack entry at all is answered from `nf_conntrack_count` without
+//! asking the kernel for anything.
 
 use std::net::IpAddr;
 
@@ -17,6 +17,7 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
 const CTA_FILTER: u16 = 25;
+const CTA_STATUS_MASK: u16 = 26;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
@@ -98,23 +99,29 @@ pub fn entry_count() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").ok()?.trim().parse().ok()
 }
 
-fn request(sock: &mut Socket, m: u16, flags: u16, v6: bool, attrs: &[u8]) -> (u32, Vec<u8>) {
+/// One ctnetlink request. With `version` 1 the kernel keeps a flush to `v6`'s family; with 0
+/// (the old protocol) it would flush every family.
+fn request(
+    sock: &mut Socket,
+    m: u16,
+    flags: u16,
+    v6: bool,
+    version: u8,
+    attrs: &[u8],
+) -> (u32, Vec<u8>) {
     let seq = sock.take_seq(1);
     let mut body =
         socket::nfgen(if v6 { libc::AF_INET6 as u8 } else { libc::AF_INET as u8 }, 0).to_vec();
+    body[1] = version;
     body.extend_from_slice(attrs);
     let mut buf = Vec::new();
     socket::put_msg(&mut buf, (SUBSYS_CTNETLINK << 8) | m, flags, seq, &body);
     (seq, buf)
 }
 
-/// Deletes the flows matching `f`; returns how many were deleted. No conntrack support,
-/// or nothing to delete, is not an error.
-pub fn delete_matching(f: &Filter) -> Result<usize, Error> {
-    if entry_count() == Some(0) {
-        return Ok(0);
-    }
-    let mut sock = Socket::open()?;
+/// The filter as ctnetlink attributes: both tuples with what they name, CTA_FILTER saying
+/// which of their fields count, and the status bits that must be clear.
+fn filter_attrs(f: &Filter) -> Attrs {
     let mut a = Attrs::new();
     f.orig.encode(&mut a, CTA_TUPLE_ORIG, f.v6, f.proto);
     f.reply.encode(&mut a, CTA_TUPLE_REPLY, f.v6, f.proto);
@@ -123,8 +130,65 @@ pub fn delete_matching(f: &Filter) -> Result<usize, Error> {
         x.put(1, &(f.orig.flags() | FLAG_PROTO_NUM).to_ne_bytes());
         x.put(2, &(f.reply.flags() | FLAG_PROTO_NUM).to_ne_bytes());
     });
+    if f.status_clear != 0 {
+        // Matches when (status & mask) == 0: none of those bits set.
+        a.put(CTA_STATUS, &0u32.to_be_bytes());
+        a.put(CTA_STATUS_MASK, &f.status_clear.to_be_bytes());
+    }
+    a
+}
+
+/// Deletes the flows matching `f` in the caller's namespace. No conntrack support, or
+/// nothing to delete, is not an error.
+///
+/// One DELETE that carries the filter: the kernel walks its table itself
+/// (`nf_ct_iterate_cleanup_net`, a bucket at a time, with a reschedule point between
+/// them). A filtered dump walks the same global table (262,144 buckets here) in one
+/// stretch without a quiescent state, 3+ ms during which no RCU grace period can end; a
+/// veth delete running meanwhile (the bridge DEL after portmap's) waited for it, and made
+/// a UDP mapping's DEL twice a TCP one's even with the flush detached. Kernels that cannot
+/// flush by filter (before 6.3) read the partial tuple as an exact one and answer EINVAL
+/// without deleting anything; they get the dump and a delete per match. Unlike an aborted
+/// nf_tables batch, a refused ctnetlink request costs no grace period.
+pub fn delete_matching(f: &Filter) -> Result<(), Error> {
+    if entry_count() == Some(0) {
+        return Ok(());
+    }
+    let mut sock = Socket::open()?;
+    match flush_by_filter(&mut sock, f) {
+        Err(e) if e.errno == libc::EINVAL => dump_and_delete(&mut sock, f).map(|_| ()),
+        other => other,
+    }
+}
+
+/// The kernel-side flush of [`delete_matching`], public so a test can tell it is the path
+/// taken on this kernel.
+pub fn flush_by_filter(sock: &mut Socket, f: &Filter) -> Result<(), Error> {
+    let what = "deleting conntrack entries by filter";
+    let a = filter_attrs(f);
+    let (seq, buf) = request(sock, MSG_DELETE, NLM_F_REQUEST | NLM_F_ACK, f.v6, 1, a.bytes());
+    sock.send(&buf, what)?;
+    loop {
+        for r in sock.recv(what)? {
+            if r.seq != seq || r.kind != socket::NLMSG_ERROR {
+                continue;
+            }
+            return match socket::parse_error(r.flags, &r.body) {
+                (0, _) => Ok(()),
+                // No conntrack in this kernel or namespace: nothing to delete.
+                (libc::ENOENT | libc::EOPNOTSUPP | libc::EAFNOSUPPORT, _) => Ok(()),
+                (errno, detail) => Err(Error { errno, what: what.into(), detail }),
+            };
+        }
+    }
+}
+
+/// The older way: a filtered dump, then a delete per match by its exact original tuple (a
+/// hash lookup); returns how many were deleted.
+fn dump_and_delete(sock: &mut Socket, f: &Filter) -> Result<usize, Error> {
+    let a = filter_attrs(f);
     let what = "listing conntrack entries";
-    let (seq, buf) = request(&mut sock, MSG_GET, NLM_F_REQUEST | NLM_F_DUMP, f.v6, a.bytes());
+    let (seq, buf) = request(sock, MSG_GET, NLM_F_REQUEST | NLM_F_DUMP, f.v6, 0, a.bytes());
     sock.send(&buf, what)?;
     let mut doomed: Vec<Vec<u8>> = Vec::new();
     'dump: loop {
@@ -164,7 +228,7 @@ pub fn delete_matching(f: &Filter) -> Result<usize, Error> {
         let mut a = Attrs::new();
         a.put(CTA_TUPLE_ORIG | attr::NLA_F_NESTED, &orig);
         let bytes = a.into_bytes();
-        let (seq, buf) = request(&mut sock, MSG_DELETE, NLM_F_REQUEST | NLM_F_ACK, f.v6, &bytes);
+        let (seq, buf) = request(sock, MSG_DELETE, NLM_F_REQUEST | NLM_F_ACK, f.v6, 0, &bytes);
         sock.send(&buf, "deleting a conntrack entry")?;
         loop {
             let replies = sock.recv("deleting a conntrack entry")?;

@@ -69,11 +69,7 @@ pub fn require_runtime(what: &str, bins: &[&str]) -> bool {
         "{what} cannot run here: {} not installed (scripts/install-deps.sh installs them)",
         missing.join(", ")
     );
-    if std::env::var_os("CI").is_some() || std::env::var_os("CNI_SUITE_REQUIRE_ROOT").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipped: {msg}");
-    false
+    cni::prereq::skip(&msg)
 }
 
 /// Skips (returns false, with the reason) when a runtime's own preflight shows it cannot
@@ -83,11 +79,7 @@ pub fn runtime_usable(what: &str, probe: &Run) -> bool {
         return true;
     }
     let msg = format!("{what} cannot run on this machine:\n{probe}");
-    if std::env::var_os("CI").is_some() || std::env::var_os("CNI_SUITE_REQUIRE_ROOT").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipped: {msg}");
-    false
+    cni::prereq::skip(&msg)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -591,11 +583,7 @@ pub fn require_built(what: &str, built: &[&str], system: &[&str]) -> bool {
         missing.join(", "),
         dir.display()
     );
-    if std::env::var_os("CI").is_some() || std::env::var_os("CNI_SUITE_REQUIRE_ROOT").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipped: {msg}");
-    false
+    cni::prereq::skip(&msg)
 }
 
 /// A containerd 2.x daemon inside a [`Holder`]: root, state, sockets and config in the
