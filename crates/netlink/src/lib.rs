@@ -33,5 +33,5 @@ pub use link::{check_ifname, Link, LinkUpdate, MacvlanMode, MAX_IFNAME_LEN};
 pub use mac::{format_mac, parse_mac, random_mac};
 pub use netns::{open_container_netns, with_netns, Netns, NetnsGuard};
 pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
-pub use sysctl::{sysctl_get, sysctl_set};
+pub use sysctl::{ipv6_enabled, sysctl_get, sysctl_set};
 pub use tc::{Psched, Qdisc, Tbf, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};

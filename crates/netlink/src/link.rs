@@ -148,7 +148,8 @@ pub struct LinkUpdate<'a> {
     /// IFLA_INET6_ADDR_GEN_MODE none: the link gets no IPv6 link-local address, so no
     /// duplicate address detection, solicited-node group or router solicitations for it
     /// either. The kernel takes this only for an existing link (RTM_NEWLINK refuses
-    /// IFLA_AF_SPEC with EAFNOSUPPORT). Ignored where IPv6 is off (no inet6 on the link).
+    /// IFLA_AF_SPEC with EAFNOSUPPORT), and only where it has IPv6 (EAFNOSUPPORT with
+    /// `ipv6.disable=1`; ask [`crate::ipv6_enabled`] first).
     pub no_ipv6_link_local: bool,
 }
 
@@ -556,32 +557,23 @@ impl Handle {
         if let Some(alias) = update.alias {
             check_alias(alias, &ctx)?;
         }
-        let build = |with_af_spec: bool| {
-            let mut msg = link_message(index);
-            if let Some(alias) = update.alias {
-                msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-            }
-            if update.up {
-                msg.header.change_mask = LinkFlags::Up;
-                msg.header.flags = LinkFlags::Up;
-            }
-            if with_af_spec {
-                msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-                    AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-                ])]));
-            }
-            msg
-        };
         if update.alias.is_none() && !update.up && !update.no_ipv6_link_local {
             return Ok(());
         }
-        match self.set_link(build(update.no_ipv6_link_local), &ctx) {
-            // No IPv6 on this link (ipv6.disable=1): it gets no link-local address anyway.
-            Err(e) if update.no_ipv6_link_local && e.errno() == Some(libc::EAFNOSUPPORT) => {
-                self.set_link(build(false), &ctx)
-            }
-            r => r,
+        let mut msg = link_message(index);
+        if let Some(alias) = update.alias {
+            msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
         }
+        if update.up {
+            msg.header.change_mask = LinkFlags::Up;
+            msg.header.flags = LinkFlags::Up;
+        }
+        if update.no_ipv6_link_local {
+            msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]));
+        }
+        self.set_link(msg, &ctx)
     }
 
     /// Sets the transmit queue length.

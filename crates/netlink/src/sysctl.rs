@@ -43,6 +43,13 @@ pub fn sysctl_set(path: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::from_io(format!("writing {value:?} to sysctl {path}"), e))
 }
 
+/// Whether the kernel has IPv6 in the current thread's namespace (its sysctls exist; they
+/// do not with `ipv6.disable=1`), read before IPv6 settings are sent rather than learned
+/// from their refusal.
+pub fn ipv6_enabled() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6/conf/all").exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

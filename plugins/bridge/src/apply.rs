@@ -109,14 +109,16 @@ fn apply_steps(
     // rt6_disable_ip), 0.8 ms with 1000 ports.
     let hv = host.create_veth_port(&vp.host, &vp.peer, Some(ns), vp.mtu, vp.mac, Some(br.index))?;
     done.push(Done::Veth(hv.index));
+    // A kernel without IPv6 (ipv6.disable=1) gives the port none anyway.
+    let drop_ipv6 = !vp.host_ipv6 && netlink::ipv6_enabled();
     host.update_link(
         hv.index,
-        &netlink::LinkUpdate { alias: Some(&vp.tag), up: false, no_ipv6_link_local: !vp.host_ipv6 },
+        &netlink::LinkUpdate { alias: Some(&vp.tag), up: false, no_ipv6_link_local: drop_ipv6 },
     )?;
-    if !vp.host_ipv6 {
+    if drop_ipv6 {
         // No IPv6 on the port at all (no ff00::/8 route either), before it comes up. Best
-        // effort: without IPv6 in the kernel, or with /proc/sys read-only, the port merely
-        // keeps the routes the link-local setting above leaves it.
+        // effort: with /proc/sys read-only the port merely keeps the multicast route the
+        // link-local setting above leaves it.
         let _ = netlink::sysctl_set(&format!("net/ipv6/conf/{}/disable_ipv6", vp.host), "1");
     }
     if vp.hairpin || vp.isolated {
